@@ -1,0 +1,218 @@
+//! Host / `:authority` normalisation and the host allowlist.
+//!
+//! A Host value is reduced to one of a few forms before any rule looks at it:
+//! lower case, port and one trailing dot removed, IPv6 brackets understood.
+//! Everything that is not a plain DNS-style name or an IP literal is
+//! `Invalid`, so odd spellings cannot slip past the allowlist.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::error::ConfigError;
+use super::trim_ows;
+
+/// Longest host name accepted (RFC 1035: 253 characters without the root dot).
+const MAX_NAME_LEN: usize = 253;
+
+/// What a Host header value turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostForm {
+    /// No Host / `:authority` at all.
+    Missing,
+    /// Present but empty (or only a port, like `:80`).
+    Empty,
+    /// An IP literal: IPv4 (also the numeric forms browsers accept, like
+    /// `127.1` or `0x7f000001`, which leave `addr` empty) or bracketed IPv6.
+    IpLiteral(Option<IpAddr>),
+    /// A syntactically valid name, lower case, without port or trailing dot.
+    Name(String),
+    /// Anything else: bad characters, empty labels, a bad port, too long.
+    Invalid,
+}
+
+/// Classifies a raw Host / `:authority` value.
+pub fn classify(raw: Option<&[u8]>) -> HostForm {
+    let Some(raw) = raw else {
+        return HostForm::Missing;
+    };
+    let raw = trim_ows(raw);
+    if raw.is_empty() {
+        return HostForm::Empty;
+    }
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return HostForm::Invalid;
+    };
+    if let Some(rest) = text.strip_prefix('[') {
+        return classify_bracketed(rest);
+    }
+    let (name, port) = match text.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (text, None),
+    };
+    if let Some(port) = port {
+        if port.contains(':') {
+            // More than one colon and no brackets: a bare IPv6 address, which
+            // is not a valid Host but is certainly an IP literal when it parses.
+            return match text.parse::<Ipv6Addr>() {
+                Ok(addr) => HostForm::IpLiteral(Some(IpAddr::V6(addr))),
+                Err(_) => HostForm::Invalid,
+            };
+        }
+        if !valid_port(port) {
+            return HostForm::Invalid;
+        }
+    }
+    if name.is_empty() {
+        return HostForm::Empty;
+    }
+    classify_name(name)
+}
+
+fn classify_bracketed(rest: &str) -> HostForm {
+    let Some((addr, after)) = rest.split_once(']') else {
+        return HostForm::Invalid;
+    };
+    let port_ok = match after.strip_prefix(':') {
+        Some(port) => valid_port(port),
+        None => after.is_empty(),
+    };
+    match (port_ok, addr.parse::<Ipv6Addr>()) {
+        (true, Ok(addr)) => HostForm::IpLiteral(Some(IpAddr::V6(addr))),
+        _ => HostForm::Invalid,
+    }
+}
+
+/// RFC 3986 `port = *DIGIT`; we also bound it to what fits in 16 bits.
+fn valid_port(port: &str) -> bool {
+    port.is_empty() || (port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn classify_name(name: &str) -> HostForm {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return HostForm::Invalid;
+    }
+    let lower = name.to_ascii_lowercase();
+    if !valid_name(&lower) {
+        return HostForm::Invalid;
+    }
+    if ends_in_number(&lower) {
+        return HostForm::IpLiteral(lower.parse::<Ipv4Addr>().ok().map(IpAddr::V4));
+    }
+    HostForm::Name(lower)
+}
+
+/// Letters, digits, `-` and `_` in non-empty dot-separated labels. Anything
+/// else (percent-encoding, `@`, `,`, spaces, non-ASCII) is not a host a browser
+/// sends, so it is treated as invalid rather than guessed at.
+fn valid_name(lower: &str) -> bool {
+    lower.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    })
+}
+
+/// The WHATWG URL rule: a host whose last label is a number (decimal or
+/// `0x` hex) is parsed as IPv4 by browsers, so `127.1` and `2130706433`
+/// are IP literals too.
+fn ends_in_number(lower: &str) -> bool {
+    let last = lower.rsplit('.').next().unwrap_or(lower);
+    if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    match last.strip_prefix("0x") {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => false,
+    }
+}
+
+/// The compiled allowlist: exact names, `*.suffix` wildcards and IP literals.
+#[derive(Debug, Default)]
+pub(crate) struct Allowlist {
+    exact: HashSet<String>,
+    /// Suffixes of `*.suffix` entries, without the `*.`.
+    wildcard: HashSet<String>,
+    ips: HashSet<IpAddr>,
+}
+
+impl Allowlist {
+    pub(crate) fn compile(entries: &[String], path: &str) -> Result<Self, ConfigError> {
+        let mut list = Allowlist::default();
+        for (i, entry) in entries.iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            if let Some(suffix) = entry.strip_prefix("*.") {
+                match classify_name(suffix) {
+                    HostForm::Name(name) => list.wildcard.insert(name),
+                    _ => {
+                        return Err(ConfigError::new(
+                            at,
+                            format!("`{entry}` is not a valid wildcard; write `*.example.com`"),
+                        ))
+                    }
+                };
+                continue;
+            }
+            if entry.contains('*') {
+                return Err(ConfigError::new(
+                    at,
+                    format!("`{entry}`: `*` is only allowed as a whole first label, as in `*.example.com`"),
+                ));
+            }
+            if entry.contains(':') && !entry.starts_with('[') && entry.parse::<Ipv6Addr>().is_err()
+            {
+                return Err(ConfigError::new(
+                    at,
+                    format!("`{entry}`: write host names without a port"),
+                ));
+            }
+            let bare = entry
+                .strip_prefix('[')
+                .and_then(|e| e.strip_suffix(']'))
+                .unwrap_or(entry);
+            if let Ok(ip) = bare.parse::<IpAddr>() {
+                list.ips.insert(ip);
+                continue;
+            }
+            match classify_name(entry) {
+                HostForm::Name(name) => {
+                    list.exact.insert(name);
+                }
+                HostForm::IpLiteral(_) => return Err(ConfigError::new(
+                    at,
+                    format!(
+                        "`{entry}` looks like a numeric IPv4 form; write the address as a.b.c.d"
+                    ),
+                )),
+                _ => {
+                    return Err(ConfigError::new(
+                        at,
+                        format!("`{entry}` is not a valid host name"),
+                    ))
+                }
+            }
+        }
+        Ok(list)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty() && self.ips.is_empty()
+    }
+
+    /// `*.example.com` matches `a.example.com` and `a.b.example.com`, not
+    /// `example.com` itself (as in nginx `server_name`).
+    pub(crate) fn allows_name(&self, name: &str) -> bool {
+        if self.exact.contains(name) {
+            return true;
+        }
+        name.match_indices('.')
+            .filter_map(|(dot, _)| name.get(dot..).and_then(|rest| rest.strip_prefix('.')))
+            .any(|suffix| self.wildcard.contains(suffix))
+    }
+
+    pub(crate) fn allows_ip(&self, ip: Option<IpAddr>) -> bool {
+        ip.is_some_and(|ip| self.ips.contains(&ip))
+    }
+}
