@@ -180,12 +180,14 @@ impl Allowlist {
                 HostForm::Name(name) => {
                     list.exact.insert(name);
                 }
-                HostForm::IpLiteral(_) => return Err(ConfigError::new(
-                    at,
-                    format!(
+                HostForm::IpLiteral(_) => {
+                    return Err(ConfigError::new(
+                        at,
+                        format!(
                         "`{entry}` looks like a numeric IPv4 form; write the address as a.b.c.d"
                     ),
-                )),
+                    ))
+                }
                 _ => {
                     return Err(ConfigError::new(
                         at,
