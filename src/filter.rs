@@ -13,7 +13,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
-use crate::engine::{Decision, Engine, HeaderSource};
+use crate::engine::{Decision, Engine, RequestSource};
 
 /// Filter-state key the rule name is stored under; Envoy exposes it as
 /// `%FILTER_STATE(wasm.drop444:PLAIN)%` in access logs.
@@ -76,8 +76,16 @@ impl Context for Request {}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        match self.engine.decide(&mut HostHeaders) {
-            Decision::Pass => Action::Continue,
+        let verdict = self.engine.decide(&mut HostRequest);
+        for rule in &verdict.logged {
+            info!("log rule {rule} matched (request passed on)");
+        }
+        match verdict.decision {
+            Decision::Pass | Decision::Allow { .. } => Action::Continue,
+            Decision::DryRun { rule } => {
+                info!("dry-run: rule {rule} would drop this request");
+                Action::Continue
+            }
             Decision::Drop { rule } => drop_request(rule),
         }
     }
@@ -95,7 +103,7 @@ fn drop_request(rule: &str) -> Action {
     Action::Pause
 }
 
-/// Request headers read from the host one at a time.
+/// The request, read from the host one item at a time.
 ///
 /// Measured on Envoy 1.40: `proxy_get_header_map_value` returns only the
 /// *first* field line of a repeated non-inline header (`X-A: 1` + `X-A: 2`
@@ -103,9 +111,9 @@ fn drop_request(rule: &str) -> Action {
 /// attribute `request.headers.<name>` returns all lines joined with `,`, so it
 /// is read first; the header map is asked only when the attribute has no
 /// value, for hosts without that attribute (and then it is the only source).
-struct HostHeaders;
+struct HostRequest;
 
-impl HeaderSource for HostHeaders {
+impl RequestSource for HostRequest {
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         match hostcalls::get_property(vec!["request", "headers", name]) {
             Ok(Some(value)) => Some(value),
@@ -113,5 +121,17 @@ impl HeaderSource for HostHeaders {
                 .ok()
                 .flatten(),
         }
+    }
+
+    fn peer_address(&mut self) -> Option<Vec<u8>> {
+        hostcalls::get_property(vec!["source", "address"])
+            .ok()
+            .flatten()
+    }
+
+    fn protocol(&mut self) -> Option<Vec<u8>> {
+        hostcalls::get_property(vec!["request", "protocol"])
+            .ok()
+            .flatten()
     }
 }

@@ -1,5 +1,5 @@
 //! The configuration as written by the operator (serde side). Nothing here is
-//! trusted: `compile` validates every field and turns it into the matcher.
+//! trusted: `compile` validates every field and builds the matcher.
 //!
 //! Every struct denies unknown fields, so a typo is an error, not a silently
 //! ignored rule.
@@ -12,9 +12,36 @@ use super::error::ConfigError;
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfigSpec {
     #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub client_ip: ClientIpSpec,
+    #[serde(default)]
     pub host: HostSpec,
     #[serde(default)]
-    pub rules: Vec<RuleSpec>,
+    pub rules: Vec<NodeSpec>,
+    /// Each rule as written (compact JSON), for explanations.
+    #[serde(skip)]
+    pub rule_sources: Vec<String>,
+}
+
+/// `enforce` drops; `dry-run` decides and reports exactly the same, but lets
+/// every request through.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    DryRun,
+}
+
+/// Where the client address of `client_ip` conditions comes from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClientIpSpec {
+    /// Number of proxies in front of this one that append to
+    /// `X-Forwarded-For` and are trusted. 0 (default): the direct peer.
+    #[serde(default)]
+    pub xff_trusted_hops: u32,
 }
 
 /// The Host / `:authority` policy. The defaults are the built-in rules used
@@ -39,27 +66,60 @@ impl Default for HostSpec {
     }
 }
 
-/// One header rule: a header name and exactly one operator.
-#[derive(Debug, Deserialize)]
+/// What a matching rule does.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Close without a response (the default).
+    #[default]
+    Drop,
+    /// Exempt the request from every drop rule (evaluated first).
+    Allow,
+    /// Report the match like a drop, but let the request through (dry run of
+    /// one rule).
+    Log,
+}
+
+/// A rule, or a condition inside `all` / `any` / `not`: one struct for both so
+/// a condition reads the same wherever it is. `name` and `action` are only
+/// valid on rules (checked in `compile`).
+///
+/// A condition is exactly one of:
+/// - a subject (`header`, `query` or `field`) with one operator;
+/// - a combinator (`all`, `any`, `not`);
+/// - a `preset`.
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RuleSpec {
-    #[serde(default)]
+pub(crate) struct NodeSpec {
+    // Rule-only fields.
     pub name: Option<String>,
-    pub header: String,
-    #[serde(default)]
+    pub action: Option<Action>,
+
+    // Subjects.
+    pub header: Option<String>,
+    pub query: Option<String>,
+    pub field: Option<String>,
+
+    // Operators.
     pub exact: Option<String>,
-    #[serde(default)]
     pub prefix: Option<String>,
-    #[serde(default)]
     pub suffix: Option<String>,
-    #[serde(default)]
     pub contains: Option<String>,
-    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(rename = "in")]
+    pub in_list: Option<Vec<String>>,
     pub present: Option<bool>,
-    #[serde(default)]
     pub absent: Option<bool>,
     #[serde(default)]
     pub case_insensitive: bool,
+
+    // Combinators.
+    pub all: Option<Vec<NodeSpec>>,
+    pub any: Option<Vec<NodeSpec>>,
+    pub not: Option<Box<NodeSpec>>,
+
+    // Built-in pattern lists.
+    pub preset: Option<String>,
 }
 
 /// Parses the plugin configuration. Empty or all-whitespace input means the
@@ -70,35 +130,50 @@ pub(crate) fn parse(json: &[u8]) -> Result<ConfigSpec, ConfigError> {
     }
     let value: serde_json::Value = serde_json::from_slice(json)
         .map_err(|err| ConfigError::new("", format!("invalid JSON: {err}")))?;
-    require_objects(&value)?;
-    let spec: ConfigSpec = serde_path_to_error::deserialize(value).map_err(|err| {
+    require_objects(&value, "")?;
+    let rule_sources = match value.get("rules") {
+        Some(serde_json::Value::Array(rules)) => rules.iter().map(|r| r.to_string()).collect(),
+        _ => Vec::new(),
+    };
+    let mut spec: ConfigSpec = serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
-        let inner = err.into_inner();
         let path = if path == "." || path == "?" {
             String::new()
         } else {
             path
         };
-        ConfigError::new(path, strip_position(&inner.to_string()))
+        ConfigError::new(path, strip_position(&err.into_inner().to_string()))
     })?;
+    spec.rule_sources = rule_sources;
     Ok(spec)
 }
 
 /// serde lets a struct be written as a JSON array (fields by position); that
-/// is never what an operator means, so objects are required where structs are.
-fn require_objects(value: &serde_json::Value) -> Result<(), ConfigError> {
+/// is never what an operator means, so objects are required wherever a struct
+/// is expected: the document, `host`, `client_ip`, rules and conditions.
+fn require_objects(value: &serde_json::Value, path: &str) -> Result<(), ConfigError> {
     use serde_json::Value;
-    let object = |v: &Value, path: &str| match v {
-        Value::Object(_) => Ok(()),
-        _ => Err(ConfigError::new(path, "expected a JSON object")),
+    let Value::Object(map) = value else {
+        return Err(ConfigError::new(path, "expected a JSON object"));
     };
-    object(value, "")?;
-    if let Some(host) = value.get("host") {
-        object(host, "host")?;
-    }
-    if let Some(Value::Array(rules)) = value.get("rules") {
-        for (i, rule) in rules.iter().enumerate() {
-            object(rule, &format!("rules[{i}]"))?;
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    for (key, child) in map {
+        match (key.as_str(), child) {
+            ("host" | "client_ip" | "not", _) if path.is_empty() || key == "not" => {
+                require_objects(child, &join(key))?
+            }
+            ("rules" | "all" | "any", Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    require_objects(item, &format!("{}[{i}]", join(key)))?;
+                }
+            }
+            _ => {}
         }
     }
     Ok(())

@@ -199,10 +199,6 @@ impl Allowlist {
         Ok(list)
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcard.is_empty() && self.ips.is_empty()
-    }
-
     /// `*.example.com` matches `a.example.com` and `a.b.example.com`, not
     /// `example.com` itself (as in nginx `server_name`).
     pub(crate) fn allows_name(&self, name: &str) -> bool {

@@ -1,8 +1,8 @@
 //! The rule engine: configuration → compiled, immutable [`Engine`] →
-//! [`Decision`] for one request.
+//! [`Verdict`] for one request.
 //!
-//! This module never talks to a proxy. It only sees header values through a
-//! [`HeaderSource`], so it builds and is tested natively, and the proxy-wasm
+//! This module never talks to a proxy. It reads requests through a
+//! [`RequestSource`], so it builds and is tested natively, and the proxy-wasm
 //! adapter (`src/filter.rs`) stays a thin shell around it.
 //!
 //! All validation happens in [`Engine::from_json`]; [`Engine::decide`] has no
@@ -11,20 +11,25 @@
 
 mod config;
 mod error;
+mod facts;
 mod header;
 mod host;
+mod matchers;
+pub mod presets;
+pub mod request;
+mod rules;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
+pub use config::{Action, Mode};
 pub use error::ConfigError;
 pub use host::{classify as classify_host, HostForm};
+pub use request::RequestSource;
 
-use config::ConfigSpec;
-use header::HeaderRule;
-use host::Allowlist;
-
-/// The header that carries the Host in Envoy (HTTP/1 `Host` is mapped to it).
-pub const AUTHORITY: &str = ":authority";
+use config::{ConfigSpec, NodeSpec};
+use facts::Facts;
+use matchers::SubjectIndex;
+use rules::{Compiler, Rule, Subject};
 
 /// Names of the built-in host rules, as they appear in logs and stats.
 pub mod builtin {
@@ -43,38 +48,81 @@ pub mod builtin {
 /// Longest rule name; names end up in logs, filter state and stats.
 const MAX_RULE_NAME: usize = 64;
 
-/// What to do with a request.
+/// What happens to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision<'e> {
-    /// Let it through.
+    /// No rule matched: let it through.
     Pass,
-    /// Close it without a response; `rule` names the rule that fired.
+    /// An `allow` rule matched: let it through, whatever else matches.
+    Allow { rule: &'e str },
+    /// A drop rule matched: close without a response.
     Drop { rule: &'e str },
+    /// A drop rule matched, but the configuration is in `dry-run` mode: report
+    /// it like a drop and let the request through.
+    DryRun { rule: &'e str },
 }
 
-/// Where the engine gets header values from. `name` is one of
-/// [`Engine::header_names`], lower case. The engine asks for each at most once
-/// per decision, and only when a rule needs it.
-pub trait HeaderSource {
-    /// The header's value, all field lines joined with `,`; `None` if absent.
-    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
+/// The decision plus the `log` rules that matched on the way to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict<'e> {
+    pub decision: Decision<'e>,
+    /// `log` rules that matched before the deciding rule, in rule order.
+    pub logged: Vec<&'e str>,
+}
+
+impl Verdict<'_> {
+    /// The rule that closes the request, if it is to be closed.
+    pub fn drop_rule(&self) -> Option<&str> {
+        match self.decision {
+            Decision::Drop { rule } => Some(rule),
+            _ => None,
+        }
+    }
 }
 
 /// A compiled configuration. Immutable; cheap to share between requests.
 #[derive(Debug)]
 pub struct Engine {
+    mode: Mode,
+    xff_trusted_hops: u32,
     header_names: Vec<String>,
-    host: Option<HostPolicy>,
-    rules: Vec<HeaderRule>,
+    query_names: Vec<Vec<u8>>,
+    slots: Slots,
+    indexes: Vec<(Subject, SubjectIndex)>,
+    leaf_rule: Vec<u32>,
+    rules: Vec<Rule>,
+    allow_plan: Vec<Unit>,
+    drop_plan: Vec<Unit>,
+    reads_peer: bool,
 }
 
-#[derive(Debug)]
-struct HostPolicy {
-    slot: usize,
-    allow: Allowlist,
-    drop_missing: bool,
-    drop_invalid: bool,
-    drop_ip_literal: bool,
+/// Header slots of the request parts that are not plain headers.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Slots {
+    pub authority: Option<usize>,
+    pub path: Option<usize>,
+    pub method: Option<usize>,
+    pub scheme: Option<usize>,
+    pub xff: Option<usize>,
+}
+
+/// One step of a decision: run a subject index (deciding every flat rule on
+/// it at once) or evaluate one other rule. Steps are sorted by the first rule
+/// they can decide, so evaluation stops as soon as no later step can beat the
+/// rule already found.
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    Index { index: usize, first_rule: u32 },
+    Rule(u32),
+}
+
+impl Unit {
+    fn first_rule(self) -> u32 {
+        match self {
+            Unit::Index { first_rule, .. } => first_rule,
+            Unit::Rule(rule) => rule,
+        }
+    }
 }
 
 impl Engine {
@@ -86,57 +134,65 @@ impl Engine {
 
     /// The built-in configuration: drop a missing, empty, invalid or IP-literal Host.
     pub fn builtin() -> Engine {
-        // The default spec always compiles; fall back to an engine with the
-        // same host policy spelled out, never to a panic.
-        Self::compile(ConfigSpec::default()).unwrap_or_else(|_| Engine {
-            header_names: vec![AUTHORITY.to_string()],
-            host: Some(HostPolicy {
-                slot: 0,
-                allow: Allowlist::default(),
-                drop_missing: true,
-                drop_invalid: true,
-                drop_ip_literal: true,
-            }),
+        // The default spec always compiles; should that ever change, an empty
+        // engine (which passes everything) is returned rather than a panic,
+        // and the unit tests catch it.
+        Self::compile(ConfigSpec::default()).unwrap_or_else(|_| Engine::empty())
+    }
+
+    fn empty() -> Engine {
+        Engine {
+            mode: Mode::Enforce,
+            xff_trusted_hops: 0,
+            header_names: Vec::new(),
+            query_names: Vec::new(),
+            slots: Slots::default(),
+            indexes: Vec::new(),
+            leaf_rule: Vec::new(),
             rules: Vec::new(),
-        })
+            allow_plan: Vec::new(),
+            drop_plan: Vec::new(),
+            reads_peer: false,
+        }
     }
 
     fn compile(spec: ConfigSpec) -> Result<Engine, ConfigError> {
-        let mut header_names: Vec<String> = Vec::new();
-        let mut slot_of = |name: String| -> usize {
-            match header_names.iter().position(|n| *n == name) {
-                Some(slot) => slot,
-                None => {
-                    header_names.push(name);
-                    header_names.len().saturating_sub(1)
-                }
-            }
-        };
+        let total = spec.rules.len().saturating_add(builtin::ALL.len());
+        if total > rules::MAX_RULES {
+            return Err(ConfigError::new(
+                "rules",
+                format!("more than {} rules", rules::MAX_RULES),
+            ));
+        }
+        let mut compiler = Compiler::default();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut compiled: Vec<Rule> = Vec::with_capacity(total);
 
-        let h = &spec.host;
-        let allow = Allowlist::compile(&h.allow, "host.allow")?;
-        let host_active =
-            h.drop_missing || h.drop_invalid || h.drop_ip_literal || !allow.is_empty();
-        let host = host_active.then(|| HostPolicy {
-            slot: slot_of(AUTHORITY.to_string()),
-            allow,
-            drop_missing: h.drop_missing,
-            drop_invalid: h.drop_invalid,
-            drop_ip_literal: h.drop_ip_literal,
-        });
+        // The host policy is sugar for built-in rules in the same language,
+        // placed before the configured rules. Its allowlist is checked here
+        // so errors name `host.allow`, not the generated rule.
+        host::Allowlist::compile(&spec.host.allow, "host.allow")?;
+        for (name, rule_spec, source) in host_rules(&spec.host) {
+            let index = compiled.len();
+            let mut rule = compiler.rule(&rule_spec, index, name.to_string(), "host")?;
+            rule.source = source;
+            names.insert(name.to_string(), index);
+            compiled.push(rule);
+        }
+        for reserved in builtin::ALL {
+            names.entry(reserved.to_string()).or_insert(usize::MAX);
+        }
 
-        let mut seen: HashSet<String> = builtin::ALL.iter().map(|s| s.to_string()).collect();
-        let mut rules = Vec::with_capacity(spec.rules.len());
-        for (i, rule) in spec.rules.iter().enumerate() {
+        for (i, rule_spec) in spec.rules.iter().enumerate() {
             let path = format!("rules[{i}]");
-            let name = match &rule.name {
+            let name = match &rule_spec.name {
                 Some(name) => {
                     validate_rule_name(name, &format!("{path}.name"))?;
                     name.clone()
                 }
                 None => format!("rule-{i}"),
             };
-            if !seen.insert(name.clone()) {
+            if !rules::unique_names(&mut names, &name, i) {
                 return Err(ConfigError::new(
                     format!("{path}.name"),
                     format!(
@@ -145,87 +201,274 @@ impl Engine {
                     ),
                 ));
             }
-            rules.push(HeaderRule::compile(rule, name, &path, &mut slot_of)?);
+            let index = compiled.len();
+            let mut rule = compiler.rule(rule_spec, index, name, &path)?;
+            rule.source = spec.rule_sources.get(i).cloned().unwrap_or_default();
+            compiled.push(rule);
         }
+
+        let mut slots = Slots::default();
+        let used = std::mem::take(&mut compiler.used);
+        let uses = |s: Subject| used.contains(&s);
+        if uses(Subject::Host) || uses(Subject::HostKind) {
+            slots.authority = Some(compiler.header_slot(":authority".into()));
+        }
+        if uses(Subject::Path) || uses(Subject::PathAndQuery) || !compiler.query_names.is_empty() {
+            slots.path = Some(compiler.header_slot(":path".into()));
+        }
+        if uses(Subject::Method) {
+            slots.method = Some(compiler.header_slot(":method".into()));
+        }
+        if uses(Subject::Scheme) {
+            slots.scheme = Some(compiler.header_slot(":scheme".into()));
+        }
+        if uses(Subject::ClientIp) && spec.client_ip.xff_trusted_hops > 0 {
+            slots.xff = Some(compiler.header_slot("x-forwarded-for".into()));
+        }
+
+        let mut indexes = Vec::with_capacity(compiler.indexes.len());
+        for (subject, builder) in compiler
+            .index_subjects
+            .iter()
+            .zip(std::mem::take(&mut compiler.indexes))
+        {
+            indexes.push((*subject, builder.build()?));
+        }
+        let allow_plan = plan(&compiled, |a| a == Action::Allow);
+        let drop_plan = plan(&compiled, |a| a != Action::Allow);
         Ok(Engine {
-            header_names,
-            host,
-            rules,
+            mode: spec.mode,
+            xff_trusted_hops: spec.client_ip.xff_trusted_hops,
+            header_names: compiler.header_names,
+            query_names: compiler.query_names,
+            slots,
+            indexes,
+            leaf_rule: compiler.leaf_rule,
+            rules: compiled,
+            allow_plan,
+            drop_plan,
+            reads_peer: uses(Subject::ClientIp),
         })
     }
 
-    /// The headers this configuration reads, lower case. A proxy adapter
-    /// fetches exactly these (lazily, through [`HeaderSource`]).
+    /// The headers (and pseudo-headers) this configuration may read, lower
+    /// case. A proxy adapter fetches them lazily through [`RequestSource`].
     pub fn header_names(&self) -> &[String] {
         &self.header_names
     }
 
-    /// Decides one request: the host policy first, then header rules in
-    /// order; the first rule that matches drops.
-    pub fn decide<'e>(&'e self, source: &mut dyn HeaderSource) -> Decision<'e> {
-        let mut cache = Cache::new(self.header_names.len());
-        if let Some(host) = &self.host {
-            if let Some(rule) = host.check(cache.get(source, &self.header_names, host.slot)) {
-                return Decision::Drop { rule };
-            }
-        }
-        for rule in &self.rules {
-            if rule.matches(cache.get(source, &self.header_names, rule.slot)) {
-                return Decision::Drop { rule: &rule.name };
-            }
-        }
-        Decision::Pass
+    /// Trusted `X-Forwarded-For` hops for `client_ip` (0: the direct peer).
+    pub fn xff_trusted_hops(&self) -> u32 {
+        self.xff_trusted_hops
     }
-}
 
-impl HostPolicy {
-    fn check(&self, raw: Option<&[u8]>) -> Option<&'static str> {
-        match classify_host(raw) {
-            HostForm::Missing | HostForm::Empty => {
-                self.drop_missing.then_some(builtin::HOST_MISSING)
+    /// Enforce or dry-run.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Rule names in evaluation order (built-in host rules first), with their
+    /// actions: what stats and logs can report.
+    pub fn rules(&self) -> impl Iterator<Item = (&str, Action)> {
+        self.rules.iter().map(|r| (r.name.as_str(), r.action))
+    }
+
+    /// A rule as configured (compact JSON; a description for built-in rules).
+    pub fn rule_source(&self, name: &str) -> Option<&str> {
+        self.rules
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.source.as_str())
+    }
+
+    /// Does any rule need the direct peer's address?
+    pub fn reads_peer_address(&self) -> bool {
+        self.reads_peer
+    }
+
+    /// Decides one request. `allow` rules first (any match exempts the
+    /// request); then the built-in host rules and the configured drop / log
+    /// rules in order: the first drop decides, `log` rules before it are
+    /// reported.
+    pub fn decide<'e>(&'e self, source: &mut dyn RequestSource) -> Verdict<'e> {
+        let mut facts = Facts::new(self, source);
+        let mut logged = Vec::new();
+        if let Some(rule) = self.first_match(&self.allow_plan, true, &mut facts, &mut Vec::new()) {
+            return Verdict {
+                decision: Decision::Allow { rule },
+                logged,
+            };
+        }
+        let decision = match self.first_match(&self.drop_plan, false, &mut facts, &mut logged) {
+            None => Decision::Pass,
+            Some(rule) if self.mode == Mode::DryRun => Decision::DryRun { rule },
+            Some(rule) => Decision::Drop { rule },
+        };
+        Verdict { decision, logged }
+    }
+
+    /// The first (lowest-index) rule of the plan that matches and is not a
+    /// `log` rule; `log` rules matching before it are pushed to `logged`.
+    fn first_match<'e>(
+        &'e self,
+        plan: &[Unit],
+        allow_phase: bool,
+        facts: &mut Facts<'_, '_>,
+        logged: &mut Vec<&'e str>,
+    ) -> Option<&'e str> {
+        let mut best: Option<u32> = None;
+        let mut log_hits: Vec<u32> = Vec::new();
+        for unit in plan {
+            if best.is_some_and(|b| unit.first_rule() > b) {
+                break;
             }
-            HostForm::Invalid => self.drop_invalid.then_some(builtin::HOST_INVALID),
-            HostForm::IpLiteral(ip) => {
-                if self.allow.allows_ip(ip) {
-                    None
-                } else if self.drop_ip_literal {
-                    Some(builtin::HOST_IP_LITERAL)
-                } else {
-                    (!self.allow.is_empty()).then_some(builtin::HOST_NOT_ALLOWED)
+            let mut consider = |rule: u32, best: &mut Option<u32>| {
+                if best.is_some_and(|b| rule >= b) {
+                    return;
+                }
+                match self.rules.get(rule as usize).map(|r| r.action) {
+                    Some(Action::Log) => log_hits.push(rule),
+                    Some(_) => *best = Some(rule),
+                    None => {}
+                }
+            };
+            match *unit {
+                Unit::Index { index, .. } => {
+                    for &leaf in facts.hits(index) {
+                        if let Some(&rule) = self.leaf_rule.get(leaf as usize) {
+                            if self.flat_in_phase(rule, allow_phase) {
+                                consider(rule, &mut best);
+                            }
+                        }
+                    }
+                }
+                Unit::Rule(rule) => {
+                    let matched = self
+                        .rules
+                        .get(rule as usize)
+                        .is_some_and(|r| facts.eval(&r.node));
+                    if matched {
+                        consider(rule, &mut best);
+                    }
                 }
             }
-            HostForm::Name(name) => (!self.allow.is_empty() && !self.allow.allows_name(&name))
-                .then_some(builtin::HOST_NOT_ALLOWED),
         }
+        log_hits.sort_unstable();
+        log_hits.dedup();
+        for rule in log_hits {
+            if best.is_none_or(|b| rule < b) {
+                if let Some(r) = self.rules.get(rule as usize) {
+                    logged.push(r.name.as_str());
+                }
+            }
+        }
+        best.and_then(|b| self.rules.get(b as usize))
+            .map(|r| r.name.as_str())
+    }
+
+    /// Is this a flat rule (decided by index hits alone) of the given phase?
+    /// Index hits also report leaves of other rules, which are skipped here.
+    fn flat_in_phase(&self, rule: u32, allow_phase: bool) -> bool {
+        self.rules
+            .get(rule as usize)
+            .is_some_and(|r| (r.action == Action::Allow) == allow_phase && rules::is_flat(&r.node))
     }
 }
 
-/// Header values fetched so far for one decision: each slot is fetched at
-/// most once, and only if a rule reaches it.
-struct Cache {
-    slots: Vec<Option<Option<Vec<u8>>>>,
+/// Builds the evaluation plan for the rules whose action passes `phase`.
+fn plan(rules: &[Rule], phase: impl Fn(Action) -> bool) -> Vec<Unit> {
+    let mut first_of_index: HashMap<usize, u32> = HashMap::new();
+    let mut units = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        if !phase(rule.action) {
+            continue;
+        }
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        if rules::is_flat(&rule.node) {
+            let mut used = Vec::new();
+            rules::indexes_of(&rule.node, &mut used);
+            for index in used {
+                first_of_index.entry(index).or_insert(i);
+            }
+        } else {
+            units.push(Unit::Rule(i));
+        }
+    }
+    units.extend(
+        first_of_index
+            .into_iter()
+            .map(|(index, first_rule)| Unit::Index { index, first_rule }),
+    );
+    units.sort_by_key(|u| (u.first_rule(), matches!(u, Unit::Rule(_))));
+    units
 }
 
-impl Cache {
-    fn new(len: usize) -> Self {
-        Cache {
-            slots: (0..len).map(|_| None).collect(),
-        }
+/// The host policy as rules of the same language (`host_kind` and `host`
+/// fields), so it behaves, logs and counts like any other rule.
+fn host_rules(host: &config::HostSpec) -> Vec<(&'static str, NodeSpec, String)> {
+    let kind = |k: &str| NodeSpec {
+        field: Some("host_kind".into()),
+        exact: Some(k.into()),
+        ..NodeSpec::default()
+    };
+    let allowed = || NodeSpec {
+        field: Some("host".into()),
+        in_list: Some(host.allow.clone()),
+        ..NodeSpec::default()
+    };
+    let not = |n: NodeSpec| NodeSpec {
+        not: Some(Box::new(n)),
+        ..NodeSpec::default()
+    };
+    let all = |v: Vec<NodeSpec>| NodeSpec {
+        all: Some(v),
+        ..NodeSpec::default()
+    };
+    let any = |v: Vec<NodeSpec>| NodeSpec {
+        any: Some(v),
+        ..NodeSpec::default()
+    };
+    let has_allow = !host.allow.is_empty();
+    let allow_json = serde_json::to_string(&host.allow).unwrap_or_default();
+    let mut out = Vec::new();
+    if host.drop_missing {
+        out.push((
+            builtin::HOST_MISSING,
+            kind("missing"),
+            r#"{"field":"host_kind","exact":"missing"}"#.to_string(),
+        ));
     }
-
-    fn get<'c>(
-        &'c mut self,
-        source: &mut dyn HeaderSource,
-        names: &[String],
-        slot: usize,
-    ) -> Option<&'c [u8]> {
-        let entry = self.slots.get_mut(slot)?;
-        if entry.is_none() {
-            let name = names.get(slot)?;
-            *entry = Some(source.header(name));
-        }
-        entry.as_ref().and_then(|v| v.as_deref())
+    if host.drop_invalid {
+        out.push((
+            builtin::HOST_INVALID,
+            kind("invalid"),
+            r#"{"field":"host_kind","exact":"invalid"}"#.to_string(),
+        ));
     }
+    if host.drop_ip_literal {
+        let (spec, source) = if has_allow {
+            (
+                all(vec![kind("ip"), not(allowed())]),
+                format!(
+                    r#"{{"all":[{{"field":"host_kind","exact":"ip"}},{{"not":{{"field":"host","in":{allow_json}}}}}]}}"#
+                ),
+            )
+        } else {
+            (
+                kind("ip"),
+                r#"{"field":"host_kind","exact":"ip"}"#.to_string(),
+            )
+        };
+        out.push((builtin::HOST_IP_LITERAL, spec, source));
+    }
+    if has_allow {
+        out.push((
+            builtin::HOST_NOT_ALLOWED,
+            all(vec![any(vec![kind("name"), kind("ip")]), not(allowed())]),
+            format!(r#"{{"all":[{{"field":"host_kind","in":["name","ip"]}},{{"not":{{"field":"host","in":{allow_json}}}}}]}}"#),
+        ));
+    }
+    out
 }
 
 fn validate_rule_name(name: &str, path: &str) -> Result<(), ConfigError> {
@@ -250,12 +493,15 @@ pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
     v.get(start..end).unwrap_or_default()
 }
 
-/// A [`HeaderSource`] over a list of header lines, for tests and tools.
-/// Repeated headers are joined with `,`, as Envoy presents them.
+/// A [`RequestSource`] over a list of header lines, for tests and tools.
+/// Repeated headers are joined with `,`, as Envoy presents them. Pseudo-headers
+/// (`:authority`, `:path`, `:method`, `:scheme`) are given like headers.
 #[derive(Debug, Default, Clone)]
 pub struct HeaderList {
     lines: Vec<(String, Vec<u8>)>,
-    /// Names fetched, in order (tests use it to check each is read once).
+    peer: Option<Vec<u8>>,
+    protocol: Option<Vec<u8>>,
+    /// What the engine read, in order (tests check each is read once).
     pub fetched: Vec<String>,
 }
 
@@ -270,9 +516,21 @@ impl HeaderList {
             .push((name.to_ascii_lowercase(), value.as_ref().to_vec()));
         self
     }
+
+    /// Sets the direct peer address (`ip` or `ip:port`).
+    pub fn peer(mut self, address: &str) -> Self {
+        self.peer = Some(address.as_bytes().to_vec());
+        self
+    }
+
+    /// Sets the protocol (`HTTP/1.1`, `HTTP/2`, ...).
+    pub fn protocol(mut self, protocol: &str) -> Self {
+        self.protocol = Some(protocol.as_bytes().to_vec());
+        self
+    }
 }
 
-impl HeaderSource for HeaderList {
+impl RequestSource for HeaderList {
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         self.fetched.push(name.to_string());
         let mut values = self
@@ -287,7 +545,19 @@ impl HeaderSource for HeaderList {
             acc
         }))
     }
+
+    fn peer_address(&mut self) -> Option<Vec<u8>> {
+        self.fetched.push("<peer>".into());
+        self.peer.clone()
+    }
+
+    fn protocol(&mut self) -> Option<Vec<u8>> {
+        self.fetched.push("<protocol>".into());
+        self.protocol.clone()
+    }
 }
 
+#[cfg(test)]
+mod language_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,303 @@
+//! `drop444`: the rule engine on the command line.
+//!
+//! ```text
+//! drop444 check CONFIG                 validate a configuration (like `nginx -t`)
+//! drop444 explain CONFIG [REQUEST]     decide one request and say why
+//! drop444 presets                      list the built-in presets
+//! ```
+//!
+//! CONFIG is a JSON file (the plugin configuration) or `-` for stdin.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use drop444::engine::request::{client_from_xff, normalize_path, parse_address, split_target};
+use drop444::engine::{classify_host, presets, Action, Decision, Engine, HeaderList, HostForm};
+
+const USAGE: &str = "usage:
+  drop444 check CONFIG
+  drop444 explain CONFIG [--method M] [--path TARGET] [--host HOST] [--header 'Name: value']...
+                         [--client-ip IP[:PORT]] [--protocol HTTP/1.1] [--scheme http]
+  drop444 explain CONFIG --raw < request.txt     (a raw HTTP/1.x request head on stdin)
+  drop444 presets
+
+CONFIG is the plugin configuration as a JSON file, or - for stdin.
+Exit status: 0 valid / request passes; 1 invalid configuration or usage; 2 request is dropped.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("drop444: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<ExitCode, String> {
+    match args.first().map(String::as_str) {
+        Some("check") => check(args.get(1).ok_or(USAGE)?),
+        Some("explain") => explain(args.get(1).ok_or(USAGE)?, args.get(2..).unwrap_or_default()),
+        Some("presets") => {
+            for p in presets::catalog() {
+                println!(
+                    "{} (version {}, {} entries)\n  {}\n  may catch: {}\n",
+                    p.name, p.version, p.entries, p.description, p.may_catch
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(USAGE.to_string()),
+    }
+}
+
+fn read_input(path: &str) -> Result<Vec<u8>, String> {
+    if path == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("stdin: {e}"))?;
+        Ok(buf)
+    } else {
+        std::fs::read(path).map_err(|e| format!("{path}: {e}"))
+    }
+}
+
+fn load(path: &str) -> Result<Engine, String> {
+    let json = read_input(path)?;
+    Engine::from_json(&json).map_err(|e| format!("{path}: {e}"))
+}
+
+fn check(path: &str) -> Result<ExitCode, String> {
+    let engine = match load(path) {
+        Ok(engine) => engine,
+        Err(message) => {
+            eprintln!("drop444: {message}");
+            eprintln!("drop444: configuration {path} test failed");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let count = |a: Action| engine.rules().filter(|(_, action)| *action == a).count();
+    println!(
+        "drop444: configuration {path} is ok: {} rules ({} drop, {} allow, {} log), mode {:?}, reads {:?}",
+        engine.rules().count(),
+        count(Action::Drop),
+        count(Action::Allow),
+        count(Action::Log),
+        engine.mode(),
+        engine.header_names()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The request to explain, as the engine will see it.
+#[derive(Default)]
+struct Request {
+    method: String,
+    target: String,
+    scheme: String,
+    protocol: String,
+    host: Option<String>,
+    headers: Vec<(String, Vec<u8>)>,
+    peer: Option<String>,
+}
+
+fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
+    let engine = load(config)?;
+    let mut request = Request {
+        method: "GET".into(),
+        target: "/".into(),
+        scheme: "http".into(),
+        protocol: "HTTP/1.1".into(),
+        ..Request::default()
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or(format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--method" => request.method = value()?,
+            "--path" => request.target = value()?,
+            "--host" => request.host = Some(value()?),
+            "--scheme" => request.scheme = value()?,
+            "--protocol" => request.protocol = value()?,
+            "--client-ip" => request.peer = Some(value()?),
+            "--header" => {
+                let line = value()?;
+                let (name, v) = line
+                    .split_once(':')
+                    .ok_or(format!("--header wants 'Name: value', got {line:?}"))?;
+                request.headers.push((
+                    name.trim().to_ascii_lowercase(),
+                    v.trim().as_bytes().to_vec(),
+                ));
+            }
+            "--raw" => parse_raw(&read_input("-")?, &mut request)?,
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    if config == "-" && args.iter().any(|a| a == "--raw") {
+        return Err("--raw reads the request from stdin, so CONFIG cannot be - too".into());
+    }
+
+    let mut source = HeaderList::new()
+        .with(":method", &request.method)
+        .with(":path", &request.target)
+        .with(":scheme", &request.scheme)
+        .protocol(&request.protocol);
+    if let Some(host) = &request.host {
+        source = source.with(":authority", host);
+    }
+    for (name, value) in &request.headers {
+        source = source.with(name, value);
+    }
+    if let Some(peer) = &request.peer {
+        source = source.peer(peer);
+    }
+    let verdict = engine.decide(&mut source.clone());
+
+    println!("request as drop444 sees it:");
+    println!("  method      {}", request.method);
+    let (raw_path, query) = split_target(request.target.as_bytes());
+    println!(
+        "  path        {} (normalised from {:?})",
+        show(&normalize_path(raw_path)),
+        request.target
+    );
+    if let Some(q) = query {
+        println!("  query       {}", show(q));
+    }
+    let form = classify_host(request.host.as_deref().map(str::as_bytes));
+    let kind = match &form {
+        HostForm::Missing | HostForm::Empty => "missing".to_string(),
+        HostForm::Invalid => "invalid".to_string(),
+        HostForm::IpLiteral(ip) => format!(
+            "IP literal{}",
+            ip.map(|ip| format!(" {ip}")).unwrap_or_default()
+        ),
+        HostForm::Name(name) => format!("name {name}"),
+    };
+    println!(
+        "  host        {:?} -> {kind}",
+        request.host.as_deref().unwrap_or("(none)")
+    );
+    let peer = request
+        .peer
+        .as_deref()
+        .and_then(|p| parse_address(p.as_bytes()));
+    let xff = request
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "x-forwarded-for")
+        .map(|(_, v)| show(v))
+        .collect::<Vec<_>>()
+        .join(",");
+    let client = client_from_xff(
+        (!xff.is_empty()).then_some(xff.as_bytes()),
+        engine.xff_trusted_hops(),
+        peer,
+    );
+    println!(
+        "  client ip   {} (peer {}, {} trusted X-Forwarded-For hops)",
+        client.map(|c| c.to_string()).unwrap_or("(unknown)".into()),
+        peer.map(|c| c.to_string()).unwrap_or("(unknown)".into()),
+        engine.xff_trusted_hops()
+    );
+    println!("  protocol    {} {}", request.scheme, request.protocol);
+    for (name, value) in &request.headers {
+        println!("  {name}: {}", show(value));
+    }
+    println!();
+
+    let describe = |rule: &str| {
+        engine
+            .rule_source(rule)
+            .map(|s| format!("\n  rule {rule}: {s}"))
+            .unwrap_or_default()
+    };
+    let code = match verdict.decision {
+        Decision::Pass => {
+            println!("PASS: no rule matched");
+            ExitCode::SUCCESS
+        }
+        Decision::Allow { rule } => {
+            println!("PASS: allowed by rule `{rule}` (allow rules exempt a request from every drop rule){}", describe(rule));
+            ExitCode::SUCCESS
+        }
+        Decision::DryRun { rule } => {
+            println!(
+                "PASS (dry-run): rule `{rule}` would drop it; mode is dry-run{}",
+                describe(rule)
+            );
+            ExitCode::SUCCESS
+        }
+        Decision::Drop { rule } => {
+            println!(
+                "DROP: rule `{rule}` matched: the connection is closed without a response{}",
+                describe(rule)
+            );
+            ExitCode::from(2)
+        }
+    };
+    for rule in &verdict.logged {
+        println!(
+            "LOG: rule `{rule}` matched (action log: reported, request not affected){}",
+            describe(rule)
+        );
+    }
+    Ok(code)
+}
+
+/// Reads a raw HTTP/1.x request head: request line, then header lines.
+fn parse_raw(raw: &[u8], request: &mut Request) -> Result<(), String> {
+    let text = String::from_utf8_lossy(raw);
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let line = lines.next().unwrap_or_default();
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("not an HTTP request line: {line:?}"));
+    };
+    request.method = method.to_string();
+    request.protocol = version.to_string();
+    request.target = target.to_string();
+    // Absolute form: http://host/path.
+    for scheme in ["http", "https"] {
+        if let Some(rest) = target.strip_prefix(&format!("{scheme}://")) {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            request.scheme = scheme.to_string();
+            request.host = Some(authority.to_string());
+            request.target = if path.is_empty() {
+                "/".into()
+            } else {
+                path.to_string()
+            };
+        }
+    }
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(format!("not a header line: {line:?}"))?;
+        let name = name.trim().to_ascii_lowercase();
+        if name == "host" {
+            request.host = Some(value.trim().to_string());
+        } else {
+            request
+                .headers
+                .push((name, value.trim().as_bytes().to_vec()));
+        }
+    }
+    Ok(())
+}
+
+fn show(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

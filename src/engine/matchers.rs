@@ -1,0 +1,315 @@
+//! The compiled matchers. Literal and regex conditions on one subject are
+//! gathered into one Aho-Corasick automaton (per case mode) and one
+//! `RegexSet`, so a single pass over a value decides all of them, however
+//! many rules there are. Sets (`in`) are hash sets or sorted ranges.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use aho_corasick::AhoCorasick;
+use ipnet::IpNet;
+use regex::bytes::{RegexSet, RegexSetBuilder};
+
+use super::error::ConfigError;
+
+/// Regex program size limit (each regex, and the compiled set).
+pub(crate) const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
+
+/// How a literal pattern must sit in the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Exact,
+    Prefix,
+    Suffix,
+    Contains,
+}
+
+/// Builder for a [`SubjectIndex`].
+#[derive(Debug, Default)]
+pub(crate) struct IndexBuilder {
+    literals: [LiteralBuilder; 2],
+    regexes: Vec<(String, u32)>,
+}
+
+#[derive(Debug, Default)]
+struct LiteralBuilder {
+    ids: HashMap<Vec<u8>, usize>,
+    patterns: Vec<Vec<u8>>,
+    targets: Vec<Vec<(Kind, u32)>>,
+}
+
+impl IndexBuilder {
+    /// Registers a literal leaf.
+    pub(crate) fn literal(
+        &mut self,
+        pattern: &[u8],
+        kind: Kind,
+        case_insensitive: bool,
+        leaf: u32,
+    ) {
+        let [sensitive, insensitive] = &mut self.literals;
+        let lit = if case_insensitive {
+            insensitive
+        } else {
+            sensitive
+        };
+        let key = if case_insensitive {
+            pattern.to_ascii_lowercase()
+        } else {
+            pattern.to_vec()
+        };
+        let id = match lit.ids.get(&key) {
+            Some(id) => *id,
+            None => {
+                let id = lit.patterns.len();
+                lit.ids.insert(key.clone(), id);
+                lit.patterns.push(key);
+                lit.targets.push(Vec::new());
+                id
+            }
+        };
+        if let Some(targets) = lit.targets.get_mut(id) {
+            targets.push((kind, leaf));
+        }
+    }
+
+    /// Registers a regex leaf (already validated on its own).
+    pub(crate) fn regex(&mut self, pattern: String, leaf: u32) {
+        self.regexes.push((pattern, leaf));
+    }
+
+    pub(crate) fn build(self) -> Result<SubjectIndex, ConfigError> {
+        let mut literals = Vec::new();
+        for (ci, lit) in self.literals.into_iter().enumerate() {
+            if lit.patterns.is_empty() {
+                continue;
+            }
+            let automaton = AhoCorasick::builder()
+                .ascii_case_insensitive(ci == 1)
+                .build(&lit.patterns)
+                .map_err(|e| {
+                    ConfigError::new("rules", format!("patterns too large to compile: {e}"))
+                })?;
+            literals.push(Literals {
+                automaton,
+                targets: lit.targets,
+            });
+        }
+        let regexes = if self.regexes.is_empty() {
+            None
+        } else {
+            let set = regex_set(self.regexes.iter().map(|(p, _)| p.as_str())).map_err(|e| {
+                ConfigError::new(
+                    "rules",
+                    format!("regexes too large to compile together: {e}"),
+                )
+            })?;
+            Some((
+                set,
+                self.regexes.into_iter().map(|(_, leaf)| leaf).collect(),
+            ))
+        };
+        Ok(SubjectIndex { literals, regexes })
+    }
+}
+
+/// Compiles regexes the one way drop444 uses them: on bytes, without Unicode
+/// classes (`\w` is ASCII), size-limited.
+pub(crate) fn regex_set<'a>(
+    patterns: impl IntoIterator<Item = &'a str>,
+) -> Result<RegexSet, regex::Error> {
+    RegexSetBuilder::new(patterns)
+        .unicode(false)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+#[derive(Debug)]
+struct Literals {
+    automaton: AhoCorasick,
+    /// Per pattern id: the leaves that use it, and how.
+    targets: Vec<Vec<(Kind, u32)>>,
+}
+
+/// All literal and regex leaves on one subject.
+#[derive(Debug)]
+pub(crate) struct SubjectIndex {
+    literals: Vec<Literals>,
+    regexes: Option<(RegexSet, Vec<u32>)>,
+}
+
+impl SubjectIndex {
+    /// Adds to `hits` every leaf matching `value`. With `elements`, the value
+    /// is a comma-separated list (a header): exact / prefix / suffix also
+    /// match at element boundaries, and regexes also run on each element.
+    pub(crate) fn search(&self, value: &[u8], elements: bool, hits: &mut Vec<u32>) {
+        for lit in &self.literals {
+            for m in lit.automaton.find_overlapping_iter(value) {
+                let Some(targets) = lit.targets.get(m.pattern().as_usize()) else {
+                    continue;
+                };
+                let starts = starts_element(value, m.start(), elements);
+                let ends = ends_element(value, m.end(), elements);
+                for (kind, leaf) in targets {
+                    let ok = match kind {
+                        Kind::Contains => true,
+                        Kind::Prefix => starts,
+                        Kind::Suffix => ends,
+                        Kind::Exact => starts && ends,
+                    };
+                    if ok {
+                        hits.push(*leaf);
+                    }
+                }
+            }
+        }
+        if let Some((set, leaves)) = &self.regexes {
+            let mut run = |v: &[u8]| {
+                for i in set.matches(v).iter() {
+                    if let Some(leaf) = leaves.get(i) {
+                        hits.push(*leaf);
+                    }
+                }
+            };
+            run(value);
+            if elements && value.contains(&b',') {
+                for element in value.split(|b| *b == b',') {
+                    run(super::trim_ows(element));
+                }
+            }
+        }
+    }
+}
+
+fn is_ows(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Is `at` the start of the value, or of a list element (after `,` and OWS)?
+fn starts_element(value: &[u8], at: usize, elements: bool) -> bool {
+    let before = value.get(..at).unwrap_or_default();
+    match before.iter().rposition(|b| !is_ows(*b)) {
+        None => before.is_empty() || elements,
+        Some(i) => elements && before.get(i) == Some(&b','),
+    }
+}
+
+/// Is `at` the end of the value, or of a list element (before OWS and `,`)?
+fn ends_element(value: &[u8], at: usize, elements: bool) -> bool {
+    let after = value.get(at..).unwrap_or_default();
+    match after.iter().position(|b| !is_ows(*b)) {
+        None => after.is_empty() || elements,
+        Some(i) => elements && after.get(i) == Some(&b','),
+    }
+}
+
+/// An exact-match set (`in`), optionally ASCII case-insensitive.
+#[derive(Debug)]
+pub(crate) struct StrSet {
+    items: HashSet<Vec<u8>>,
+    case_insensitive: bool,
+}
+
+impl StrSet {
+    pub(crate) fn new(items: &[String], case_insensitive: bool) -> Self {
+        let fold = |s: &String| {
+            if case_insensitive {
+                s.to_ascii_lowercase()
+            } else {
+                s.clone()
+            }
+        };
+        StrSet {
+            items: items.iter().map(|s| fold(s).into_bytes()).collect(),
+            case_insensitive,
+        }
+    }
+
+    /// Whole value, or (with `elements`) any trimmed comma-separated element.
+    pub(crate) fn matches(&self, value: &[u8], elements: bool) -> bool {
+        let hit = |v: &[u8]| {
+            if self.case_insensitive {
+                self.items.contains(&v.to_ascii_lowercase())
+            } else {
+                self.items.contains(v)
+            }
+        };
+        hit(value)
+            || (elements
+                && value.contains(&b',')
+                && value.split(|b| *b == b',').any(|e| hit(super::trim_ows(e))))
+    }
+}
+
+/// A set of IP networks: sorted, merged ranges searched by bisection, so
+/// thousands of CIDRs cost a few comparisons.
+#[derive(Debug, Default)]
+pub(crate) struct IpSet {
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+}
+
+impl IpSet {
+    pub(crate) fn compile(entries: &[String], path: &str) -> Result<Self, ConfigError> {
+        let mut set = IpSet::default();
+        for (i, entry) in entries.iter().enumerate() {
+            let net = match entry.parse::<IpNet>() {
+                Ok(net) => net,
+                Err(_) => match entry.parse::<IpAddr>() {
+                    Ok(ip) => IpNet::from(ip),
+                    Err(_) => {
+                        return Err(ConfigError::new(
+                            format!("{path}[{i}]"),
+                            format!("`{entry}` is not an IP address or CIDR (like 10.0.0.0/8 or 2001:db8::/32)"),
+                        ))
+                    }
+                },
+            };
+            if net.addr() != net.network() {
+                return Err(ConfigError::new(
+                    format!("{path}[{i}]"),
+                    format!("`{entry}` has host bits set; did you mean {}?", net.trunc()),
+                ));
+            }
+            match net {
+                IpNet::V4(n) => set
+                    .v4
+                    .push((u32::from(n.network()), u32::from(n.broadcast()))),
+                IpNet::V6(n) => set
+                    .v6
+                    .push((u128::from(n.network()), u128::from(n.broadcast()))),
+            }
+        }
+        merge(&mut set.v4);
+        merge(&mut set.v6);
+        Ok(set)
+    }
+
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => within(&self.v4, u32::from(v4)),
+            IpAddr::V6(v6) => within(&self.v6, u128::from(v6)),
+        }
+    }
+}
+
+fn merge<T: Ord + Copy>(ranges: &mut Vec<(T, T)>) {
+    ranges.sort_unstable();
+    let mut merged: Vec<(T, T)> = Vec::with_capacity(ranges.len());
+    for &(start, end) in ranges.iter() {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    *ranges = merged;
+}
+
+fn within<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
+    let after = ranges.partition_point(|(start, _)| *start <= x);
+    after
+        .checked_sub(1)
+        .and_then(|i| ranges.get(i))
+        .is_some_and(|(_, end)| x <= *end)
+}

@@ -1,0 +1,470 @@
+//! Compiling rule specs into condition trees, with every check done here.
+
+use std::collections::HashMap;
+
+use super::config::{Action, NodeSpec};
+use super::error::ConfigError;
+use super::header::header_name;
+use super::host::Allowlist;
+use super::matchers::{regex_set, IndexBuilder, IpSet, Kind, StrSet};
+use super::presets;
+
+/// Deepest nesting of `all` / `any` / `not`.
+pub(crate) const MAX_DEPTH: usize = 32;
+/// Most rules in one configuration (presets count as one rule each).
+pub(crate) const MAX_RULES: usize = 100_000;
+/// Most bytes of literal and regex patterns in one configuration.
+pub(crate) const MAX_PATTERN_BYTES: usize = 16 * 1024 * 1024;
+/// Longest single pattern.
+pub(crate) const MAX_PATTERN_LEN: usize = 8 * 1024;
+
+/// What a condition looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Subject {
+    /// A header, by slot in `Engine::header_names`.
+    Header(usize),
+    /// A query parameter, by slot in `Engine::query_names`.
+    Query(usize),
+    Path,
+    PathAndQuery,
+    Method,
+    Scheme,
+    Protocol,
+    Host,
+    HostKind,
+    ClientIp,
+}
+
+impl Subject {
+    /// Headers are comma-separated lists (repeated lines arrive joined).
+    pub(crate) fn is_list(self) -> bool {
+        matches!(self, Subject::Header(_))
+    }
+}
+
+/// A compiled condition.
+#[derive(Debug)]
+pub(crate) enum Node {
+    /// A literal or regex leaf, answered by the subject's index.
+    Indexed {
+        index: usize,
+        leaf: u32,
+    },
+    In {
+        subject: Subject,
+        set: StrSet,
+    },
+    HostIn(Allowlist),
+    IpIn(IpSet),
+    Present(Subject),
+    Absent(Subject),
+    All(Vec<Node>),
+    Any(Vec<Node>),
+    Not(Box<Node>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub name: String,
+    pub action: Action,
+    pub node: Node,
+    /// The rule as configured (compact JSON), for explanations.
+    pub source: String,
+}
+
+/// Shared state while compiling one configuration.
+#[derive(Debug, Default)]
+pub(crate) struct Compiler {
+    pub header_names: Vec<String>,
+    pub query_names: Vec<Vec<u8>>,
+    pub index_subjects: Vec<Subject>,
+    pub indexes: Vec<IndexBuilder>,
+    /// Per leaf id: the rule it belongs to.
+    pub leaf_rule: Vec<u32>,
+    /// Every subject some condition reads.
+    pub used: Vec<Subject>,
+    pattern_bytes: usize,
+    current_rule: u32,
+}
+
+impl Compiler {
+    pub(crate) fn header_slot(&mut self, name: String) -> usize {
+        slot(&mut self.header_names, name)
+    }
+
+    fn query_slot(&mut self, name: Vec<u8>) -> usize {
+        slot(&mut self.query_names, name)
+    }
+
+    fn index_for(&mut self, subject: Subject) -> usize {
+        match self.index_subjects.iter().position(|s| *s == subject) {
+            Some(i) => i,
+            None => {
+                self.index_subjects.push(subject);
+                self.indexes.push(IndexBuilder::default());
+                self.index_subjects.len().saturating_sub(1)
+            }
+        }
+    }
+
+    fn new_leaf(&mut self) -> u32 {
+        let leaf = u32::try_from(self.leaf_rule.len()).unwrap_or(u32::MAX);
+        self.leaf_rule.push(self.current_rule);
+        leaf
+    }
+
+    fn charge(&mut self, bytes: usize, path: &str) -> Result<(), ConfigError> {
+        if bytes > MAX_PATTERN_LEN {
+            return Err(ConfigError::new(
+                path,
+                format!("pattern longer than {MAX_PATTERN_LEN} bytes"),
+            ));
+        }
+        self.pattern_bytes = self.pattern_bytes.saturating_add(bytes);
+        if self.pattern_bytes > MAX_PATTERN_BYTES {
+            return Err(ConfigError::new(
+                path,
+                format!("patterns exceed {MAX_PATTERN_BYTES} bytes in total"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Compiles one top-level rule.
+    pub(crate) fn rule(
+        &mut self,
+        spec: &NodeSpec,
+        index: usize,
+        name: String,
+        path: &str,
+    ) -> Result<Rule, ConfigError> {
+        self.current_rule = u32::try_from(index).unwrap_or(u32::MAX);
+        let node = self.node(spec, path, 0)?;
+        Ok(Rule {
+            name,
+            action: spec.action.unwrap_or_default(),
+            node,
+            source: String::new(),
+        })
+    }
+
+    fn node(&mut self, spec: &NodeSpec, path: &str, depth: usize) -> Result<Node, ConfigError> {
+        if depth > MAX_DEPTH {
+            return Err(ConfigError::new(
+                path,
+                format!("conditions nested deeper than {MAX_DEPTH}"),
+            ));
+        }
+        if depth > 0 {
+            if spec.name.is_some() {
+                return Err(ConfigError::new(
+                    format!("{path}.name"),
+                    "only a rule (top level) has a name",
+                ));
+            }
+            if spec.action.is_some() {
+                return Err(ConfigError::new(
+                    format!("{path}.action"),
+                    "only a rule (top level) has an action",
+                ));
+            }
+        }
+        let kinds = [
+            spec.header.is_some() || spec.query.is_some() || spec.field.is_some(),
+            spec.all.is_some(),
+            spec.any.is_some(),
+            spec.not.is_some(),
+            spec.preset.is_some(),
+        ];
+        let subjects = [
+            spec.header.is_some(),
+            spec.query.is_some(),
+            spec.field.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 || subjects.iter().filter(|k| **k).count() > 1
+        {
+            return Err(ConfigError::new(
+                path,
+                "a condition needs exactly one of: `header`, `query` or `field` (with an operator), `all`, `any`, `not`, `preset`",
+            ));
+        }
+        let has_operator = spec.exact.is_some()
+            || spec.prefix.is_some()
+            || spec.suffix.is_some()
+            || spec.contains.is_some()
+            || spec.regex.is_some()
+            || spec.in_list.is_some()
+            || spec.present.is_some()
+            || spec.absent.is_some()
+            || spec.case_insensitive;
+        let combinator = |name: &str| -> Result<(), ConfigError> {
+            if has_operator {
+                Err(ConfigError::new(
+                    path,
+                    format!("`{name}` takes no operator; put operators in its conditions"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(children) = &spec.all {
+            combinator("all")?;
+            return Ok(Node::All(self.children(
+                children,
+                &format!("{path}.all"),
+                depth,
+            )?));
+        }
+        if let Some(children) = &spec.any {
+            combinator("any")?;
+            return Ok(Node::Any(self.children(
+                children,
+                &format!("{path}.any"),
+                depth,
+            )?));
+        }
+        if let Some(child) = &spec.not {
+            combinator("not")?;
+            return Ok(Node::Not(Box::new(self.node(
+                child,
+                &format!("{path}.not"),
+                depth.saturating_add(1),
+            )?)));
+        }
+        if let Some(name) = &spec.preset {
+            combinator("preset")?;
+            let entries = presets::conditions(name)
+                .ok_or_else(|| ConfigError::new(format!("{path}.preset"), presets::unknown(name)))?
+                .map_err(|e| ConfigError::new(format!("{path}.preset"), e))?;
+            let mut nodes = Vec::with_capacity(entries.len());
+            for (i, entry) in entries.iter().enumerate() {
+                nodes.push(self.node(
+                    entry,
+                    &format!("preset {name} entry {i}"),
+                    depth.saturating_add(1),
+                )?);
+            }
+            return Ok(Node::Any(nodes));
+        }
+        let subject = self.subject(spec, path)?;
+        if !self.used.contains(&subject) {
+            self.used.push(subject);
+        }
+        self.leaf(spec, subject, path)
+    }
+
+    fn children(
+        &mut self,
+        specs: &[NodeSpec],
+        path: &str,
+        depth: usize,
+    ) -> Result<Vec<Node>, ConfigError> {
+        if specs.is_empty() {
+            return Err(ConfigError::new(path, "needs at least one condition"));
+        }
+        specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.node(s, &format!("{path}[{i}]"), depth.saturating_add(1)))
+            .collect()
+    }
+
+    fn subject(&mut self, spec: &NodeSpec, path: &str) -> Result<Subject, ConfigError> {
+        if let Some(header) = &spec.header {
+            let name = header_name(header, &format!("{path}.header"))?;
+            return Ok(Subject::Header(self.header_slot(name)));
+        }
+        if let Some(param) = &spec.query {
+            if param.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{path}.query"),
+                    "query parameter name is empty",
+                ));
+            }
+            return Ok(Subject::Query(self.query_slot(param.clone().into_bytes())));
+        }
+        let field = spec.field.as_deref().unwrap_or_default();
+        Ok(match field {
+            "path" => Subject::Path,
+            "path_and_query" => Subject::PathAndQuery,
+            "method" => Subject::Method,
+            "scheme" => Subject::Scheme,
+            "protocol" => Subject::Protocol,
+            "host" => Subject::Host,
+            "host_kind" => Subject::HostKind,
+            "client_ip" => Subject::ClientIp,
+            other => {
+                return Err(ConfigError::new(
+                    format!("{path}.field"),
+                    format!("unknown field `{other}`; expected one of path, path_and_query, method, scheme, protocol, host, host_kind, client_ip"),
+                ))
+            }
+        })
+    }
+
+    fn leaf(&mut self, spec: &NodeSpec, subject: Subject, path: &str) -> Result<Node, ConfigError> {
+        let ci = spec.case_insensitive;
+        let mut ops: Vec<(&str, Node)> = Vec::new();
+        let literal_ops = [
+            ("exact", &spec.exact, Kind::Exact),
+            ("prefix", &spec.prefix, Kind::Prefix),
+            ("suffix", &spec.suffix, Kind::Suffix),
+            ("contains", &spec.contains, Kind::Contains),
+        ];
+        for (op, value, kind) in literal_ops {
+            if let Some(value) = value {
+                let at = format!("{path}.{op}");
+                self.operator_allowed(subject, op, &at)?;
+                if value.is_empty() {
+                    return Err(ConfigError::new(
+                        at,
+                        "empty pattern would match every request; use `present` for that",
+                    ));
+                }
+                self.charge(value.len(), &at)?;
+                let leaf = self.new_leaf();
+                let index = self.index_for(subject);
+                if let Some(builder) = self.indexes.get_mut(index) {
+                    builder.literal(value.as_bytes(), kind, ci, leaf);
+                }
+                ops.push((op, Node::Indexed { index, leaf }));
+            }
+        }
+        if let Some(pattern) = &spec.regex {
+            let at = format!("{path}.regex");
+            self.operator_allowed(subject, "regex", &at)?;
+            self.charge(pattern.len(), &at)?;
+            let pattern = if ci {
+                format!("(?i:{pattern})")
+            } else {
+                pattern.clone()
+            };
+            regex_set([pattern.as_str()]).map_err(|e| {
+                ConfigError::new(&at, format!("invalid regex: {}", one_line(&e.to_string())))
+            })?;
+            let leaf = self.new_leaf();
+            let index = self.index_for(subject);
+            if let Some(builder) = self.indexes.get_mut(index) {
+                builder.regex(pattern, leaf);
+            }
+            ops.push(("regex", Node::Indexed { index, leaf }));
+        }
+        if let Some(list) = &spec.in_list {
+            let at = format!("{path}.in");
+            self.operator_allowed(subject, "in", &at)?;
+            if list.is_empty() {
+                return Err(ConfigError::new(at, "empty list would never match"));
+            }
+            self.charge(list.iter().map(String::len).sum(), &at)?;
+            ops.push((
+                "in",
+                match subject {
+                    Subject::Host => Node::HostIn(Allowlist::compile(list, &at)?),
+                    Subject::ClientIp => Node::IpIn(IpSet::compile(list, &at)?),
+                    _ => Node::In {
+                        subject,
+                        set: StrSet::new(list, ci),
+                    },
+                },
+            ));
+        }
+        for (op, value, node) in [
+            ("present", spec.present, Node::Present(subject)),
+            ("absent", spec.absent, Node::Absent(subject)),
+        ] {
+            if let Some(value) = value {
+                let at = format!("{path}.{op}");
+                self.operator_allowed(subject, op, &at)?;
+                if !value {
+                    return Err(ConfigError::new(
+                        at,
+                        format!("`{op}` must be true (omit it instead of setting false)"),
+                    ));
+                }
+                if ci {
+                    return Err(ConfigError::new(
+                        format!("{path}.case_insensitive"),
+                        "has no meaning with `present` / `absent`",
+                    ));
+                }
+                ops.push((op, node));
+            }
+        }
+        match (ops.pop(), ops.is_empty()) {
+            (Some((_, node)), true) => Ok(node),
+            (None, _) => Err(ConfigError::new(
+                path,
+                "a condition needs one operator: exact, prefix, suffix, contains, regex, in, present or absent",
+            )),
+            (Some(_), false) => Err(ConfigError::new(
+                path,
+                "a condition takes exactly one operator (exact, prefix, suffix, contains, regex, in, present, absent); combine conditions with `all` / `any`",
+            )),
+        }
+    }
+
+    fn operator_allowed(&self, subject: Subject, op: &str, path: &str) -> Result<(), ConfigError> {
+        let ok = match subject {
+            Subject::Header(_) | Subject::Query(_) => true,
+            Subject::ClientIp => op == "in",
+            _ => !matches!(op, "present" | "absent"),
+        };
+        if ok {
+            Ok(())
+        } else if subject == Subject::ClientIp {
+            Err(ConfigError::new(
+                path,
+                "`client_ip` takes only `in` (a list of addresses and CIDRs)",
+            ))
+        } else {
+            Err(ConfigError::new(
+                path,
+                format!(
+                    "`{op}` only applies to `header` and `query`; this field is always present"
+                ),
+            ))
+        }
+    }
+}
+
+/// Can this rule's matches be read straight off the subject indexes? True
+/// for a literal/regex leaf or an `any` of such leaves (presets), which is what
+/// lets thousands of them cost one pass per subject.
+pub(crate) fn is_flat(node: &Node) -> bool {
+    match node {
+        Node::Indexed { .. } => true,
+        Node::Any(children) => children.iter().all(is_flat),
+        _ => false,
+    }
+}
+
+/// The subject indexes a node reads.
+pub(crate) fn indexes_of(node: &Node, out: &mut Vec<usize>) {
+    match node {
+        Node::Indexed { index, .. } if !out.contains(index) => out.push(*index),
+        Node::All(children) | Node::Any(children) => {
+            children.iter().for_each(|c| indexes_of(c, out))
+        }
+        Node::Not(child) => indexes_of(child, out),
+        _ => {}
+    }
+}
+
+fn slot<T: PartialEq>(names: &mut Vec<T>, name: T) -> usize {
+    match names.iter().position(|n| *n == name) {
+        Some(i) => i,
+        None => {
+            names.push(name);
+            names.len().saturating_sub(1)
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Checks every rule name is unique across a configuration.
+pub(crate) fn unique_names(names: &mut HashMap<String, usize>, name: &str, index: usize) -> bool {
+    names.insert(name.to_string(), index).is_none()
+}
