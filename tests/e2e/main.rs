@@ -13,6 +13,7 @@
 )]
 
 mod envoy;
+mod language;
 mod wire;
 
 use std::time::Duration;
@@ -43,7 +44,7 @@ const RULES: &str = r#"{
 
 /// Sends one request on a fresh connection and asserts the silent drop:
 /// zero bytes, then an orderly close (FIN) within `CLOSE_WITHIN`.
-fn assert_dropped(envoy: &Envoy, request: &[u8]) {
+pub(crate) fn assert_dropped(envoy: &Envoy, request: &[u8]) {
     let mut stream = connect(envoy.addr);
     let out = exchange(&mut stream, request, PATIENCE);
     let shown = String::from_utf8_lossy(request);
@@ -61,7 +62,7 @@ fn assert_dropped(envoy: &Envoy, request: &[u8]) {
 }
 
 /// Sends one request on a fresh connection and asserts a 200 with our body.
-fn assert_served(envoy: &Envoy, request: &[u8]) {
+pub(crate) fn assert_served(envoy: &Envoy, request: &[u8]) {
     let mut stream = connect(envoy.addr);
     std::io::Write::write_all(&mut stream, request).expect("write");
     let response = read_response(&mut stream);
