@@ -51,8 +51,8 @@ run: wasm envoy ## Run Envoy with drop444 (default rules) on 127.0.0.1:10000, ad
 test: test-unit test-wasm32 test-e2e ## Run all tests: engine (native and wasm32) and end to end with real Envoy
 
 .PHONY: test-unit
-test-unit: ## Engine unit tests, native
-	cargo test --lib
+test-unit: ## Engine unit and property tests, and the CLI tests (native)
+	cargo test
 
 .PHONY: test-wasm32
 test-wasm32: wasm-target node ## Engine unit tests compiled to wasm32-wasip1, run under Node.js WASI

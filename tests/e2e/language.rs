@@ -52,11 +52,23 @@ fn rule_language_drops_and_passes_on_the_wire() {
         request("GET", "/admin/users", &[ua]),
         request("GET", "//x/..//%61dmin", &[ua]),
         request("TRACE", "/", &[ua]),
-        request("GET", "/", &[ua, "X-Forwarded-For: 198.51.100.20, 203.0.113.9"]),
+        request(
+            "GET",
+            "/",
+            &[ua, "X-Forwarded-For: 198.51.100.20, 203.0.113.9"],
+        ),
         request("GET", "/", &[ua, "X-Forwarded-For: [2001:db8::7]:443"]),
         request("GET", "/item?id=1%20UNION%20SELECT%20password", &[ua]),
-        request("GET", "/", &["User-Agent: sqlmap/1.8#stable (https://sqlmap.org)"]),
-        request("GET", "/", &["User-Agent: Mozilla/5.0 (compatible; MJ12bot/v1.4.8; http://mj12bot.com/)"]),
+        request(
+            "GET",
+            "/",
+            &["User-Agent: sqlmap/1.8#stable (https://sqlmap.org)"],
+        ),
+        request(
+            "GET",
+            "/",
+            &["User-Agent: Mozilla/5.0 (compatible; MJ12bot/v1.4.8; http://mj12bot.com/)"],
+        ),
         request("GET", "/.env", &[ua]),
         request("GET", "/static/%2e%2e/.git/config", &[ua]),
         request("GET", "/wp-login.php", &[ua]),
@@ -65,35 +77,75 @@ fn rule_language_drops_and_passes_on_the_wire() {
         assert_dropped(&envoy, &dropped);
     }
     let log = envoy.access_log(18);
-    for rule in ["admin", "no-trace", "bad-net", "sqli", "scanners", "bad-bots", "exploit-paths", "host-not-allowed"] {
-        assert!(log.contains(&format!("wasm_close_stream drop444={rule} ")), "rule {rule} not in access log:\n{log}");
+    for rule in [
+        "admin",
+        "no-trace",
+        "bad-net",
+        "sqli",
+        "scanners",
+        "bad-bots",
+        "exploit-paths",
+        "host-not-allowed",
+    ] {
+        assert!(
+            log.contains(&format!("wasm_close_stream drop444={rule} ")),
+            "rule {rule} not in access log:\n{log}"
+        );
     }
 }
 
 #[test]
 fn client_ip_from_the_direct_peer() {
     // Loopback clients: the peer address (Envoy's `source.address`) decides.
-    let envoy = Envoy::start(r#"{"rules": [{"name": "loopback-admin", "all": [
-        {"field": "client_ip", "in": ["127.0.0.0/8", "::1"]}, {"field": "path", "prefix": "/private"}]}]}"#);
-    assert_dropped(&envoy, b"GET /private/x HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let envoy = Envoy::start(
+        r#"{"rules": [{"name": "loopback-admin", "all": [
+        {"field": "client_ip", "in": ["127.0.0.0/8", "::1"]}, {"field": "path", "prefix": "/private"}]}]}"#,
+    );
+    assert_dropped(
+        &envoy,
+        b"GET /private/x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
     assert_served(&envoy, &get(Some("localhost"), &[]));
 }
 
 #[test]
 fn each_kind_of_config_mistake_is_refused_and_named_in_envoys_log() {
     let cases = [
-        (r#"{"rules": [{"header": "user-agent", "contians": "x"}]}"#, "rules[0].contians: unknown field `contians`"),
-        (r#"{"rules": [{"name": "re", "header": "user-agent", "regex": "(unclosed"}]}"#, "rules[0].regex: invalid regex"),
-        (r#"{"rules": [{"field": "client_ip", "in": ["10.0.0.0/8", "10.0.0.300/32"]}]}"#, "rules[0].in[1]: `10.0.0.300/32` is not an IP address or CIDR"),
-        (r#"{"rules": [{"name": "empty"}]}"#, "rules[0]: a condition needs exactly one of"),
-        (r#"{"rules": [{"preset": "scanner"}]}"#, "rules[0].preset: unknown preset `scanner`"),
+        (
+            r#"{"rules": [{"header": "user-agent", "contians": "x"}]}"#,
+            "rules[0].contians: unknown field `contians`",
+        ),
+        (
+            r#"{"rules": [{"name": "re", "header": "user-agent", "regex": "(unclosed"}]}"#,
+            "rules[0].regex: invalid regex",
+        ),
+        (
+            r#"{"rules": [{"field": "client_ip", "in": ["10.0.0.0/8", "10.0.0.300/32"]}]}"#,
+            "rules[0].in[1]: `10.0.0.300/32` is not an IP address or CIDR",
+        ),
+        (
+            r#"{"rules": [{"name": "empty"}]}"#,
+            "rules[0]: a condition needs exactly one of",
+        ),
+        (
+            r#"{"rules": [{"preset": "scanner"}]}"#,
+            "rules[0].preset: unknown preset `scanner`",
+        ),
     ];
     for (config, expected) in cases {
         let log = match Envoy::try_start(config) {
             Ok(envoy) => panic!("Envoy accepted {config}:\n{}", envoy.log()),
             Err(log) => log,
         };
-        assert!(log.contains(&format!("invalid configuration, plugin not loaded: {expected}")), "{config}\n{log}");
-        assert!(log.contains("Unable to create Wasm plugin drop444"), "{log}");
+        assert!(
+            log.contains(&format!(
+                "invalid configuration, plugin not loaded: {expected}"
+            )),
+            "{config}\n{log}"
+        );
+        assert!(
+            log.contains("Unable to create Wasm plugin drop444"),
+            "{log}"
+        );
     }
 }
