@@ -48,7 +48,7 @@ run: wasm envoy ## Run Envoy with drop444 (default rules) on 127.0.0.1:10000, ad
 	exec "$(ENVOY_BIN)" -c envoy/envoy.yaml --disable-hot-restart --log-level info
 
 .PHONY: test
-test: test-unit test-wasm32 test-e2e ## Run all tests: engine (native and wasm32) and end to end with real Envoy
+test: test-unit test-wasm32 test-schema test-e2e ## Run all tests: engine (native and wasm32), CLI, schema, end to end with real Envoy
 
 .PHONY: test-unit
 test-unit: ## Engine unit and property tests, and the CLI tests (native)
@@ -57,6 +57,13 @@ test-unit: ## Engine unit and property tests, and the CLI tests (native)
 .PHONY: test-wasm32
 test-wasm32: wasm-target node ## Engine unit tests compiled to wasm32-wasip1, run under Node.js WASI
 	cargo test --lib --target $(WASM_TARGET)
+
+.PHONY: test-schema
+test-schema: ## The JSON Schema and the filter accept and reject the same configs
+	@$(PYTHON) -c 'import jsonschema' 2>/dev/null || $(PYTHON) -m pip install --quiet --disable-pip-version-check jsonschema \
+		|| $(PYTHON) -m pip install --quiet --disable-pip-version-check --break-system-packages jsonschema
+	cargo build --bin drop444
+	$(PYTHON) -m unittest discover -s tests/schema -v
 
 .PHONY: test-e2e
 test-e2e: wasm envoy ## End-to-end tests: real Envoy + drop444.wasm, checked on the wire
