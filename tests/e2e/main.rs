@@ -13,6 +13,7 @@
 )]
 
 mod envoy;
+mod serve;
 mod wire;
 
 use std::time::Duration;
@@ -290,4 +291,95 @@ fn envoy_answers_some_malformed_requests_before_the_filter() {
             String::from_utf8_lossy(request)
         );
     }
+}
+
+/// The release layout of `make release`: `dist/drop444-<version>.wasm` and its
+/// `.sha256` (sha256sum format). Returns the file name and the digest.
+fn release_artifact() -> (String, String) {
+    let name = format!("drop444-{}.wasm", env!("CARGO_PKG_VERSION"));
+    let dist = envoy::repo_root().join("dist");
+    let sums = std::fs::read_to_string(dist.join(format!("{name}.sha256")))
+        .unwrap_or_else(|e| panic!("dist/{name}.sha256: {e} (run `make release`)"));
+    let fields: Vec<&str> = sums.split_whitespace().collect();
+    assert_eq!(fields.len(), 2, "sha256sum format: {sums:?}");
+    assert_eq!(fields[1], name, "{sums:?}");
+    let digest = fields[0].to_string();
+    assert!(
+        digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{digest:?}"
+    );
+    (name, digest)
+}
+
+/// `envoy/envoy-remote.yaml` with the ports, the sha256 and the access log
+/// substituted; the module comes from `server`.
+fn start_remote(server: &serve::FileServer, sha256: &str) -> Envoy {
+    let name = format!("drop444-{}.wasm", env!("CARGO_PKG_VERSION"));
+    Envoy::try_start_with(|dir| {
+        envoy::render(
+            "envoy/envoy-remote.yaml",
+            &[
+                ("port_value: 9901", "port_value: 0".into()),
+                ("port_value: 10000", "port_value: 0".into()),
+                (
+                    "port_value: 8000",
+                    format!("port_value: {}", server.addr.port()),
+                ),
+                (
+                    &format!("uri: http://127.0.0.1:8000/{name}"),
+                    format!("uri: http://{}/{name}", server.addr),
+                ),
+                ("sha256: RELEASE_SHA256", format!("sha256: {sha256}")),
+                (
+                    "path: /dev/stdout",
+                    format!("path: {}", dir.join("access.log").display()),
+                ),
+            ],
+        )
+    })
+    .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"))
+}
+
+#[test]
+fn release_artifact_loads_remotely_with_its_sha256() {
+    if envoy::skip_if_external("starts its own Envoy that fetches the module over HTTP") {
+        return;
+    }
+    let (_, digest) = release_artifact();
+    let server = serve::FileServer::start(envoy::repo_root().join("dist"));
+    let envoy = start_remote(&server, &digest);
+    assert!(server.hits() >= 1, "Envoy never fetched the module");
+    assert_dropped(&envoy, &get(Some("127.0.0.1"), &[]));
+    assert_served(&envoy, &get(Some("localhost"), &[]));
+}
+
+/// The other side of the sha256 flow: a module whose digest does not match is
+/// not loaded, and Envoy fails closed (503) instead of passing traffic.
+#[test]
+fn remote_module_with_a_wrong_sha256_is_refused() {
+    if envoy::skip_if_external("starts its own Envoy that fetches the module over HTTP") {
+        return;
+    }
+    let (_, digest) = release_artifact();
+    let wrong: String = digest
+        .chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect();
+    let server = serve::FileServer::start(envoy::repo_root().join("dist"));
+    let envoy = start_remote(&server, &wrong);
+    // Envoy fetches, rejects the digest, retries (`retry_policy`), gives up.
+    assert!(
+        envoy.wait_log(
+            "Retry limit exceeded for fetching data from remote data source",
+            Duration::from_secs(20)
+        ),
+        "{}",
+        envoy.log()
+    );
+    assert!(server.hits() >= 2, "fetched {} times", server.hits());
+    let mut stream = connect(envoy.addr);
+    std::io::Write::write_all(&mut stream, &get(Some("localhost"), &[])).expect("write");
+    let response = read_response(&mut stream);
+    assert_eq!(response.status, 503, "{}", response.head);
+    assert_ne!(response.body, BODY);
 }
