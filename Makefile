@@ -41,7 +41,7 @@ release: wasm ## Release layout: dist/drop444-<version>.wasm and its .sha256 (fo
 	@cat $(RELEASE_WASM).sha256
 
 .PHONY: oci
-oci: release ## OCI images of plugin.wasm for Istio / Envoy Gateway: dist/drop444-<version>.oci layout + docker image drop444/plugin:<version>
+oci: release ## Wasm plugin images for Istio / Envoy Gateway: dist/drop444-<version>.oci + drop444/plugin:<version>
 	$(PYTHON) scripts/oci-layout.py $(VERSION) $(RELEASE_WASM) dist/drop444-$(VERSION).oci
 	@rm -rf target/docker/plugin && mkdir -p target/docker/plugin
 	cp docker/plugin/Dockerfile target/docker/plugin/
@@ -108,5 +108,6 @@ lint: wasm-target ## rustfmt check and clippy (warnings are errors; no unwrap/ex
 	cargo clippy --release --target $(WASM_TARGET) --lib -- -D warnings
 
 .PHONY: clean
-clean: ## Remove build output
+clean: ## Remove build output (target/, dist/)
 	cargo clean
+	rm -rf dist
