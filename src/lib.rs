@@ -8,6 +8,7 @@
 //! See `docs/DESIGN.md` for why it is cut this way.
 
 pub mod engine;
+pub mod limiter;
 
 // proxy-wasm is only a dependency on wasm32, so the engine cannot use it by
 // accident. The test build leaves the adapter out so that the engine's tests

@@ -18,6 +18,10 @@ pub(crate) struct ConfigSpec {
     #[serde(default)]
     pub host: HostSpec,
     #[serde(default)]
+    pub log: LogSpec,
+    #[serde(default)]
+    pub stats: StatsSpec,
+    #[serde(default)]
     pub rules: Vec<NodeSpec>,
     /// Each rule as written (compact JSON), for explanations.
     #[serde(skip)]
@@ -62,6 +66,59 @@ impl Default for HostSpec {
             drop_missing: true,
             drop_invalid: true,
             drop_ip_literal: true,
+        }
+    }
+}
+
+/// The structured log line written for each drop (and dry-run drop and `log`
+/// match), rate-limited so a flood cannot flood the log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSpec {
+    /// Level of the drop lines (`off` writes none).
+    pub level: LogLevel,
+    /// Most drop lines per second and Envoy worker (token bucket with a
+    /// burst of the same size); lines over it are counted, not written.
+    pub max_per_second: u32,
+    /// User-Agent bytes kept in a line.
+    pub user_agent_max: u32,
+}
+
+impl Default for LogSpec {
+    fn default() -> Self {
+        LogSpec {
+            level: LogLevel::Info,
+            max_per_second: 10,
+            user_agent_max: 128,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+    Off,
+}
+
+/// Where the counters go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct StatsSpec {
+    /// First part of every counter name (`<prefix>.requests_seen`, ...). Give
+    /// each drop444 plugin in one Envoy its own prefix to count them apart.
+    pub prefix: String,
+}
+
+impl Default for StatsSpec {
+    fn default() -> Self {
+        StatsSpec {
+            prefix: "drop444".into(),
         }
     }
 }
@@ -165,7 +222,9 @@ fn require_objects(value: &serde_json::Value, path: &str) -> Result<(), ConfigEr
     };
     for (key, child) in map {
         match (key.as_str(), child) {
-            ("host" | "client_ip" | "not", _) if path.is_empty() || key == "not" => {
+            ("host" | "client_ip" | "log" | "stats" | "not", _)
+                if path.is_empty() || key == "not" =>
+            {
                 require_objects(child, &join(key))?
             }
             ("rules" | "all" | "any", Value::Array(items)) => {

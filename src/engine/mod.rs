@@ -21,7 +21,7 @@ mod rules;
 
 use std::collections::HashMap;
 
-pub use config::{Action, Mode};
+pub use config::{Action, LogLevel, LogSpec, Mode};
 pub use error::ConfigError;
 pub use host::{classify as classify_host, HostForm};
 pub use request::RequestSource;
@@ -47,6 +47,9 @@ pub mod builtin {
 
 /// Longest rule name; names end up in logs, filter state and stats.
 const MAX_RULE_NAME: usize = 64;
+/// Bounds of the `log` settings.
+const MAX_LOG_PER_SECOND: u32 = 100_000;
+const MAX_USER_AGENT_LOGGED: u32 = 8192;
 
 /// What happens to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +87,8 @@ impl Verdict<'_> {
 #[derive(Debug)]
 pub struct Engine {
     mode: Mode,
+    log: LogSpec,
+    stats_prefix: String,
     xff_trusted_hops: u32,
     header_names: Vec<String>,
     query_names: Vec<Vec<u8>>,
@@ -143,6 +148,8 @@ impl Engine {
     fn empty() -> Engine {
         Engine {
             mode: Mode::Enforce,
+            log: LogSpec::default(),
+            stats_prefix: "drop444".into(),
             xff_trusted_hops: 0,
             header_names: Vec::new(),
             query_names: Vec::new(),
@@ -164,6 +171,7 @@ impl Engine {
                 format!("more than {} rules", rules::MAX_RULES),
             ));
         }
+        validate_settings(&spec)?;
         let mut compiler = Compiler::default();
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut compiled: Vec<Rule> = Vec::with_capacity(total);
@@ -238,6 +246,8 @@ impl Engine {
         let drop_plan = plan(&compiled, |a| a != Action::Allow);
         Ok(Engine {
             mode: spec.mode,
+            log: spec.log,
+            stats_prefix: spec.stats.prefix,
             xff_trusted_hops: spec.client_ip.xff_trusted_hops,
             header_names: compiler.header_names,
             query_names: compiler.query_names,
@@ -260,6 +270,45 @@ impl Engine {
     /// Trusted `X-Forwarded-For` hops for `client_ip` (0: the direct peer).
     pub fn xff_trusted_hops(&self) -> u32 {
         self.xff_trusted_hops
+    }
+
+    /// How drops are logged.
+    pub fn log_settings(&self) -> &LogSpec {
+        &self.log
+    }
+
+    /// Counter names: `(rule, counter)` for every rule in evaluation order,
+    /// plus the prefix for the totals. Rule names are made Prometheus-safe
+    /// (`-` and `.` become `_`); should two names collide that way, the later
+    /// one gets its index appended.
+    pub fn stat_names(&self) -> (String, Vec<(&str, String)>) {
+        let prefix = self.stats_prefix.clone();
+        let mut seen = std::collections::HashSet::new();
+        let names = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let safe: String = r
+                    .name
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '_' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                let unique = if seen.insert(safe.clone()) {
+                    safe
+                } else {
+                    format!("{safe}_{i}")
+                };
+                (r.name.as_str(), format!("{prefix}.rule.{unique}"))
+            })
+            .collect();
+        (prefix, names)
     }
 
     /// Enforce or dry-run.
@@ -469,6 +518,30 @@ fn host_rules(host: &config::HostSpec) -> Vec<(&'static str, NodeSpec, String)> 
         ));
     }
     out
+}
+
+fn validate_settings(spec: &ConfigSpec) -> Result<(), ConfigError> {
+    let prefix = &spec.stats.prefix;
+    let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
+    if prefix.is_empty() || prefix.len() > MAX_RULE_NAME || !prefix.bytes().all(ok) {
+        return Err(ConfigError::new(
+            "stats.prefix",
+            format!("`{prefix}`: a stats prefix is 1-{MAX_RULE_NAME} characters of a-z 0-9 _"),
+        ));
+    }
+    if spec.log.max_per_second > MAX_LOG_PER_SECOND {
+        return Err(ConfigError::new(
+            "log.max_per_second",
+            format!("at most {MAX_LOG_PER_SECOND}"),
+        ));
+    }
+    if spec.log.user_agent_max > MAX_USER_AGENT_LOGGED {
+        return Err(ConfigError::new(
+            "log.user_agent_max",
+            format!("at most {MAX_USER_AGENT_LOGGED}"),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_rule_name(name: &str, path: &str) -> Result<(), ConfigError> {

@@ -369,6 +369,31 @@ fn config_errors_name_the_path() {
     // (config, expected path, a phrase the message contains)
     let cases: &[(&str, &str, &str)] = &[
         (
+            r#"{"stats": {"prefix": "Drop-444"}}"#,
+            "stats.prefix",
+            "a stats prefix is",
+        ),
+        (
+            r#"{"stats": {"prefx": "x"}}"#,
+            "stats.prefx",
+            "unknown field",
+        ),
+        (
+            r#"{"log": {"level": "loud"}}"#,
+            "log.level",
+            "unknown variant `loud`",
+        ),
+        (
+            r#"{"log": {"max_per_second": 1000000}}"#,
+            "log.max_per_second",
+            "at most 100000",
+        ),
+        (
+            r#"{"log": {"user_agent_max": 100000}}"#,
+            "log.user_agent_max",
+            "at most 8192",
+        ),
+        (
             r#"{"rules": [{"header": "ua", "query": "q", "exact": "a"}]}"#,
             "rules[0]",
             "needs exactly one of",
@@ -634,4 +659,31 @@ fn config_errors_name_the_path() {
             "{shown}"
         );
     }
+}
+
+#[test]
+fn stat_names_are_prometheus_safe_and_unique() {
+    let e = engine(
+        r#"{"stats": {"prefix": "edge_444"}, "rules": [
+            {"name": "a-b", "header": "x", "present": true},
+            {"name": "a.b", "header": "y", "present": true},
+            {"name": "a_b", "header": "z", "present": true}]}"#,
+    );
+    let (prefix, names) = e.stat_names();
+    assert_eq!(prefix, "edge_444");
+    let names: Vec<(&str, &str)> = names.iter().map(|(r, m)| (*r, m.as_str())).collect();
+    assert_eq!(
+        names,
+        [
+            ("host-missing", "edge_444.rule.host_missing"),
+            ("host-invalid", "edge_444.rule.host_invalid"),
+            ("host-ip-literal", "edge_444.rule.host_ip_literal"),
+            ("a-b", "edge_444.rule.a_b"),
+            ("a.b", "edge_444.rule.a_b_4"),
+            ("a_b", "edge_444.rule.a_b_5"),
+        ]
+    );
+    let e = engine("");
+    assert_eq!(e.stat_names().0, "drop444");
+    assert_eq!(e.log_settings().max_per_second, 10);
 }

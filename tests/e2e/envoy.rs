@@ -370,6 +370,39 @@ impl Envoy {
 
     /// Waits until Envoy's own log contains `needle`; false if it does not
     /// within `wait`.
+    /// The scratch directory of an Envoy this test started.
+    pub fn scratch(&self) -> &Path {
+        self.dir.as_deref().expect("an Envoy started by this test")
+    }
+
+    /// All counters and gauges from admin `/stats`, by name.
+    pub fn stats(&self) -> std::collections::HashMap<String, u64> {
+        let (status, body) = http_get(self.admin, "/stats").expect("admin /stats");
+        assert_eq!(status, 200);
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+            .collect()
+    }
+
+    /// One counter (0 if Envoy has not created it).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.stats().get(name).copied().unwrap_or(0)
+    }
+
+    /// Waits until `counter` reaches at least `value`; returns its last value.
+    pub fn wait_counter(&self, name: &str, value: u64, wait: Duration) -> u64 {
+        let deadline = Instant::now() + wait;
+        loop {
+            let now = self.counter(name);
+            if now >= value || Instant::now() > deadline {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn wait_log(&self, needle: &str, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
         while !self.log().contains(needle) {

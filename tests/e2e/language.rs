@@ -91,7 +91,7 @@ fn rule_language_drops_and_passes_on_the_wire() {
         "host-not-allowed",
     ] {
         assert!(
-            log.contains(&format!("wasm_close_stream drop444={rule} ")),
+            log.contains(&format!("wasm_close_stream drop444=444 rule={rule} ")),
             "rule {rule} not in access log:\n{log}"
         );
     }

@@ -14,6 +14,7 @@
 
 mod envoy;
 mod language;
+mod operations;
 mod serve;
 mod wire;
 
@@ -236,11 +237,11 @@ fn header_rules_drop_and_access_log_names_the_rule() {
     let log = envoy.access_log(total);
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), total, "access log:\n{log}");
-    let served = format!("\" 200 {} drop444=- ", envoy.served_details);
+    let served = format!("\" 200 {} drop444=- rule=- ", envoy.served_details);
     assert!(lines[0].contains(&served), "want {served}: {}", lines[0]);
     for (line, (_, rule)) in lines[1..].iter().zip(&drops) {
         assert!(
-            line.contains(&format!("\" 0 wasm_close_stream drop444={rule} ")),
+            line.contains(&format!("\" 0 wasm_close_stream drop444=444 rule={rule} ")),
             "want rule {rule}: {line}"
         );
         assert!(line.ends_with("bytes_sent=0"), "{line}");
