@@ -54,6 +54,7 @@ pub(crate) struct ClientIpSpec {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct HostSpec {
     pub allow: Vec<String>,
+    pub scope: Scope,
     pub drop_missing: bool,
     pub drop_invalid: bool,
     pub drop_ip_literal: bool,
@@ -63,6 +64,7 @@ impl Default for HostSpec {
     fn default() -> Self {
         HostSpec {
             allow: Vec::new(),
+            scope: Scope::Stream,
             drop_missing: true,
             drop_invalid: true,
             drop_ip_literal: true,
@@ -123,6 +125,16 @@ impl Default for StatsSpec {
     }
 }
 
+/// What a drop closes: the request's stream (HTTP/2: that stream only), or
+/// the whole downstream connection with every stream on it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    #[default]
+    Stream,
+    Connection,
+}
+
 /// What a matching rule does.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -151,6 +163,7 @@ pub(crate) struct NodeSpec {
     // Rule-only fields.
     pub name: Option<String>,
     pub action: Option<Action>,
+    pub scope: Option<Scope>,
 
     // Subjects.
     pub header: Option<String>,

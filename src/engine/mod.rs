@@ -21,7 +21,7 @@ mod rules;
 
 use std::collections::HashMap;
 
-pub use config::{Action, LogLevel, LogSpec, Mode};
+pub use config::{Action, LogLevel, LogSpec, Mode, Scope};
 pub use error::ConfigError;
 pub use host::{classify as classify_host, HostForm};
 pub use request::RequestSource;
@@ -184,6 +184,7 @@ impl Engine {
             let index = compiled.len();
             let mut rule = compiler.rule(&rule_spec, index, name.to_string(), "host")?;
             rule.source = source;
+            rule.scope = spec.host.scope;
             names.insert(name.to_string(), index);
             compiled.push(rule);
         }
@@ -320,6 +321,15 @@ impl Engine {
     /// actions: what stats and logs can report.
     pub fn rules(&self) -> impl Iterator<Item = (&str, Action)> {
         self.rules.iter().map(|r| (r.name.as_str(), r.action))
+    }
+
+    /// What a drop by this rule closes: its stream (default) or the whole
+    /// downstream connection (`"scope": "connection"`).
+    pub fn scope_of(&self, rule: &str) -> Scope {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)
+            .map_or(Scope::Stream, |r| r.scope)
     }
 
     /// A rule as configured (compact JSON; a description for built-in rules).

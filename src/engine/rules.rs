@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::config::{Action, NodeSpec};
+use super::config::{Action, NodeSpec, Scope};
 use super::error::ConfigError;
 use super::header::header_name;
 use super::host::Allowlist;
@@ -67,6 +67,7 @@ pub(crate) enum Node {
 pub(crate) struct Rule {
     pub name: String,
     pub action: Action,
+    pub scope: Scope,
     pub node: Node,
     /// The rule as configured (compact JSON), for explanations.
     pub source: String,
@@ -139,10 +140,19 @@ impl Compiler {
         path: &str,
     ) -> Result<Rule, ConfigError> {
         self.current_rule = u32::try_from(index).unwrap_or(u32::MAX);
+        let action = spec.action.unwrap_or_default();
+        let scope = spec.scope.unwrap_or_default();
+        if scope == Scope::Connection && action == Action::Allow {
+            return Err(ConfigError::new(
+                format!("{path}.scope"),
+                "an allow rule closes nothing; `scope` is for drop and log rules",
+            ));
+        }
         let node = self.node(spec, path, 0)?;
         Ok(Rule {
             name,
-            action: spec.action.unwrap_or_default(),
+            action,
+            scope,
             node,
             source: String::new(),
         })
@@ -166,6 +176,12 @@ impl Compiler {
                 return Err(ConfigError::new(
                     format!("{path}.action"),
                     "only a rule (top level) has an action",
+                ));
+            }
+            if spec.scope.is_some() {
+                return Err(ConfigError::new(
+                    format!("{path}.scope"),
+                    "only a rule (top level) has a scope",
                 ));
             }
         }

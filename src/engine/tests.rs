@@ -369,6 +369,26 @@ fn config_errors_name_the_path() {
     // (config, expected path, a phrase the message contains)
     let cases: &[(&str, &str, &str)] = &[
         (
+            r#"{"rules": [{"scope": "conn", "header": "a", "present": true}]}"#,
+            "rules[0].scope",
+            "unknown variant `conn`",
+        ),
+        (
+            r#"{"rules": [{"scope": "connection", "action": "allow", "header": "a", "present": true}]}"#,
+            "rules[0].scope",
+            "an allow rule closes nothing",
+        ),
+        (
+            r#"{"rules": [{"not": {"scope": "connection", "header": "a", "present": true}}]}"#,
+            "rules[0].not.scope",
+            "only a rule",
+        ),
+        (
+            r#"{"host": {"scope": "socket"}}"#,
+            "host.scope",
+            "unknown variant `socket`",
+        ),
+        (
             r#"{"stats": {"prefix": "Drop-444"}}"#,
             "stats.prefix",
             "a stats prefix is",
@@ -686,4 +706,18 @@ fn stat_names_are_prometheus_safe_and_unique() {
     let e = engine("");
     assert_eq!(e.stat_names().0, "drop444");
     assert_eq!(e.log_settings().max_per_second, 10);
+}
+
+#[test]
+fn scope_per_rule_and_for_the_host_policy() {
+    let e = engine(
+        r#"{"host": {"scope": "connection"}, "rules": [
+            {"name": "conn", "scope": "connection", "header": "x", "present": true},
+            {"name": "stream", "header": "y", "present": true}]}"#,
+    );
+    assert_eq!(e.scope_of("conn"), Scope::Connection);
+    assert_eq!(e.scope_of("stream"), Scope::Stream);
+    assert_eq!(e.scope_of(builtin::HOST_IP_LITERAL), Scope::Connection);
+    assert_eq!(e.scope_of("no-such-rule"), Scope::Stream);
+    assert_eq!(engine("").scope_of(builtin::HOST_MISSING), Scope::Stream);
 }
