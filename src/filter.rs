@@ -19,12 +19,16 @@ use std::time::UNIX_EPOCH;
 use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use serde::Serialize;
 
 use crate::engine::request::{client_from_xff, parse_address};
-use crate::engine::{self, Decision, Engine, RequestSource, Verdict};
-use crate::limiter::TokenBucket;
+use crate::engine::{self, Decision, Engine, RateLimit, RequestSource, Verdict};
+use crate::limiter::{key_hash, BucketState, TokenBucket};
+
+/// Compare-and-swap attempts on a rate-limit bucket before giving up (and
+/// letting the request through, counted in `ratelimit_contention`).
+const MAX_CAS_TRIES: usize = 8;
 
 /// Filter-state keys. Envoy exposes them as `%FILTER_STATE(wasm.drop444:PLAIN)%`
 /// (the rule) and `%FILTER_STATE(wasm.drop444_status:PLAIN)%` (`444` for a
@@ -116,9 +120,15 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let shared = &*self.shared;
-        let mut request = HostRequest::default();
+        let mut request = HostRequest::new(shared.engine.stat_prefix());
         let verdict = shared.engine.decide(&mut request);
         shared.record(&verdict, &mut request);
+        for _ in 0..request.over_limit {
+            shared.stats.bump(shared.stats.rate_limited);
+        }
+        for _ in 0..request.contention {
+            shared.stats.bump(shared.stats.contention);
+        }
         match verdict.decision {
             Decision::Pass | Decision::Allow { .. } => Action::Continue,
             Decision::DryRun { rule } => {
@@ -278,6 +288,8 @@ struct Stats {
     log_hits: Option<u32>,
     suppressed: Option<u32>,
     reset_failed: Option<u32>,
+    rate_limited: Option<u32>,
+    contention: Option<u32>,
     rules: HashMap<String, u32>,
 }
 
@@ -295,6 +307,8 @@ impl Stats {
             log_hits: total("log_rule_hits"),
             suppressed: total("drop_logs_suppressed"),
             reset_failed: total("reset_failures"),
+            rate_limited: total("rate_limited"),
+            contention: total("ratelimit_contention"),
             rules: rules
                 .into_iter()
                 .filter_map(|(rule, metric)| counter(&metric).map(|id| (rule.to_string(), id)))
@@ -322,10 +336,29 @@ impl Stats {
 /// attribute `request.headers.<name>` returns all lines joined with `,`, so it
 /// is read first; the header map is asked only when the attribute has no
 /// value, for hosts without that attribute (and then it is the only source).
-#[derive(Default)]
 struct HostRequest {
     headers: Vec<(String, Option<Vec<u8>>)>,
     peer: Option<Option<Vec<u8>>>,
+    now_ns: Option<u64>,
+    /// Shared-data keys are `<prefix>.rl.<rule>.<slot>`.
+    stat_prefix: String,
+    /// Rate-limit checks that found the bucket empty.
+    over_limit: u32,
+    /// Rate-limit checks abandoned after `MAX_CAS_TRIES` conflicts.
+    contention: u32,
+}
+
+impl HostRequest {
+    fn new(stat_prefix: &str) -> Self {
+        HostRequest {
+            headers: Vec::new(),
+            peer: None,
+            now_ns: None,
+            stat_prefix: stat_prefix.to_string(),
+            over_limit: 0,
+            contention: 0,
+        }
+    }
 }
 
 impl RequestSource for HostRequest {
@@ -357,5 +390,38 @@ impl RequestSource for HostRequest {
         hostcalls::get_property(vec!["request", "protocol"])
             .ok()
             .flatten()
+    }
+
+    /// The bucket lives in proxy-wasm shared data, so every Envoy worker
+    /// draws from the same one: a client cannot multiply its budget by
+    /// spreading connections over workers. Updates are compare-and-swap,
+    /// retried on conflict. Keys are hashed into the rule's fixed number of
+    /// slots, which bounds memory however many distinct keys arrive.
+    fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {
+        let hash = key_hash(key);
+        let slot = hash.checked_rem(u64::from(limit.slots)).unwrap_or(0);
+        let name = format!("{}.rl.{}.{slot}", self.stat_prefix, limit.rule);
+        let now = *self.now_ns.get_or_insert_with(now_ns);
+        for _ in 0..MAX_CAS_TRIES {
+            let Ok((data, cas)) = hostcalls::get_shared_data(&name) else {
+                return false;
+            };
+            let stored = data.as_deref().and_then(BucketState::from_bytes);
+            let (state, granted) = BucketState::take(stored, &limit.rate, hash, now);
+            if !granted {
+                // Nothing taken, nothing to write: an empty bucket refills
+                // the same whether or not this moment is recorded, and a
+                // flood of over-limit requests then costs no writes.
+                self.over_limit = self.over_limit.saturating_add(1);
+                return true;
+            }
+            match hostcalls::set_shared_data(&name, Some(&state.to_bytes()), cas) {
+                Ok(()) => return false,
+                Err(Status::CasMismatch) => continue,
+                Err(_) => return false,
+            }
+        }
+        self.contention = self.contention.saturating_add(1);
+        false
     }
 }

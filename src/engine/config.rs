@@ -135,6 +135,33 @@ pub enum Scope {
     Connection,
 }
 
+/// A rate limit on a rule: the rule matches (drops, or logs) only requests
+/// over the limit of their key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateLimitSpec {
+    /// What counts as one client: parts `client_ip`, `host`, `method`,
+    /// `path`, `header:<name>`, joined.
+    pub key: Vec<String>,
+    /// Requests allowed per `per`.
+    pub rate: u64,
+    #[serde(default)]
+    pub per: Per,
+    /// Bucket size: requests a quiet client may send at once (default `rate`).
+    pub burst: Option<u64>,
+    /// Buckets kept for this rule (memory bound; default 65536).
+    pub slots: Option<u32>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Per {
+    #[default]
+    Second,
+    Minute,
+    Hour,
+}
+
 /// What a matching rule does.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -164,6 +191,7 @@ pub(crate) struct NodeSpec {
     pub name: Option<String>,
     pub action: Option<Action>,
     pub scope: Option<Scope>,
+    pub rate_limit: Option<RateLimitSpec>,
 
     // Subjects.
     pub header: Option<String>,
@@ -235,11 +263,10 @@ fn require_objects(value: &serde_json::Value, path: &str) -> Result<(), ConfigEr
     };
     for (key, child) in map {
         match (key.as_str(), child) {
-            ("host" | "client_ip" | "log" | "stats" | "not", _)
-                if path.is_empty() || key == "not" =>
-            {
+            ("host" | "client_ip" | "log" | "stats", _) if path.is_empty() => {
                 require_objects(child, &join(key))?
             }
+            ("not" | "rate_limit", _) if !path.is_empty() => require_objects(child, &join(key))?,
             ("rules" | "all" | "any", Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     require_objects(item, &format!("{}[{i}]", join(key)))?;

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::host::HostForm;
-use super::request::{self, RequestSource};
+use super::request::{self, KeyPart, RateLimit, RequestSource};
 use super::rules::{Node, Subject};
 use super::Engine;
 
@@ -184,6 +184,35 @@ impl<'e, 's> Facts<'e, 's> {
             .get(index)
             .and_then(|h| h.as_deref())
             .unwrap_or_default()
+    }
+
+    /// Builds the rule's key for this request and asks the source whether the
+    /// key is over the limit (which takes a token when it is not).
+    pub(crate) fn over_limit(&mut self, limit: &RateLimit) -> bool {
+        let mut key = Vec::new();
+        for (i, part) in limit.key.iter().enumerate() {
+            if i > 0 {
+                key.push(0x1f);
+            }
+            let subject = match part {
+                KeyPart::ClientIp => {
+                    self.prepare(Subject::ClientIp);
+                    if let Some(ip) = self.client_ip.flatten() {
+                        key.extend_from_slice(ip.to_string().as_bytes());
+                    }
+                    continue;
+                }
+                KeyPart::Host => Subject::Host,
+                KeyPart::Method => Subject::Method,
+                KeyPart::Path => Subject::Path,
+                KeyPart::Header(slot) => Subject::Header(*slot),
+            };
+            self.any_value(subject, |v| {
+                key.extend_from_slice(v);
+                true
+            });
+        }
+        self.source.over_limit(limit, &key)
     }
 
     pub(crate) fn eval(&mut self, node: &Node) -> bool {

@@ -735,3 +735,205 @@ mod properties {
         }
     }
 }
+
+/// A request with a bucket store and a clock: the engine's view of what the
+/// proxy adapter does with shared data.
+struct Limited<'a> {
+    req: HeaderList,
+    store: &'a mut std::collections::HashMap<(String, u32), crate::limiter::BucketState>,
+    now_ns: u64,
+    asked: &'a std::cell::RefCell<Vec<Vec<u8>>>,
+}
+
+impl RequestSource for Limited<'_> {
+    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.req.header(name)
+    }
+    fn peer_address(&mut self) -> Option<Vec<u8>> {
+        self.req.peer_address()
+    }
+    fn protocol(&mut self) -> Option<Vec<u8>> {
+        RequestSource::protocol(&mut self.req)
+    }
+    fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {
+        use crate::limiter::{key_hash, BucketState};
+        self.asked.borrow_mut().push(key.to_vec());
+        let hash = key_hash(key);
+        let slot = u32::try_from(hash % u64::from(limit.slots)).unwrap();
+        let entry = (limit.rule.clone(), slot);
+        let (state, granted) = BucketState::take(
+            self.store.get(&entry).copied(),
+            &limit.rate,
+            hash,
+            self.now_ns,
+        );
+        self.store.insert(entry, state);
+        !granted
+    }
+}
+
+#[test]
+fn rate_limited_rules_drop_only_over_the_limit() {
+    let e = engine(
+        r#"{"rules": [
+            {"name": "early", "header": "x-early", "present": true},
+            {"name": "login", "field": "path", "prefix": "/login",
+             "rate_limit": {"key": ["client_ip", "header:x-tenant"], "rate": 2, "per": "second", "burst": 3}},
+            {"name": "everyone", "action": "log", "rate_limit": {"key": ["host"], "rate": 100, "per": "hour", "burst": 5}}
+        ]}"#,
+    );
+    let mut store = std::collections::HashMap::new();
+    let asked = std::cell::RefCell::new(Vec::new());
+    let mut send = |path: &str, peer: &str, extra: Option<(&str, &str)>, now_ns: u64| {
+        let mut req = HeaderList::new()
+            .with(":authority", "example.com")
+            .with(":path", path)
+            .peer(peer);
+        if let Some((n, v)) = extra {
+            req = req.with(n, v);
+        }
+        let v = e.decide(&mut Limited {
+            req,
+            store: &mut store,
+            now_ns,
+            asked: &asked,
+        });
+        (v.decision, v.logged)
+    };
+    let s = 1_000_000_000u64;
+    // Burst of 3 for client A, then drops.
+    for i in 0..3 {
+        assert_eq!(
+            send("/login", "192.0.2.1:1", None, 0).0,
+            Decision::Pass,
+            "request {i}"
+        );
+    }
+    assert_eq!(
+        send("/login", "192.0.2.1:1", None, 0).0,
+        Decision::Drop { rule: "login" }
+    );
+    // Another client (or tenant) has its own bucket.
+    assert_eq!(send("/login", "192.0.2.2:1", None, 0).0, Decision::Pass);
+    assert_eq!(
+        send("/login", "192.0.2.1:1", Some(("x-tenant", "b")), 0).0,
+        Decision::Pass
+    );
+    // 2/s: after 0.5 s one more token.
+    assert_eq!(send("/login", "192.0.2.1:1", None, s / 2).0, Decision::Pass);
+    assert_eq!(
+        send("/login", "192.0.2.1:1", None, s / 2).0,
+        Decision::Drop { rule: "login" }
+    );
+    // Other paths are not limited by this rule.
+    assert_eq!(send("/", "192.0.2.1:1", None, s / 2).0, Decision::Pass);
+    // An earlier rule decides first and takes no token.
+    let before = asked.borrow().len();
+    assert_eq!(
+        send("/login", "192.0.2.9:1", Some(("x-early", "1")), s).0,
+        Decision::Drop { rule: "early" }
+    );
+    assert_eq!(
+        asked.borrow().len(),
+        before,
+        "the limiter is not asked when an earlier rule dropped"
+    );
+    // The log rule limits every request by host at 100/hour with a burst of
+    // 5: seven requests reached it so far (not the ones dropped before it);
+    // now it reports.
+    let (decision, logged) = send("/", "192.0.2.3:1", None, s);
+    assert_eq!(decision, Decision::Pass);
+    assert_eq!(logged, ["everyone"]);
+    assert!(
+        asked
+            .borrow()
+            .iter()
+            .any(|k| k.as_slice() == b"192.0.2.1\x1f"),
+        "key parts joined with 0x1f: {asked:?}"
+    );
+}
+
+#[test]
+fn rate_limit_dry_run_and_config_errors() {
+    let e = engine(
+        r#"{"mode": "dry-run", "rules": [{"name": "rl", "rate_limit": {"key": ["client_ip"], "rate": 1, "burst": 1}}]}"#,
+    );
+    let mut store = std::collections::HashMap::new();
+    let asked = std::cell::RefCell::new(Vec::new());
+    let mut send = || {
+        let req = HeaderList::new()
+            .with(":authority", "a.com")
+            .peer("10.0.0.1:1");
+        e.decide(&mut Limited {
+            req,
+            store: &mut store,
+            now_ns: 0,
+            asked: &asked,
+        })
+        .decision
+    };
+    assert_eq!(send(), Decision::Pass);
+    assert_eq!(send(), Decision::DryRun { rule: "rl" });
+    let bad: &[(&str, &str, &str)] = &[
+        (
+            r#"{"rules": [{"rate_limit": {"key": [], "rate": 1}}]}"#,
+            "rules[0].rate_limit.key",
+            "at least one key part",
+        ),
+        (
+            r#"{"rules": [{"rate_limit": {"key": ["ip"], "rate": 1}}]}"#,
+            "rules[0].rate_limit.key[0]",
+            "unknown key part `ip`",
+        ),
+        (
+            r#"{"rules": [{"rate_limit": {"key": ["header:a b"], "rate": 1}}]}"#,
+            "rules[0].rate_limit.key[0]",
+            "not a valid header name",
+        ),
+        (
+            r#"{"rules": [{"rate_limit": {"key": ["host"], "rate": 0}}]}"#,
+            "rules[0].rate_limit.rate",
+            "at least 1",
+        ),
+        (
+            r#"{"rules": [{"rate_limit": {"key": ["host"], "rate": 1, "burst": 0}}]}"#,
+            "rules[0].rate_limit.burst",
+            "at least 1",
+        ),
+        (
+            r#"{"rules": [{"rate_limit": {"key": ["host"], "rate": 1, "slots": 0}}]}"#,
+            "rules[0].rate_limit.slots",
+            "must be 1 to",
+        ),
+        (
+            r#"{"rules": [{"rate_limit": {"key": ["host"], "rate": 1, "per": "day"}}]}"#,
+            "rules[0].rate_limit.per",
+            "unknown variant `day`",
+        ),
+        (
+            r#"{"rules": [{"rate_limit": {"key": ["host"], "rate": 1, "window": 5}}]}"#,
+            "rules[0].rate_limit.window",
+            "unknown field",
+        ),
+        (
+            r#"{"rules": [{"rate_limit": [1]}]}"#,
+            "rules[0].rate_limit",
+            "expected a JSON object",
+        ),
+        (
+            r#"{"rules": [{"action": "allow", "header": "a", "present": true, "rate_limit": {"key": ["host"], "rate": 1}}]}"#,
+            "rules[0].rate_limit",
+            "cannot be rate limited",
+        ),
+        (
+            r#"{"rules": [{"all": [{"header": "a", "present": true, "rate_limit": {"key": ["host"], "rate": 1}}]}]}"#,
+            "rules[0].all[0].rate_limit",
+            "only a rule",
+        ),
+    ];
+    for (config, path, phrase) in bad {
+        let err = Engine::from_json(config.as_bytes()).unwrap_err();
+        assert_eq!(err.path(), *path, "{config}: {err}");
+        assert!(err.message().contains(phrase), "{config}: {err}");
+    }
+}

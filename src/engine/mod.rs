@@ -24,7 +24,7 @@ use std::collections::HashMap;
 pub use config::{Action, LogLevel, LogSpec, Mode, Scope};
 pub use error::ConfigError;
 pub use host::{classify as classify_host, HostForm};
-pub use request::RequestSource;
+pub use request::{RateLimit, RequestSource};
 
 use config::{ConfigSpec, NodeSpec};
 use facts::Facts;
@@ -312,6 +312,11 @@ impl Engine {
         (prefix, names)
     }
 
+    /// The stats prefix (also names rate-limit buckets in shared data).
+    pub fn stat_prefix(&self) -> &str {
+        &self.stats_prefix
+    }
+
     /// Enforce or dry-run.
     pub fn mode(&self) -> Mode {
         self.mode
@@ -402,10 +407,10 @@ impl Engine {
                     }
                 }
                 Unit::Rule(rule) => {
-                    let matched = self
-                        .rules
-                        .get(rule as usize)
-                        .is_some_and(|r| facts.eval(&r.node));
+                    let matched = self.rules.get(rule as usize).is_some_and(|r| {
+                        facts.eval(&r.node)
+                            && r.limit.as_ref().is_none_or(|limit| facts.over_limit(limit))
+                    });
                     if matched {
                         consider(rule, &mut best);
                     }
@@ -430,7 +435,7 @@ impl Engine {
     fn flat_in_phase(&self, rule: u32, allow_phase: bool) -> bool {
         self.rules
             .get(rule as usize)
-            .is_some_and(|r| (r.action == Action::Allow) == allow_phase && rules::is_flat(&r.node))
+            .is_some_and(|r| (r.action == Action::Allow) == allow_phase && r.is_flat())
     }
 }
 
@@ -443,7 +448,7 @@ fn plan(rules: &[Rule], phase: impl Fn(Action) -> bool) -> Vec<Unit> {
             continue;
         }
         let i = u32::try_from(i).unwrap_or(u32::MAX);
-        if rules::is_flat(&rule.node) {
+        if rule.is_flat() {
             let mut used = Vec::new();
             rules::indexes_of(&rule.node, &mut used);
             for index in used {
@@ -637,6 +642,13 @@ impl RequestSource for HeaderList {
     fn protocol(&mut self) -> Option<Vec<u8>> {
         self.fetched.push("<protocol>".into());
         self.protocol.clone()
+    }
+
+    /// A header list has no buckets: nothing is ever over a limit. Wrap it to
+    /// simulate limits (as the engine tests do).
+    fn over_limit(&mut self, limit: &RateLimit, _key: &[u8]) -> bool {
+        self.fetched.push(format!("<limit {}>", limit.rule));
+        false
     }
 }
 

@@ -21,6 +21,32 @@ pub trait RequestSource {
 
     /// The HTTP version as text: `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/3`.
     fn protocol(&mut self) -> Option<Vec<u8>>;
+
+    /// Takes one token from the bucket of `key` under `limit`; true when the
+    /// bucket is empty, i.e. the request is over the limit. Asked only when a
+    /// rate-limited rule's condition matched and no earlier rule decided.
+    fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool;
+}
+
+/// A compiled rate limit, handed to [`RequestSource::over_limit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// The rule it belongs to (names the bucket namespace).
+    pub rule: String,
+    pub rate: crate::limiter::Rate,
+    /// Buckets kept for this rule: keys are hashed into this many slots.
+    pub slots: u32,
+    pub(crate) key: Vec<KeyPart>,
+}
+
+/// One part of a rate-limit key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyPart {
+    ClientIp,
+    Host,
+    Method,
+    Path,
+    Header(usize),
 }
 
 /// Normalises a request path (without query) the one way every rule sees it:

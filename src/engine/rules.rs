@@ -2,12 +2,14 @@
 
 use std::collections::HashMap;
 
-use super::config::{Action, NodeSpec, Scope};
+use super::config::{Action, NodeSpec, Per, RateLimitSpec, Scope};
 use super::error::ConfigError;
 use super::header::header_name;
 use super::host::Allowlist;
 use super::matchers::{regex_set, IndexBuilder, IpSet, Kind, StrSet};
 use super::presets;
+use super::request::{KeyPart, RateLimit};
+use crate::limiter::{Rate, NANOS};
 
 /// Deepest nesting of `all` / `any` / `not`.
 pub(crate) const MAX_DEPTH: usize = 32;
@@ -68,6 +70,7 @@ pub(crate) struct Rule {
     pub name: String,
     pub action: Action,
     pub scope: Scope,
+    pub limit: Option<RateLimit>,
     pub node: Node,
     /// The rule as configured (compact JSON), for explanations.
     pub source: String,
@@ -148,11 +151,29 @@ impl Compiler {
                 "an allow rule closes nothing; `scope` is for drop and log rules",
             ));
         }
-        let node = self.node(spec, path, 0)?;
+        let limit = match &spec.rate_limit {
+            Some(rl) => {
+                if action == Action::Allow {
+                    return Err(ConfigError::new(
+                        format!("{path}.rate_limit"),
+                        "an allow rule cannot be rate limited",
+                    ));
+                }
+                Some(self.rate_limit(rl, &name, &format!("{path}.rate_limit"))?)
+            }
+            None => None,
+        };
+        let unconditional = limit.is_some() && !has_condition(spec);
+        let node = if unconditional {
+            Node::All(Vec::new())
+        } else {
+            self.node(spec, path, 0)?
+        };
         Ok(Rule {
             name,
             action,
             scope,
+            limit,
             node,
             source: String::new(),
         })
@@ -182,6 +203,12 @@ impl Compiler {
                 return Err(ConfigError::new(
                     format!("{path}.scope"),
                     "only a rule (top level) has a scope",
+                ));
+            }
+            if spec.rate_limit.is_some() {
+                return Err(ConfigError::new(
+                    format!("{path}.rate_limit"),
+                    "only a rule (top level) has a rate limit",
                 ));
             }
         }
@@ -440,6 +467,113 @@ impl Compiler {
                 ),
             ))
         }
+    }
+}
+
+impl Rule {
+    /// Decided by index hits alone? (Not if rate limited: the limit is asked
+    /// only when the rule is reached in order.)
+    pub(crate) fn is_flat(&self) -> bool {
+        self.limit.is_none() && is_flat(&self.node)
+    }
+}
+
+/// Does the spec name a condition at all? (A rate-limited rule may not: it
+/// then limits every request.)
+fn has_condition(spec: &NodeSpec) -> bool {
+    spec.header.is_some()
+        || spec.query.is_some()
+        || spec.field.is_some()
+        || spec.all.is_some()
+        || spec.any.is_some()
+        || spec.not.is_some()
+        || spec.preset.is_some()
+}
+
+/// Most slots (buckets) one rate limit may keep.
+pub(crate) const MAX_SLOTS: u32 = 1 << 20;
+
+impl Compiler {
+    fn rate_limit(
+        &mut self,
+        spec: &RateLimitSpec,
+        rule: &str,
+        path: &str,
+    ) -> Result<RateLimit, ConfigError> {
+        if spec.key.is_empty() {
+            return Err(ConfigError::new(
+                format!("{path}.key"),
+                "name at least one key part: client_ip, host, method, path or header:<name>",
+            ));
+        }
+        let mut key = Vec::with_capacity(spec.key.len());
+        for (i, part) in spec.key.iter().enumerate() {
+            key.push(match part.as_str() {
+                "client_ip" => KeyPart::ClientIp,
+                "host" => KeyPart::Host,
+                "method" => KeyPart::Method,
+                "path" => KeyPart::Path,
+                other => match other.strip_prefix("header:") {
+                    Some(name) => {
+                        let name = header_name(name, &format!("{path}.key[{i}]"))?;
+                        KeyPart::Header(self.header_slot(name))
+                    }
+                    None => {
+                        return Err(ConfigError::new(
+                            format!("{path}.key[{i}]"),
+                            format!("unknown key part `{other}`; expected client_ip, host, method, path or header:<name>"),
+                        ))
+                    }
+                },
+            });
+            let subject = match key.last() {
+                Some(KeyPart::ClientIp) => Some(Subject::ClientIp),
+                Some(KeyPart::Host) => Some(Subject::Host),
+                Some(KeyPart::Method) => Some(Subject::Method),
+                Some(KeyPart::Path) => Some(Subject::Path),
+                _ => None,
+            };
+            if let Some(subject) = subject {
+                if !self.used.contains(&subject) {
+                    self.used.push(subject);
+                }
+            }
+        }
+        if spec.rate == 0 {
+            return Err(ConfigError::new(
+                format!("{path}.rate"),
+                "must be at least 1 (to drop everything, leave out rate_limit)",
+            ));
+        }
+        let burst = spec.burst.unwrap_or(spec.rate);
+        if burst == 0 {
+            return Err(ConfigError::new(
+                format!("{path}.burst"),
+                "must be at least 1",
+            ));
+        }
+        let slots = spec.slots.unwrap_or(65_536);
+        if slots == 0 || slots > MAX_SLOTS {
+            return Err(ConfigError::new(
+                format!("{path}.slots"),
+                format!("must be 1 to {MAX_SLOTS}"),
+            ));
+        }
+        let period_ns = match spec.per {
+            Per::Second => NANOS,
+            Per::Minute => NANOS.saturating_mul(60),
+            Per::Hour => NANOS.saturating_mul(3600),
+        };
+        Ok(RateLimit {
+            rule: rule.to_string(),
+            rate: Rate {
+                tokens: spec.rate,
+                period_ns,
+                burst,
+            },
+            slots,
+            key,
+        })
     }
 }
 

@@ -227,6 +227,14 @@ impl Envoy {
     /// Starts Envoy with the config `render` returns, given the scratch
     /// directory (where `access.log` goes).
     pub fn try_start_with(render: impl FnOnce(&Path) -> String) -> Result<Envoy, String> {
+        Envoy::try_start_workers(render, 1)
+    }
+
+    /// Like `try_start_with`, with `workers` worker threads (`--concurrency`).
+    pub fn try_start_workers(
+        render: impl FnOnce(&Path) -> String,
+        workers: u32,
+    ) -> Result<Envoy, String> {
         assert!(
             !external(),
             "a test that starts its own Envoy must skip in external mode"
@@ -243,7 +251,7 @@ impl Envoy {
             .arg(dir.join("admin.address"))
             // No shared memory, so any number of Envoys can run side by side.
             .arg("--disable-hot-restart")
-            .args(["--concurrency", "1", "--log-level", "info"])
+            .args(["--concurrency", &workers.to_string(), "--log-level", "info"])
             .current_dir(repo_root())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))

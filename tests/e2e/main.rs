@@ -15,6 +15,7 @@
 mod envoy;
 mod language;
 mod operations;
+mod ratelimit;
 mod serve;
 mod wire;
 
