@@ -3,7 +3,7 @@
 
 use crate::harness::{
     Action, Call, HostOptions, Plugin, Request, Status, BUFFER_PLUGIN_CONFIGURATION, LOG_CRITICAL,
-    LOG_ERROR, MAP_REQUEST_HEADERS,
+    LOG_ERROR, MAP_REQUEST_HEADERS, STREAM_HTTP_REQUEST,
 };
 
 const PROBE: &str = r#"{"rules": [{"name": "probe", "header": "x-probe", "exact": "evil"}]}"#;
@@ -109,7 +109,9 @@ fn a_host_policy_drop_reads_nothing_else() {
                 path: vec!["drop444".into()],
                 value: b"host-ip-literal".to_vec(),
             },
-            &Call::CloseStream { stream: 0 },
+            &Call::CloseStream {
+                stream: STREAM_HTTP_REQUEST
+            },
         ]
     );
 }

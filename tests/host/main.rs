@@ -24,6 +24,10 @@
     clippy::cast_possible_wrap
 )]
 
+#[path = "../cases/mod.rs"]
+mod cases;
+
 mod behaviour;
+mod decisions;
 mod harness;
 mod harness_self_test;

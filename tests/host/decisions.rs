@@ -1,0 +1,132 @@
+//! The shared decision table on the wasmtime host, with the exact host calls:
+//! a drop records the rule, closes the request stream and pauses, and never
+//! sends a local response; a pass reads headers and continues, nothing else.
+
+use std::time::Instant;
+
+use crate::cases::{self, Case};
+use crate::harness::{
+    Action, Call, HeaderValue, HostOptions, Plugin, Request, Stream, STREAM_HTTP_REQUEST,
+};
+
+/// Checks one request's outcome and host calls against its case.
+pub fn check(case: &Case, stream: &Stream) -> Result<(), String> {
+    if let Some(trap) = &stream.trap {
+        return Err(format!("trapped: {trap}"));
+    }
+    if stream.count("proxy_send_local_response") != 0 {
+        return Err("sent a local response".into());
+    }
+    if !stream.teardown_calls.is_empty() {
+        return Err(format!(
+            "host calls while finishing the context: {:?}",
+            stream.teardown_calls
+        ));
+    }
+    let calls = stream.proxy_calls();
+    // Before the verdict the filter only reads request headers: through the
+    // attribute first, the header map after a miss; each name at most once.
+    let reads = calls
+        .iter()
+        .take_while(|c| matches!(c, Call::GetProperty { .. } | Call::GetHeaderMapValue { .. }))
+        .count();
+    let mut attribute_reads = Vec::new();
+    for call in &calls[..reads] {
+        if let Call::GetProperty { path } = call {
+            match path.as_slice() {
+                [request, headers, name] if request == "request" && headers == "headers" => {
+                    if attribute_reads.contains(name) {
+                        return Err(format!("read {name} twice: {calls:?}"));
+                    }
+                    attribute_reads.push(name.clone());
+                }
+                _ => return Err(format!("read property {path:?}")),
+            }
+        }
+    }
+    let verdict = &calls[reads..];
+    match (case.dropped_by(), stream.action) {
+        (None, Some(Action::Continue)) if verdict.is_empty() => Ok(()),
+        (Some(rule), Some(Action::Pause)) => {
+            let expected = [
+                Call::SetProperty {
+                    path: vec!["drop444".into()],
+                    value: rule.as_bytes().to_vec(),
+                },
+                Call::CloseStream {
+                    stream: STREAM_HTTP_REQUEST,
+                },
+            ];
+            if verdict.iter().copied().eq(expected.iter()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "want set_property(drop444={rule}) then close_stream(request), got {verdict:?}"
+                ))
+            }
+        }
+        (want, got) => Err(format!(
+            "want {}, got {got:?} with calls {verdict:?}",
+            want.map_or("pass".to_string(), |r| format!("drop by {r}"))
+        )),
+    }
+}
+
+/// Runs the whole table on a host with these options; returns the failures.
+fn run_table(options: &HostOptions) -> (usize, Vec<String>) {
+    let table = cases::load();
+    let mut count = 0;
+    let mut failures = Vec::new();
+    for group in &table.groups {
+        let mut plugin = Plugin::start(&group.config(), options.clone());
+        for case in &group.cases {
+            count += 1;
+            let stream = plugin.request(&Request::from_http1(&case.http1()));
+            if let Err(why) = check(case, &stream) {
+                failures.push(format!("{}/{}: {why}", group.name, case.name));
+            }
+        }
+    }
+    (count, failures)
+}
+
+fn assert_table(host: &str, options: HostOptions) {
+    let start = Instant::now();
+    let (count, failures) = run_table(&options);
+    eprintln!(
+        "{host}: {count} cases in {:?} (module compiled once per test process)",
+        start.elapsed()
+    );
+    assert!(
+        failures.is_empty(),
+        "{host}: {} of {count} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn decision_table_on_a_spec_host() {
+    assert_table("spec host", HostOptions::default());
+}
+
+/// Envoy's header map gives only the first line of a repeated header; the
+/// filter reads the attribute first, so the table still holds.
+#[test]
+fn decision_table_on_an_envoy_like_host() {
+    assert_table("envoy-like host", HostOptions::envoy_like());
+}
+
+/// A host without Envoy's `request.headers.<name>` attribute but with a
+/// header map that joins repeated lines: the fallback path alone decides.
+#[test]
+fn decision_table_on_a_host_without_attributes() {
+    assert_table(
+        "host without attributes",
+        HostOptions {
+            request_header_attributes: false,
+            header_value: HeaderValue::Joined,
+            ..HostOptions::default()
+        },
+    );
+}
