@@ -2,6 +2,7 @@
 //! a drop records the rule, closes the request stream and pauses, and never
 //! sends a local response; a pass reads headers and continues, nothing else.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use crate::cases::{self, Case};
@@ -129,4 +130,32 @@ fn decision_table_on_a_host_without_attributes() {
             ..HostOptions::default()
         },
     );
+}
+
+/// Imports the module called and exports the host used while running the
+/// whole table on each kind of host (including the header-map fallback).
+pub fn observed_surface() -> (BTreeSet<String>, BTreeSet<String>) {
+    let table = cases::load();
+    let mut imports = BTreeSet::new();
+    let mut exports = BTreeSet::new();
+    let hosts = [
+        HostOptions::default(),
+        HostOptions::envoy_like(),
+        HostOptions {
+            request_header_attributes: false,
+            ..HostOptions::default()
+        },
+    ];
+    for options in hosts {
+        for group in &table.groups {
+            let mut plugin = Plugin::start(&group.config(), options.clone());
+            for case in &group.cases {
+                plugin.request(&Request::from_http1(&case.http1()));
+            }
+            let state = plugin.state();
+            imports.extend(state.calls.iter().map(|r| r.call.import().to_string()));
+            exports.extend(state.exports_used.iter().cloned());
+        }
+    }
+    (imports, exports)
 }

@@ -27,6 +27,7 @@
 #[path = "../cases/mod.rs"]
 mod cases;
 
+mod abi;
 mod behaviour;
 mod decisions;
 mod harness;
