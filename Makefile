@@ -48,7 +48,7 @@ run: wasm envoy ## Run Envoy with drop444 (default rules) on 127.0.0.1:10000, ad
 	exec "$(ENVOY_BIN)" -c envoy/envoy.yaml --disable-hot-restart --log-level info
 
 .PHONY: test
-test: test-unit test-wasm32 test-e2e ## Run all tests: engine (native and wasm32) and end to end with real Envoy
+test: test-unit test-wasm32 test-host test-e2e ## Run all tests: engine (native and wasm32), wasmtime host harness, end to end with real Envoy
 
 .PHONY: test-unit
 test-unit: ## Engine unit tests, native
@@ -58,6 +58,10 @@ test-unit: ## Engine unit tests, native
 test-wasm32: wasm-target node ## Engine unit tests compiled to wasm32-wasip1, run under Node.js WASI
 	cargo test --lib --target $(WASM_TARGET)
 
+.PHONY: test-host
+test-host: wasm ## drop444.wasm in a second engine: wasmtime proxy-wasm host harness, decision table, ABI surface
+	cargo test --features host-harness --test host
+
 .PHONY: test-e2e
 test-e2e: wasm envoy ## End-to-end tests: real Envoy + drop444.wasm, checked on the wire
 	ENVOY_BIN="$(ENVOY_BIN)" cargo test --features e2e --test e2e
@@ -65,7 +69,7 @@ test-e2e: wasm envoy ## End-to-end tests: real Envoy + drop444.wasm, checked on 
 .PHONY: lint
 lint: wasm-target ## rustfmt check and clippy (warnings are errors; no unwrap/expect/panic/indexing)
 	cargo fmt --check
-	cargo clippy --all-targets --features e2e -- -D warnings
+	cargo clippy --all-targets --features e2e,host-harness -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) --lib -- -D warnings
 
 .PHONY: clean
