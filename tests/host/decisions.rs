@@ -10,6 +10,23 @@ use crate::harness::{
     Action, Call, HeaderValue, HostOptions, Plugin, Request, Stream, STREAM_HTTP_REQUEST,
 };
 
+/// Calls for a failure message, with property values as text.
+fn show(calls: &[&Call]) -> String {
+    let shown: Vec<String> = calls
+        .iter()
+        .map(|call| match call {
+            Call::SetProperty { path, value } => {
+                format!(
+                    "SetProperty({path:?} = {:?})",
+                    String::from_utf8_lossy(value)
+                )
+            }
+            other => format!("{other:?}"),
+        })
+        .collect();
+    format!("[{}]", shown.join(", "))
+}
+
 /// Checks one request's outcome and host calls against its case.
 pub fn check(case: &Case, stream: &Stream) -> Result<(), String> {
     if let Some(trap) = &stream.trap {
@@ -62,13 +79,15 @@ pub fn check(case: &Case, stream: &Stream) -> Result<(), String> {
                 Ok(())
             } else {
                 Err(format!(
-                    "want set_property(drop444={rule}) then close_stream(request), got {verdict:?}"
+                    "want set_property(drop444={rule}) then close_stream(request), got {}",
+                    show(verdict)
                 ))
             }
         }
         (want, got) => Err(format!(
-            "want {}, got {got:?} with calls {verdict:?}",
-            want.map_or("pass".to_string(), |r| format!("drop by {r}"))
+            "want {}, got {got:?} with calls {}",
+            want.map_or("pass".to_string(), |r| format!("drop by {r}")),
+            show(verdict)
         )),
     }
 }
