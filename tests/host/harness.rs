@@ -179,13 +179,24 @@ pub enum HeaderValue {
     FirstLine,
 }
 
+/// How the host answers a call it is configured to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Return(Status),
+    /// The host traps the VM (Kong's ngx_wasm_module does this for functions
+    /// it has not implemented, `proxy_close_stream` among them).
+    Trap,
+}
+
 /// What kind of host to play.
 #[derive(Debug, Clone)]
 pub struct HostOptions {
-    /// What `proxy_close_stream` returns. Anything but `Ok` plays a host that
-    /// cannot close a stream (e.g. Kong's ngx_wasm_module answers
-    /// `Unimplemented`).
-    pub close_stream: Status,
+    /// How `proxy_close_stream` answers. Anything but `Return(Ok)` plays a
+    /// host that cannot close a stream.
+    pub close_stream: Reply,
+    /// What `proxy_set_property` returns for a path the host does not know
+    /// (Envoy stores any path as filter state: `Ok`; Kong: `NotFound`).
+    pub set_unknown_property: Status,
     pub header_value: HeaderValue,
     /// Whether `proxy_get_property(["request", "headers", name])` is answered,
     /// as Envoy does; without it the property is `NotFound`.
@@ -198,7 +209,8 @@ pub struct HostOptions {
 impl Default for HostOptions {
     fn default() -> Self {
         HostOptions {
-            close_stream: Status::Ok,
+            close_stream: Reply::Return(Status::Ok),
+            set_unknown_property: Status::Ok,
             header_value: HeaderValue::Joined,
             request_header_attributes: true,
             now_nanos: 1_700_000_000_000_000_000,
@@ -208,6 +220,17 @@ impl Default for HostOptions {
 }
 
 impl HostOptions {
+    /// Kong's ngx_wasm_module as its source reads: `proxy_close_stream` traps
+    /// ("function not yet implemented"), `proxy_set_property` outside its
+    /// known and `wasmx.*` paths is `NotFound`.
+    pub fn kong_like() -> Self {
+        HostOptions {
+            close_stream: Reply::Trap,
+            set_unknown_property: Status::NotFound,
+            ..HostOptions::default()
+        }
+    }
+
     /// Envoy as measured (docs/envoy-behaviour.md): attributes answered, the
     /// header map gives only the first line of a repeated header.
     pub fn envoy_like() -> Self {
@@ -985,11 +1008,14 @@ fn linker(engine: &Engine, module: &Module) -> Result<Linker<HostState>> {
          -> Result<i32> {
             let path = split_path(&read(&c, path_ptr, path_len)?);
             let value = read(&c, value_ptr, value_len)?;
-            c.data_mut()
-                .properties
-                .insert(path.join("."), value.clone());
+            let status = c.data().options.set_unknown_property;
+            if status == Status::Ok {
+                c.data_mut()
+                    .properties
+                    .insert(path.join("."), value.clone());
+            }
             Ok(c.data_mut()
-                .record(Call::SetProperty { path, value }, Status::Ok))
+                .record(Call::SetProperty { path, value }, status))
         },
     )?;
 
@@ -997,13 +1023,16 @@ fn linker(engine: &Engine, module: &Module) -> Result<Linker<HostState>> {
         "env",
         "proxy_close_stream",
         |mut c: C<'_>, stream: i32| -> Result<i32> {
-            let status = c.data().options.close_stream;
-            Ok(c.data_mut().record(
-                Call::CloseStream {
-                    stream: stream as u32,
-                },
-                status,
-            ))
+            let call = Call::CloseStream {
+                stream: stream as u32,
+            };
+            match c.data().options.close_stream {
+                Reply::Return(status) => Ok(c.data_mut().record(call, status)),
+                Reply::Trap => {
+                    c.data_mut().record(call, Status::Unimplemented);
+                    bail!("host trap: proxy_close_stream not implemented")
+                }
+            }
         },
     )?;
 
