@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use wasmtime::{
-    bail, format_err, Caller, Config, Engine, Func, Instance, Linker, Memory, Module, Result,
-    Store, Strategy, TypedFunc, Val, ValType,
+    bail, format_err, Caller, Engine, Func, Instance, Linker, Memory, Module, Result, Store,
+    TypedFunc, Val, ValType,
 };
 
 /// proxy-wasm status codes (ABI 0.2.1), as returned by host functions. The
@@ -527,28 +527,39 @@ pub fn wasm_bytes() -> &'static [u8] {
 }
 
 /// Compiled once per test process and shared by every plugin instance.
+///
+/// Cranelift is a debug build in `cargo test`, and compiling this module
+/// takes it 4-10 s on a busy 2-core machine, so the compiled module is cached
+/// in `target/drop444-host-cache/`, keyed by the module's bytes. wasmtime
+/// refuses a cached file from another wasmtime version or configuration; the
+/// harness then compiles afresh.
 fn compiled() -> &'static (Engine, Module) {
     static COMPILED: OnceLock<(Engine, Module)> = OnceLock::new();
     COMPILED.get_or_init(|| {
         let start = std::time::Instant::now();
-        // Winch, wasmtime's baseline compiler, by default: the tests run each
-        // function a few thousand times at most, and a debug build of
-        // Cranelift takes 7-10 s for this module on a busy 2-core machine
-        // (Winch: 2-3 s). DROP444_WASMTIME=cranelift selects the optimising
-        // compiler, the one proxy-wasm-cpp-host's wasmtime runtime uses.
-        let mut config = Config::new();
-        let compiler = std::env::var("DROP444_WASMTIME").unwrap_or_else(|_| "winch".into());
-        config.strategy(match compiler.as_str() {
-            "cranelift" => Strategy::Cranelift,
-            "winch" => Strategy::Winch,
-            other => panic!("DROP444_WASMTIME={other}: want winch or cranelift"),
-        });
-        let engine = Engine::new(&config).expect("wasmtime engine");
-        let module = Module::new(&engine, wasm_bytes()).expect("compile drop444.wasm");
-        eprintln!(
-            "wasmtime ({compiler}) compiled drop444.wasm in {:?}",
-            start.elapsed()
-        );
+        let engine = Engine::default();
+        let bytes = wasm_bytes();
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(bytes, &mut hasher);
+        let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/drop444-host-cache")
+            .join(format!(
+                "{:016x}-{}.cwasm",
+                std::hash::Hasher::finish(&hasher),
+                bytes.len()
+            ));
+        // SAFETY: the file is one this harness wrote with Module::serialize
+        // (and wasmtime checks its version and configuration header).
+        if let Ok(module) = unsafe { Module::deserialize_file(&engine, &cache) } {
+            eprintln!("wasmtime: drop444.wasm from cache in {:?}", start.elapsed());
+            return (engine, module);
+        }
+        let module = Module::new(&engine, bytes).expect("compile drop444.wasm");
+        eprintln!("wasmtime: compiled drop444.wasm in {:?}", start.elapsed());
+        if let (Some(dir), Ok(serialized)) = (cache.parent(), module.serialize()) {
+            let _ = fs::create_dir_all(dir);
+            let _ = fs::write(&cache, serialized);
+        }
         (engine, module)
     })
 }
