@@ -74,7 +74,7 @@ run: wasm envoy ## Run Envoy with drop444 (default rules) on 127.0.0.1:10000, ad
 	exec "$(ENVOY_BIN)" -c envoy/envoy.yaml --disable-hot-restart --log-level info
 
 .PHONY: test
-test: test-unit test-wasm32 test-schema test-e2e ## Run all tests: engine (native and wasm32), CLI, schema, end to end with real Envoy
+test: test-unit test-wasm32 test-schema test-host test-e2e ## Run all tests: engine (native and wasm32), CLI, schema, wasmtime host harness, end to end with real Envoy
 
 .PHONY: test-unit
 test-unit: ## Engine unit and property tests, and the CLI tests (native)
@@ -90,6 +90,10 @@ test-schema: ## The JSON Schema and the filter accept and reject the same config
 		|| $(PYTHON) -m pip install --quiet --disable-pip-version-check --break-system-packages jsonschema
 	cargo build --bin drop444
 	$(PYTHON) -m unittest discover -s tests/schema -v
+
+.PHONY: test-host
+test-host: wasm ## drop444.wasm in a second engine: wasmtime proxy-wasm host harness, decision table, ABI surface
+	cargo test --features host-harness --test host
 
 .PHONY: test-e2e
 test-e2e: wasm release envoy ## End-to-end tests: real Envoy + drop444.wasm, checked on the wire
@@ -111,7 +115,7 @@ compose-test: wasm envoy-image ## End-to-end tests against envoy/docker-compose.
 .PHONY: lint
 lint: wasm-target ## rustfmt check and clippy (warnings are errors; no unwrap/expect/panic/indexing)
 	cargo fmt --check
-	cargo clippy --all-targets --features e2e -- -D warnings
+	cargo clippy --all-targets --features e2e,host-harness -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) --lib -- -D warnings
 
 .PHONY: clean

@@ -54,6 +54,12 @@ struct Shared {
     log_budget: Cell<TokenBucket>,
     /// Drop lines not written since the last one that was.
     suppressed: Cell<u64>,
+    /// Set once the host has shown it cannot close a stream (logged once).
+    cannot_close: Cell<bool>,
+    /// Set once a `request.headers.<name>` attribute returned a value: from
+    /// then on an absent attribute means an absent header, and the header map
+    /// is not asked again (saves a host call per absent header).
+    attributes_work: Cell<bool>,
 }
 
 impl Plugin {
@@ -67,6 +73,8 @@ impl Plugin {
                 stats,
                 log_budget: Cell::new(budget),
                 suppressed: Cell::new(0),
+                cannot_close: Cell::new(false),
+                attributes_work: Cell::new(false),
             }),
         }
     }
@@ -120,9 +128,13 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let shared = &*self.shared;
-        let mut request = HostRequest::new(shared.engine.stat_prefix());
+        let mut request =
+            HostRequest::new(shared.engine.stat_prefix(), shared.attributes_work.get());
         let verdict = shared.engine.decide(&mut request);
         shared.record(&verdict, &mut request);
+        if request.attributes_work {
+            shared.attributes_work.set(true);
+        }
         for _ in 0..request.over_limit {
             shared.stats.bump(shared.stats.rate_limited);
         }
@@ -138,25 +150,137 @@ impl HttpContext for Request {
             Decision::Drop { rule } => {
                 // Filter state first: the access log line is written after the reset.
                 set_filter_state(rule, "444");
-                if let Err(status) = hostcalls::reset_http_request() {
-                    shared.stats.bump(shared.stats.reset_failed);
-                    error!("host cannot reset the stream ({status:?}); request {rule} held, not passed");
-                }
+                shared.close(rule);
                 Action::Pause
             }
         }
     }
 }
 
+/// Records the rule for the access log. Through the raw ABI: the SDK's
+/// wrapper panics (and so kills the VM) on hosts that refuse the property.
 fn set_filter_state(rule: &str, status: &str) {
     for (key, value) in [(RULE_PROPERTY, rule), (STATUS_PROPERTY, status)] {
-        if let Err(status) = hostcalls::set_property(vec![key], Some(value.as_bytes())) {
-            debug!("could not set filter state {key}: {status:?}");
+        let code = raw::set_property(key, value.as_bytes());
+        if code != raw::OK {
+            debug!("could not set filter state {key}: status {code}");
         }
     }
 }
 
+/// The few host calls whose failure drop444 must survive, made without the
+/// SDK wrappers (which panic on any status they do not expect, and a panic
+/// aborts the VM). Same imports as the SDK's; only the error handling differs.
+mod raw {
+    pub const OK: u32 = 0;
+    /// Status used when drop444 is configured not to try closing.
+    pub const UNIMPLEMENTED: u32 = 12;
+    /// `proxy_close_stream` stream type of the HTTP request.
+    const HTTP_REQUEST: u32 = 0;
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_close_stream(stream_type: u32) -> u32;
+        fn proxy_set_property(
+            path: *const u8,
+            path_len: usize,
+            value: *const u8,
+            value_len: usize,
+        ) -> u32;
+        fn proxy_send_local_response(
+            status_code: u32,
+            details: *const u8,
+            details_len: usize,
+            body: *const u8,
+            body_len: usize,
+            headers: *const u8,
+            headers_len: usize,
+            grpc_status: i32,
+        ) -> u32;
+    }
+
+    /// Resets the request stream; the host's status code.
+    pub fn reset_request() -> u32 {
+        // SAFETY: no pointers; the host validates the stream type.
+        unsafe { proxy_close_stream(HTTP_REQUEST) }
+    }
+
+    /// Sets a one-segment property path.
+    pub fn set_property(key: &str, value: &[u8]) -> u32 {
+        // SAFETY: both buffers are valid for the given lengths during the call.
+        unsafe { proxy_set_property(key.as_ptr(), key.len(), value.as_ptr(), value.len()) }
+    }
+
+    /// Sends a local response with an empty body and these headers.
+    pub fn send_local_response(status: u16, details: &str, headers: &[(&str, &str)]) -> u32 {
+        let map = serialize_map(headers);
+        // SAFETY: all buffers are valid for the given lengths during the call.
+        unsafe {
+            proxy_send_local_response(
+                u32::from(status),
+                details.as_ptr(),
+                details.len(),
+                [].as_ptr(),
+                0,
+                map.as_ptr(),
+                map.len(),
+                -1,
+            )
+        }
+    }
+
+    /// The proxy-wasm header map layout: count, then (name, value) lengths,
+    /// then the NUL-terminated names and values.
+    fn serialize_map(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+        let mut out = Vec::new();
+        out.extend_from_slice(&len32(pairs.len()));
+        for (name, value) in pairs {
+            out.extend_from_slice(&len32(name.len()));
+            out.extend_from_slice(&len32(value.len()));
+        }
+        for (name, value) in pairs {
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+            out.extend_from_slice(value.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+}
+
 impl Shared {
+    /// Closes the request without a response. On a host that cannot (its
+    /// close-stream call fails), sends the configured minimal response with
+    /// `connection: close` instead: never passes the request on.
+    fn close(&self, rule: &str) {
+        let code = if self.engine.fallback_try_close() {
+            raw::reset_request()
+        } else {
+            raw::UNIMPLEMENTED
+        };
+        if code == raw::OK {
+            return;
+        }
+        self.stats.bump(self.stats.reset_failed);
+        if !self.cannot_close.replace(true) {
+            warn!(
+                "this host cannot close a stream (proxy_close_stream status {code}): drops are answered with a {} response and connection: close instead of silence",
+                self.engine.fallback_status()
+            );
+        }
+        let sent = raw::send_local_response(
+            self.engine.fallback_status(),
+            "drop444_fallback",
+            &[("connection", "close")],
+        );
+        if sent == raw::OK {
+            self.stats.bump(self.stats.fallback);
+        } else {
+            error!("host refused both closing and answering (status {sent}); request {rule} held, not passed");
+        }
+    }
+
     /// Counters and the structured log line for one verdict.
     fn record(&self, verdict: &Verdict<'_>, request: &mut HostRequest) {
         let s = &self.stats;
@@ -211,8 +335,13 @@ impl Shared {
         let suppressed = self.suppressed.replace(0);
         let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
         let peer = request.peer_address().and_then(|p| parse_address(&p));
-        let xff = request.header("x-forwarded-for");
-        let client = client_from_xff(xff.as_deref(), self.engine.xff_trusted_hops(), peer);
+        let hops = self.engine.xff_trusted_hops();
+        let xff = if hops > 0 {
+            request.header("x-forwarded-for")
+        } else {
+            None
+        };
+        let client = client_from_xff(xff.as_deref(), hops, peer);
         let mut user_agent = text(request.header("user-agent"));
         if let Some(ua) = user_agent.as_mut() {
             truncate(ua, settings.user_agent_max as usize);
@@ -288,6 +417,7 @@ struct Stats {
     log_hits: Option<u32>,
     suppressed: Option<u32>,
     reset_failed: Option<u32>,
+    fallback: Option<u32>,
     rate_limited: Option<u32>,
     contention: Option<u32>,
     rules: HashMap<String, u32>,
@@ -307,6 +437,7 @@ impl Stats {
             log_hits: total("log_rule_hits"),
             suppressed: total("drop_logs_suppressed"),
             reset_failed: total("reset_failures"),
+            fallback: total("fallback_responses"),
             rate_limited: total("rate_limited"),
             contention: total("ratelimit_contention"),
             rules: rules
@@ -346,11 +477,14 @@ struct HostRequest {
     over_limit: u32,
     /// Rate-limit checks abandoned after `MAX_CAS_TRIES` conflicts.
     contention: u32,
+    /// The host answers `request.headers.<name>` (see `Shared`).
+    attributes_work: bool,
 }
 
 impl HostRequest {
-    fn new(stat_prefix: &str) -> Self {
+    fn new(stat_prefix: &str, attributes_work: bool) -> Self {
         HostRequest {
+            attributes_work,
             headers: Vec::new(),
             peer: None,
             now_ns: None,
@@ -367,7 +501,11 @@ impl RequestSource for HostRequest {
             return value.clone();
         }
         let value = match hostcalls::get_property(vec!["request", "headers", name]) {
-            Ok(Some(value)) => Some(value),
+            Ok(Some(value)) => {
+                self.attributes_work = true;
+                Some(value)
+            }
+            Ok(None) if self.attributes_work => None,
             _ => hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
                 .ok()
                 .flatten(),

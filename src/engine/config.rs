@@ -22,6 +22,8 @@ pub(crate) struct ConfigSpec {
     #[serde(default)]
     pub stats: StatsSpec,
     #[serde(default)]
+    pub fallback: FallbackSpec,
+    #[serde(default)]
     pub rules: Vec<NodeSpec>,
     /// Each rule as written (compact JSON), for explanations.
     #[serde(skip)]
@@ -106,6 +108,28 @@ pub enum LogLevel {
     Warn,
     Error,
     Off,
+}
+
+/// What to do on a host that cannot close a stream (its `proxy_close_stream`
+/// fails, e.g. Kong's ngx_wasm_module): answer with a minimal local response
+/// and `connection: close` instead. A dropped request is never passed on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FallbackSpec {
+    pub status: u16,
+    /// `false`: do not even try to close; answer at once. For hosts whose
+    /// close-stream call crashes the VM instead of failing (Kong's
+    /// ngx_wasm_module, per its source).
+    pub try_close: bool,
+}
+
+impl Default for FallbackSpec {
+    fn default() -> Self {
+        FallbackSpec {
+            status: 403,
+            try_close: true,
+        }
+    }
 }
 
 /// Where the counters go.
@@ -263,7 +287,7 @@ fn require_objects(value: &serde_json::Value, path: &str) -> Result<(), ConfigEr
     };
     for (key, child) in map {
         match (key.as_str(), child) {
-            ("host" | "client_ip" | "log" | "stats", _) if path.is_empty() => {
+            ("host" | "client_ip" | "log" | "stats" | "fallback", _) if path.is_empty() => {
                 require_objects(child, &join(key))?
             }
             ("not" | "rate_limit", _) if !path.is_empty() => require_objects(child, &join(key))?,

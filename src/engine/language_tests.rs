@@ -759,7 +759,7 @@ impl RequestSource for Limited<'_> {
         use crate::limiter::{key_hash, BucketState};
         self.asked.borrow_mut().push(key.to_vec());
         let hash = key_hash(key);
-        let slot = u32::try_from(hash % u64::from(limit.slots)).unwrap();
+        let slot = u32::try_from(hash.checked_rem(u64::from(limit.slots)).unwrap()).unwrap();
         let entry = (limit.rule.clone(), slot);
         let (state, granted) = BucketState::take(
             self.store.get(&entry).copied(),

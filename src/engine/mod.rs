@@ -87,6 +87,8 @@ impl Verdict<'_> {
 #[derive(Debug)]
 pub struct Engine {
     mode: Mode,
+    fallback_status: u16,
+    fallback_try_close: bool,
     log: LogSpec,
     stats_prefix: String,
     xff_trusted_hops: u32,
@@ -148,6 +150,8 @@ impl Engine {
     fn empty() -> Engine {
         Engine {
             mode: Mode::Enforce,
+            fallback_status: 403,
+            fallback_try_close: true,
             log: LogSpec::default(),
             stats_prefix: "drop444".into(),
             xff_trusted_hops: 0,
@@ -247,6 +251,8 @@ impl Engine {
         let drop_plan = plan(&compiled, |a| a != Action::Allow);
         Ok(Engine {
             mode: spec.mode,
+            fallback_status: spec.fallback.status,
+            fallback_try_close: spec.fallback.try_close,
             log: spec.log,
             stats_prefix: spec.stats.prefix,
             xff_trusted_hops: spec.client_ip.xff_trusted_hops,
@@ -310,6 +316,16 @@ impl Engine {
             })
             .collect();
         (prefix, names)
+    }
+
+    /// Status of the local response sent on hosts that cannot close a stream.
+    pub fn fallback_status(&self) -> u16 {
+        self.fallback_status
+    }
+
+    /// Should a drop try to close the stream at all (`fallback.try_close`)?
+    pub fn fallback_try_close(&self) -> bool {
+        self.fallback_try_close
     }
 
     /// The stats prefix (also names rate-limit buckets in shared data).
@@ -542,6 +558,12 @@ fn validate_settings(spec: &ConfigSpec) -> Result<(), ConfigError> {
         return Err(ConfigError::new(
             "stats.prefix",
             format!("`{prefix}`: a stats prefix is 1-{MAX_RULE_NAME} characters of a-z 0-9 _"),
+        ));
+    }
+    if !(200..=599).contains(&spec.fallback.status) {
+        return Err(ConfigError::new(
+            "fallback.status",
+            "an HTTP status from 200 to 599",
         ));
     }
     if spec.log.max_per_second > MAX_LOG_PER_SECOND {

@@ -369,6 +369,16 @@ fn config_errors_name_the_path() {
     // (config, expected path, a phrase the message contains)
     let cases: &[(&str, &str, &str)] = &[
         (
+            r#"{"fallback": {"status": 99}}"#,
+            "fallback.status",
+            "from 200 to 599",
+        ),
+        (
+            r#"{"fallback": {"code": 403}}"#,
+            "fallback.code",
+            "unknown field",
+        ),
+        (
             r#"{"rules": [{"scope": "conn", "header": "a", "present": true}]}"#,
             "rules[0].scope",
             "unknown variant `conn`",

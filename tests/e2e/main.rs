@@ -1,7 +1,8 @@
 //! End-to-end tests: the built `drop444.wasm` in a real Envoy (started from the
 //! shipped `envoy/envoy.yaml`), checked on the wire with raw sockets and an
 //! HTTP/2 client. Run with `make test` (it builds the module and installs
-//! Envoy first).
+//! Envoy first). `decisions` runs the decision table shared with the wasmtime
+//! host harness (`tests/cases/decisions.json`).
 
 // Test harness code: panicking with a message is how it reports a failure.
 #![allow(
@@ -12,6 +13,9 @@
     clippy::arithmetic_side_effects
 )]
 
+#[path = "../cases/mod.rs"]
+mod cases;
+mod decisions;
 mod envoy;
 mod language;
 mod operations;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::envoy::{self, render_config, Envoy};
-use crate::wire::{connect, exchange, read_response, End};
+use crate::wire::{connect, exchange, End};
 
 fn start(config: &str, workers: u32) -> Envoy {
     Envoy::try_start_workers(
@@ -18,9 +18,13 @@ fn start(config: &str, workers: u32) -> Envoy {
 
 /// One request on a fresh connection: true if served (200), false if
 /// dropped (0 bytes, FIN). Anything else fails the test.
-fn served(addr: SocketAddr, client: &str) -> bool {
+fn served_once(addr: SocketAddr, client: &str) -> bool {
     let mut stream = connect(addr);
-    let request = format!("GET / HTTP/1.1\r\nHost: example.com\r\nX-Client: {client}\r\n\r\n");
+    // `Connection: close`: a served request ends with Envoy's FIN too, so
+    // both outcomes end the connection and nothing waits for a timeout.
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: example.com\r\nX-Client: {client}\r\nConnection: close\r\n\r\n"
+    );
     let out = exchange(&mut stream, request.as_bytes(), Duration::from_secs(3));
     if out.bytes.is_empty() {
         assert_eq!(out.end, End::Fin, "a drop ends with FIN: {out:?}");
@@ -47,7 +51,7 @@ fn paced(addr: SocketAddr, client: &str, rate: u32, duration: Duration) -> (u64,
         if let Some(wait) = due.checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
         }
-        if served(addr, client) {
+        if served_once(addr, client) {
             ok += 1;
         } else {
             dropped += 1;
@@ -124,10 +128,15 @@ fn a_flood_of_distinct_keys_keeps_memory_bounded() {
     if envoy::skip_if_external("starts its own two-worker Envoy") {
         return;
     }
+    // 4096 buckets for 100,000 keys: slots are reused, so memory stays put.
+    // Buckets refill in 100 ms (10/s, burst 1), so a key that lands on a slot
+    // another key emptied less than 100 ms before (they share it until it
+    // refills) is dropped: about (requests per 100 ms) / slots of the flood,
+    // ~10 % at the ~4,500 requests/s this machine manages. Counted below.
     let slots = 4096u64;
     let envoy = start(
         &format!(
-            r#"{{"rules": [{{"name": "per-client", "rate_limit": {{"key": ["header:x-client"], "rate": 1, "per": "minute", "burst": 1, "slots": {slots}}}}}]}}"#
+            r#"{{"rules": [{{"name": "per-client", "rate_limit": {{"key": ["header:x-client"], "rate": 10, "burst": 1, "slots": {slots}}}}}]}}"#
         ),
         2,
     );
@@ -139,39 +148,54 @@ fn a_flood_of_distinct_keys_keeps_memory_bounded() {
             .and_then(|s| s.parse().ok())
             .unwrap()
     };
-    // Warm up: fill every slot once.
     let keys = 100_000u64;
     let threads = 4u64;
-    let served_total = AtomicU64::new(0);
+    let (served_total, dropped_total) = (AtomicU64::new(0), AtomicU64::new(0));
     let before = allocated(&envoy);
     let start = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..threads {
             let addr = envoy.addr;
-            let served_total = &served_total;
+            let (served_total, dropped_total) = (&served_total, &dropped_total);
             scope.spawn(move || {
                 let mut stream = connect(addr);
                 for i in (t..keys).step_by(threads as usize) {
                     assert!(
-                        start.elapsed() < Duration::from_secs(240),
+                        start.elapsed() < Duration::from_secs(300),
                         "flood took too long"
                     );
                     let request =
                         format!("GET / HTTP/1.1\r\nHost: example.com\r\nX-Client: key-{i}\r\n\r\n");
                     stream.write_all(request.as_bytes()).unwrap();
-                    assert_eq!(
-                        read_response(&mut stream).status,
-                        200,
-                        "a new key has a full bucket"
-                    );
-                    served_total.fetch_add(1, Ordering::Relaxed);
+                    match try_read_status(&mut stream) {
+                        Some(200) => served_total.fetch_add(1, Ordering::Relaxed),
+                        Some(other) => panic!("status {other}"),
+                        None => {
+                            // Dropped: 0 bytes and a close; carry on on a new connection.
+                            stream = connect(addr);
+                            dropped_total.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
                 }
             });
         }
     });
     let after = allocated(&envoy);
-    assert_eq!(served_total.load(Ordering::Relaxed), keys);
-    // Bound: each slot is one shared-data entry of ~40 key bytes + 24 value
+    let (served, dropped) = (
+        served_total.load(Ordering::Relaxed),
+        dropped_total.load(Ordering::Relaxed),
+    );
+    assert_eq!(served + dropped, keys);
+    assert!(
+        dropped < keys / 4,
+        "{dropped} of {keys} distinct keys dropped: slots shared too often"
+    );
+    assert_eq!(
+        envoy.counter("wasmcustom.drop444.rate_limited"),
+        dropped,
+        "the counter agrees with the client"
+    );
+    // Bound: each slot is one shared-data entry of ~30 key bytes + 24 value
     // bytes + map overhead; 4096 slots stay well under 2 MiB. Allow 8 MiB
     // for everything else Envoy allocates meanwhile.
     let growth = after.saturating_sub(before);
@@ -179,11 +203,42 @@ fn a_flood_of_distinct_keys_keeps_memory_bounded() {
         growth < 8 << 20,
         "memory grew {growth} bytes over {keys} distinct keys ({before} -> {after})"
     );
-    // And the limit still works: a key's second request within the minute is dropped.
-    assert!(served(envoy.addr, "after-flood"));
-    assert!(!served(envoy.addr, "after-flood"));
+    // And the limit still works: a key's second request right away is dropped.
+    assert!(served_once(envoy.addr, "after-flood"));
+    assert!(!served_once(envoy.addr, "after-flood"));
     println!(
-        "{keys} distinct keys in {:.1}s; memory {before} -> {after} (+{growth})",
+        "{keys} distinct keys in {:.1}s ({dropped} dropped on shared slots); memory {before} -> {after} (+{growth})",
         start.elapsed().as_secs_f64()
     );
+}
+
+/// The status of one response on a keep-alive connection, or `None` if the
+/// connection closed with 0 bytes (a drop).
+fn try_read_status(stream: &mut std::net::TcpStream) -> Option<u16> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) if head.is_empty() => return None,
+            other => panic!(
+                "connection ended inside a response: {other:?} after {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let length: usize = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    text.split_whitespace().nth(1).and_then(|s| s.parse().ok())
 }

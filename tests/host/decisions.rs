@@ -1,0 +1,209 @@
+//! The shared decision table on the wasmtime host, with the exact host calls:
+//! a drop records the rule, closes the request stream and pauses, and never
+//! sends a local response; a pass reads headers and continues, nothing else.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use crate::cases::{self, Case};
+use crate::harness::{
+    Action, Call, HeaderValue, HostOptions, Plugin, Request, Stream, STREAM_HTTP_REQUEST,
+};
+
+/// Calls for a failure message, with property values as text.
+fn show(calls: &[&Call]) -> String {
+    let shown: Vec<String> = calls
+        .iter()
+        .map(|call| match call {
+            Call::SetProperty { path, value } => {
+                format!(
+                    "SetProperty({path:?} = {:?})",
+                    String::from_utf8_lossy(value)
+                )
+            }
+            other => format!("{other:?}"),
+        })
+        .collect();
+    format!("[{}]", shown.join(", "))
+}
+
+/// Checks one request's outcome and host calls against its case.
+pub fn check(case: &Case, stream: &Stream) -> Result<(), String> {
+    if let Some(trap) = &stream.trap {
+        return Err(format!("trapped: {trap}"));
+    }
+    if stream.count("proxy_send_local_response") != 0 {
+        return Err("sent a local response".into());
+    }
+    if !stream.teardown_calls.is_empty() {
+        return Err(format!(
+            "host calls while finishing the context: {:?}",
+            stream.teardown_calls
+        ));
+    }
+    let calls = stream.proxy_calls();
+    // Reads: request headers through the attribute first and the header map
+    // after a miss, each name at most once (the adapter remembers them, so
+    // the drop log reuses what the rules read); the peer address and the
+    // protocol; the clock. Counters are incremented. Nothing else happens
+    // except the verdict's own calls.
+    let mut attribute_reads = Vec::new();
+    let mut verdict = Vec::new();
+    for call in &calls {
+        match call {
+            Call::GetProperty { path } => match path.as_slice() {
+                [request, headers, name] if request == "request" && headers == "headers" => {
+                    if attribute_reads.contains(name) {
+                        return Err(format!("read {name} twice: {calls:?}"));
+                    }
+                    attribute_reads.push(name.clone());
+                }
+                [a, b]
+                    if (a == "source" && b == "address") || (a == "request" && b == "protocol") => {
+                }
+                _ => return Err(format!("read property {path:?}")),
+            },
+            Call::GetHeaderMapValue { .. }
+            | Call::GetCurrentTimeNanoseconds
+            | Call::IncrementMetric { offset: 1, .. } => {}
+            other => verdict.push(*other),
+        }
+    }
+    if stream.count("proxy_increment_metric") == 0 {
+        return Err("no counter was incremented".into());
+    }
+    match (case.dropped_by(), stream.action) {
+        (None, Some(Action::Continue)) if verdict.is_empty() => Ok(()),
+        (Some(rule), Some(Action::Pause)) => {
+            let expected = [
+                Call::SetProperty {
+                    path: vec!["drop444".into()],
+                    value: rule.as_bytes().to_vec(),
+                },
+                Call::SetProperty {
+                    path: vec!["drop444_status".into()],
+                    value: b"444".to_vec(),
+                },
+                Call::CloseStream {
+                    stream: STREAM_HTTP_REQUEST,
+                },
+            ];
+            if verdict.iter().copied().eq(expected.iter()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "want set_property(drop444={rule}), set_property(drop444_status=444), close_stream(request), got {}",
+                    show(&verdict)
+                ))
+            }
+        }
+        (want, got) => Err(format!(
+            "want {}, got {got:?} with calls {}",
+            want.map_or("pass".to_string(), |r| format!("drop by {r}")),
+            show(&verdict)
+        )),
+    }
+}
+
+/// Runs the whole table on a host with these options; returns the failures.
+fn run_table(options: &HostOptions) -> (usize, Vec<String>) {
+    let table = cases::load();
+    let mut count = 0;
+    let mut failures = Vec::new();
+    for group in &table.groups {
+        let mut plugin = Plugin::start(&group.config(), options.clone());
+        for case in &group.cases {
+            count += 1;
+            let stream = plugin.request(&Request::from_http1(&case.http1()));
+            if let Err(why) = check(case, &stream) {
+                failures.push(format!("{}/{}: {why}", group.name, case.name));
+            }
+        }
+    }
+    (count, failures)
+}
+
+fn assert_table(host: &str, options: HostOptions) {
+    let start = Instant::now();
+    let (count, failures) = run_table(&options);
+    eprintln!(
+        "{host}: {count} cases in {:?} (module compiled once per test process)",
+        start.elapsed()
+    );
+    assert!(
+        failures.is_empty(),
+        "{host}: {} of {count} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn decision_table_on_a_spec_host() {
+    assert_table("spec host", HostOptions::default());
+}
+
+/// Envoy's header map gives only the first line of a repeated header; the
+/// filter reads the attribute first, so the table still holds.
+#[test]
+fn decision_table_on_an_envoy_like_host() {
+    assert_table("envoy-like host", HostOptions::envoy_like());
+}
+
+/// A host without Envoy's `request.headers.<name>` attribute but with a
+/// header map that joins repeated lines: the fallback path alone decides.
+#[test]
+fn decision_table_on_a_host_without_attributes() {
+    assert_table(
+        "host without attributes",
+        HostOptions {
+            request_header_attributes: false,
+            header_value: HeaderValue::Joined,
+            ..HostOptions::default()
+        },
+    );
+}
+
+/// Imports the module called and exports the host used while running the
+/// whole table on each kind of host (including the header-map fallback).
+pub fn observed_surface() -> (BTreeSet<String>, BTreeSet<String>) {
+    let table = cases::load();
+    let mut imports = BTreeSet::new();
+    let mut exports = BTreeSet::new();
+    let hosts = [
+        HostOptions::default(),
+        HostOptions::envoy_like(),
+        HostOptions {
+            request_header_attributes: false,
+            ..HostOptions::default()
+        },
+    ];
+    for options in hosts {
+        for group in &table.groups {
+            let mut plugin = Plugin::start(&group.config(), options.clone());
+            for case in &group.cases {
+                plugin.request(&Request::from_http1(&case.http1()));
+            }
+            let state = plugin.state();
+            imports.extend(state.calls.iter().map(|r| r.call.import().to_string()));
+            exports.extend(state.exports_used.iter().cloned());
+        }
+    }
+    // Beyond the table: a rate-limited rule (shared data) and a host that
+    // cannot close (the fallback response).
+    let rate_limited = r#"{"rules": [{"name": "rl", "rate_limit": {"key": ["host"], "rate": 1, "per": "hour", "burst": 1}}]}"#;
+    let cannot_close = HostOptions {
+        close_stream: crate::harness::Reply::Return(crate::harness::Status::Unimplemented),
+        ..HostOptions::default()
+    };
+    for (config, options) in [(rate_limited, HostOptions::default()), ("", cannot_close)] {
+        let mut plugin = Plugin::start(config, options);
+        for host in ["example.com", "example.com", "127.0.0.1"] {
+            plugin.request(&Request::get(host));
+        }
+        let state = plugin.state();
+        imports.extend(state.calls.iter().map(|r| r.call.import().to_string()));
+        exports.extend(state.exports_used.iter().cloned());
+    }
+    (imports, exports)
+}
