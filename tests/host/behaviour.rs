@@ -3,7 +3,7 @@
 
 use crate::harness::{
     Action, Call, HostOptions, Plugin, Reply, Request, Status, BUFFER_PLUGIN_CONFIGURATION,
-    LOG_CRITICAL, LOG_ERROR, MAP_REQUEST_HEADERS, STREAM_HTTP_REQUEST,
+    LOG_ERROR, MAP_REQUEST_HEADERS, STREAM_HTTP_REQUEST,
 };
 
 const PROBE: &str = r#"{"rules": [{"name": "probe", "header": "x-probe", "exact": "evil"}]}"#;

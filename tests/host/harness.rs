@@ -53,6 +53,7 @@ pub enum Action {
     Pause,
 }
 
+#[allow(dead_code)]
 pub const LOG_CRITICAL: u32 = 5;
 pub const LOG_ERROR: u32 = 4;
 /// `BufferType::PluginConfiguration`.
