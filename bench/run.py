@@ -70,7 +70,7 @@ def log(msg: str) -> None:
 @dataclass(frozen=True)
 class Scenario:
     proto: str                 # "h1" (wrk) | "h2" (h2load)
-    filter: str                # none | empty | drop444 | rbac | lua
+    filter: str                # none | empty | floor | drop444 | rbac | lua
     n: int = 0                 # rule count
     request: str = "allowed"   # allowed | dropped
     upstream: bool = False     # route to a real upstream instead of direct_response
@@ -101,7 +101,7 @@ def scenarios(quick: bool) -> list[Scenario]:
     sizes = [10, 1000] if quick else [10, 1000, 10000]
     out: list[Scenario] = []
     for proto in ("h1", "h2"):
-        out += [Scenario(proto, "none"), Scenario(proto, "empty")]
+        out += [Scenario(proto, "none"), Scenario(proto, "empty"), Scenario(proto, "floor")]
         if proto == "h1":
             # A drop closes an HTTP/1.1 connection: compare with 200s that do too.
             out += [Scenario(proto, "none", close=True)]
@@ -143,6 +143,8 @@ def http_filters(sc: Scenario) -> list[dict]:
     filters: list[dict] = []
     if sc.filter == "empty":
         filters.append(wasm_filter("empty", EMPTY_WASM, ""))
+    elif sc.filter == "floor":
+        filters.append(wasm_filter("drop444", DROP444_WASM, rules.drop444_floor_config()))
     elif sc.filter == "drop444":
         filters.append(wasm_filter("drop444", DROP444_WASM, rules.drop444_config(rules.rule_set(sc.n))))
     elif sc.filter == "rbac":
@@ -275,7 +277,7 @@ class Envoy:
 
 
 def request_headers(sc: Scenario) -> dict[str, str]:
-    if sc.filter in ("none", "empty"):
+    if sc.filter in ("none", "empty", "floor"):
         return dict(rules.ALLOWED)
     return rules.requests(rules.rule_set(sc.n))[sc.request]
 
