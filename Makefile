@@ -112,6 +112,25 @@ envoy-image: envoy ## Build drop444/envoy-local: FROM scratch, the PyPI Envoy bi
 compose-test: wasm envoy-image ## End-to-end tests against envoy/docker-compose.yaml (always torn down)
 	ENVOY_IMAGE=$(ENVOY_LOCAL_IMAGE) scripts/compose-test.sh
 
+.PHONY: bench
+bench: wasm envoy bench-deps ## Benchmark vs no filter, empty wasm, RBAC, Lua (~25 min; writes bench/RESULTS.md)
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+.PHONY: bench-quick
+bench-quick: wasm envoy bench-deps ## Benchmark smoke run, a few seconds per scenario (CI; fails only if a scenario breaks)
+	$(PYTHON) bench/run.py --quick $(BENCH_ARGS)
+
+.PHONY: bench-deps
+bench-deps: wasm-target
+	@missing=""; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v h2load >/dev/null || missing="$$missing nghttp2-client"; \
+	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
+	command -v taskset >/dev/null || missing="$$missing util-linux"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 .PHONY: lint
 lint: wasm-target ## rustfmt check and clippy (warnings are errors; no unwrap/expect/panic/indexing)
 	cargo fmt --check

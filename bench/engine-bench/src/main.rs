@@ -1,0 +1,65 @@
+//! Decides K requests against a rule set, natively, for instruction counts
+//! under `valgrind --tool=callgrind` (bench/run.py runs it at K=0 and K=1000
+//! and reports the difference per request, so set-up is excluded).
+//!
+//! ```sh
+//! cargo run --release --manifest-path bench/engine-bench/Cargo.toml -- CONFIG.json K HEADERS.json
+//! ```
+//!
+//! CONFIG.json is a drop444 plugin configuration; HEADERS.json an object of
+//! lower-case header names to values (`:authority`, `:path`, `user-agent`).
+//! This file is the only bench code that uses the engine's API.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::process::ExitCode;
+
+use drop444::engine::{Decision, Engine, HeaderSource};
+
+/// A request's headers, served to the engine the way the adapter does.
+struct Headers(HashMap<String, Vec<u8>>);
+
+impl HeaderSource for Headers {
+    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.0.get(name).cloned()
+    }
+}
+
+fn run(args: &[String]) -> Result<String, String> {
+    let [config, count, headers] = args else {
+        return Err("usage: engine_bench CONFIG.json K HEADERS.json".into());
+    };
+    let config = std::fs::read(config).map_err(|e| format!("{config}: {e}"))?;
+    let count: u64 = count.parse().map_err(|e| format!("K: {e}"))?;
+    let headers: HashMap<String, String> = std::fs::read(headers)
+        .map_err(|e| e.to_string())
+        .and_then(|raw| serde_json::from_slice(&raw).map_err(|e| e.to_string()))?;
+    let mut headers = Headers(
+        headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.into_bytes()))
+            .collect(),
+    );
+    let engine = Engine::from_json(&config).map_err(|e| e.to_string())?;
+    let mut dropped: u64 = 0;
+    for _ in 0..count {
+        if let Decision::Drop { .. } = black_box(&engine).decide(black_box(&mut headers)) {
+            dropped = dropped.saturating_add(1);
+        }
+    }
+    Ok(format!("decided {count} requests, dropped {dropped}"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("engine_bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
