@@ -34,7 +34,7 @@ const STATUS_PROPERTY: &str = "drop444_status";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Plugin::new(Engine::builtin())) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { crate::l4::root(Box::new(Plugin::new(Engine::builtin()))) });
 }}
 
 /// One per plugin and worker: owns the compiled configuration, its counters
@@ -128,6 +128,10 @@ impl HttpContext for Request {
             Decision::Drop { rule } => {
                 // Filter state first: the access log line is written after the reset.
                 set_filter_state(rule, "444");
+                // issue 7: before the reset, whose RST_STREAM is the write the L4 filter closes on.
+                if shared.engine.scope_of(rule) == engine::Scope::Connection {
+                    crate::l4::close_connection(rule);
+                }
                 if let Err(status) = hostcalls::reset_http_request() {
                     shared.stats.bump(shared.stats.reset_failed);
                     error!("host cannot reset the stream ({status:?}); request {rule} held, not passed");

@@ -13,6 +13,7 @@
 )]
 
 mod envoy;
+mod l4;
 mod language;
 mod operations;
 mod serve;
