@@ -17,6 +17,7 @@ mod l4;
 mod language;
 mod operations;
 mod serve;
+mod tls;
 mod wire;
 
 use std::time::Duration;
