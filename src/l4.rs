@@ -46,11 +46,14 @@ thread_local! {
     /// Counter for drops that wanted the connection closed but found no L4
     /// context; defined on first use.
     static UNAVAILABLE: Cell<Option<Option<u32>>> = const { Cell::new(None) };
+    /// The missing-L4 warning is written once per worker, not per request.
+    static WARNED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Called by the HTTP filter for a drop by a `scope: connection` rule,
 /// *before* it resets the stream: the L4 context of this connection will
-/// close it at the next write. Returns false (and logs) if there is none.
+/// close it at the next write. Returns false (and counts, and warns once per
+/// worker) if there is none.
 pub fn close_connection(rule: &str) -> bool {
     let marked = connection_id().is_some_and(|id| {
         CONNECTIONS.with(|c| match c.borrow_mut().get_mut(&id) {
@@ -73,10 +76,13 @@ pub fn close_connection(rule: &str) -> bool {
         if let Some(counter) = counter {
             let _ = hostcalls::increment_metric(counter, 1);
         }
-        warn!(
-            "rule {rule} has scope connection, but this connection has no {L4_ROOT_ID} network \
-             filter in the same VM: only the stream was reset"
-        );
+        if !WARNED.with(|w| w.replace(true)) {
+            warn!(
+                "rule {rule} has scope connection, but this connection has no {L4_ROOT_ID} \
+                 network filter in the same VM: only the stream was reset (said once per worker; \
+                 counter drop444.connection_close_unavailable counts every case)"
+            );
+        }
     }
     marked
 }

@@ -252,19 +252,16 @@ fn connection_scope_without_the_l4_filter_resets_the_stream_and_says_so() {
     }
     let envoy = Envoy::start(HTTP_CONFIG);
     assert_dropped(&envoy, &get(Some("localhost"), &["X-Kill: 1"]));
-    assert_eq!(
-        envoy.wait_counter(
-            "wasmcustom.drop444.connection_close_unavailable",
-            1,
-            PATIENCE
-        ),
-        1
-    );
+    assert_dropped(&envoy, &get(Some("localhost"), &["X-Kill: 2"]));
+    let counter = "wasmcustom.drop444.connection_close_unavailable";
+    assert_eq!(envoy.wait_counter(counter, 2, PATIENCE), 2);
     assert!(
         envoy.wait_log("rule kill has scope connection, but", PATIENCE),
         "{}",
         envoy.log()
     );
+    // Said once per worker, not once per request.
+    assert_eq!(envoy.log().matches("has scope connection, but").count(), 1);
 }
 
 // ---- malformed requests -------------------------------------------------
