@@ -73,6 +73,23 @@ run: wasm envoy ## Run Envoy with drop444 (default rules) on 127.0.0.1:10000, ad
 	@echo "     curl -v -H 'Host: localhost' http://127.0.0.1:10000/   (200)"
 	exec "$(ENVOY_BIN)" -c envoy/envoy.yaml --disable-hot-restart --log-level info
 
+.PHONY: run-l4
+run-l4: wasm envoy ## Run Envoy with drop444 as HTTP and L4 filter (scope connection, malformed: close) on :10000
+	@echo "try: curl -v -H 'Host: localhost' -H 'X-Kill: 1' --http2-prior-knowledge http://127.0.0.1:10000/   (connection closed)"
+	@echo "     printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 10000   (nothing, closed)"
+	exec "$(ENVOY_BIN)" -c envoy/envoy-l4.yaml --disable-hot-restart --log-level info
+
+.PHONY: run-tls
+run-tls: wasm envoy ## Run envoy/envoy-tls.yaml on :10443 with a fresh self-signed certificate in target/tls/
+	@mkdir -p target/tls
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+		-addext "subjectAltName=DNS:localhost,DNS:example.com,DNS:*.example.com" \
+		-keyout target/tls/server.key -out target/tls/server.crt 2>/dev/null
+	sed 's#/etc/drop444/tls/#target/tls/#' envoy/envoy-tls.yaml > target/tls/envoy-tls.yaml
+	@echo "try: curl -k --resolve localhost:10443:127.0.0.1 https://localhost:10443/   (200)"
+	@echo "     curl -k --resolve evil.test:10443:127.0.0.1 https://evil.test:10443/   (connection reset)"
+	exec "$(ENVOY_BIN)" -c target/tls/envoy-tls.yaml --disable-hot-restart --log-level info
+
 .PHONY: test
 test: test-unit test-wasm32 test-schema test-host test-e2e ## Run all tests: engine (native and wasm32), CLI, schema, wasmtime host harness, end to end with real Envoy
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 # drop444's configuration language today (docs/configuration.md) has no
 # source-address matcher. Flip when it does; drop444_config() must then emit it.
-DROP444_HAS_CIDR = False
+DROP444_HAS_CIDR = True
 
 # Realistic seeds. Variants are made unique by suffixes to reach N.
 SCANNER_UA = [
@@ -142,18 +142,19 @@ def matches(rs: RuleSet, req: dict[str, str]) -> list[str]:
 def drop444_config(rs: RuleSet) -> str:
     """drop444's JSON plugin configuration (docs/configuration.md).
 
-    THE place to change when the configuration language grows: today
-    user-agent tokens are header `contains` rules and exploit paths are
-    `:path` `prefix` rules; CIDRs are not expressible yet (DROP444_HAS_CIDR).
+    THE place to change when the configuration language grows. One rule per
+    user-agent token (`contains`, case-insensitive) and per probe path
+    (`prefix` on the normalised path), and the CIDRs as one `client_ip` rule
+    with an `in` list, as an operator would write them.
     """
     rules = []
     for i, token in enumerate(rs.ua):
         rules.append({"name": f"ua-{i}", "header": "user-agent", "contains": token,
                       "case_insensitive": True})
     for i, path in enumerate(rs.paths):
-        rules.append({"name": f"path-{i}", "header": ":path", "prefix": path})
+        rules.append({"name": f"path-{i}", "field": "path", "prefix": path})
     if rs.cidrs:
-        raise NotImplementedError("drop444 has no CIDR matcher yet")
+        rules.append({"name": "bad-nets", "field": "client_ip", "in": rs.cidrs})
     return json.dumps({"host": {"allow": rs.hosts}, "rules": rules}, separators=(",", ":"))
 
 

@@ -38,7 +38,7 @@ const STATUS_PROPERTY: &str = "drop444_status";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Plugin::new(Engine::builtin())) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { crate::l4::root(Box::new(Plugin::new(Engine::builtin()))) });
 }}
 
 /// One per plugin and worker: owns the compiled configuration, its counters
@@ -150,6 +150,11 @@ impl HttpContext for Request {
             Decision::Drop { rule } => {
                 // Filter state first: the access log line is written after the reset.
                 set_filter_state(rule, "444");
+                // Before the reset: its RST_STREAM is the write the L4 filter
+                // closes the connection on (docs/connection-close.md).
+                if shared.engine.scope_of(rule) == engine::Scope::Connection {
+                    crate::l4::close_connection(rule);
+                }
                 shared.close(rule);
                 Action::Pause
             }

@@ -8,6 +8,7 @@
 //! See `docs/DESIGN.md` for why it is cut this way.
 
 pub mod engine;
+pub mod l4core;
 pub mod limiter;
 
 // proxy-wasm is only a dependency on wasm32, so the engine cannot use it by
@@ -15,3 +16,5 @@ pub mod limiter;
 // run on wasm32 under a plain WASI runtime, without proxy-wasm imports.
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod filter;
+#[cfg(all(target_arch = "wasm32", not(test)))]
+mod l4;

@@ -17,10 +17,12 @@
 mod cases;
 mod decisions;
 mod envoy;
+mod l4;
 mod language;
 mod operations;
 mod ratelimit;
 mod serve;
+mod tls;
 mod wire;
 
 use std::time::Duration;

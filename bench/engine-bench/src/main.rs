@@ -14,14 +14,26 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::process::ExitCode;
 
-use drop444::engine::{Decision, Engine, HeaderSource};
+use drop444::engine::{Decision, Engine, RateLimit, RequestSource};
 
 /// A request's headers, served to the engine the way the adapter does.
 struct Headers(HashMap<String, Vec<u8>>);
 
-impl HeaderSource for Headers {
+impl RequestSource for Headers {
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         self.0.get(name).cloned()
+    }
+
+    fn peer_address(&mut self) -> Option<Vec<u8>> {
+        Some(b"198.51.100.77:40000".to_vec())
+    }
+
+    fn protocol(&mut self) -> Option<Vec<u8>> {
+        Some(b"HTTP/1.1".to_vec())
+    }
+
+    fn over_limit(&mut self, _limit: &RateLimit, _key: &[u8]) -> bool {
+        false
     }
 }
 
@@ -43,7 +55,7 @@ fn run(args: &[String]) -> Result<String, String> {
     let engine = Engine::from_json(&config).map_err(|e| e.to_string())?;
     let mut dropped: u64 = 0;
     for _ in 0..count {
-        if let Decision::Drop { .. } = black_box(&engine).decide(black_box(&mut headers)) {
+        if let Decision::Drop { .. } = black_box(&engine).decide(black_box(&mut headers)).decision {
             dropped = dropped.saturating_add(1);
         }
     }

@@ -1,0 +1,338 @@
+//! The L4 side of drop444: the same module loaded a second time as an Envoy
+//! *network* filter (`envoy.filters.network.wasm`, `root_id: drop444-l4`)
+//! placed before the HTTP connection manager, in the same VM (`vm_id` and
+//! `vm_config` identical to the HTTP filter's). It does two things an HTTP
+//! filter cannot:
+//!
+//! - **`scope: connection`**: when the HTTP filter drops a request by a rule
+//!   with that scope, it marks the connection here ([`close_connection`]);
+//!   the next bytes Envoy writes to that client (the RST_STREAM of the reset
+//!   stream, or anything later) are not written, and the whole connection is
+//!   closed instead, with every stream on it.
+//! - **`malformed: close`**: HTTP/1 request heads that Envoy would answer
+//!   itself with an error (400 / 426 / 431) are closed without a byte before
+//!   Envoy sees them (`src/l4core.rs` decides).
+//!
+//! The two plugins share state through a per-thread map keyed by Envoy's
+//! `connection_id`: both run in the same wasm VM instance on the worker that
+//! owns the connection (Envoy gives each worker its own instance of a VM,
+//! keyed by `vm_id`, code and VM configuration), so no host shared data is
+//! needed. If the HTTP filter finds no L4 context for its connection (the
+//! network filter is missing or runs in another VM), it says so in the log
+//! and the counter `drop444.connection_close_unavailable`, and only the
+//! stream is reset.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use log::{debug, error, info, warn};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, MetricType, PeerType};
+
+use crate::l4core::{Inspector, L4Config, Step};
+use crate::limiter::TokenBucket;
+
+/// The `root_id` that makes a root context the L4 plugin.
+pub const L4_ROOT_ID: &str = "drop444-l4";
+
+thread_local! {
+    /// Connections with a live L4 context on this worker: connection id →
+    /// "close at the next write". Entries are removed when the L4 context
+    /// goes away, so the map holds at most the worker's open connections.
+    static CONNECTIONS: RefCell<HashMap<u64, bool>> = RefCell::new(HashMap::new());
+    /// Counter for drops that wanted the connection closed but found no L4
+    /// context; defined on first use.
+    static UNAVAILABLE: Cell<Option<Option<u32>>> = const { Cell::new(None) };
+    /// The missing-L4 warning is written once per worker, not per request.
+    static WARNED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called by the HTTP filter for a drop by a `scope: connection` rule,
+/// *before* it resets the stream: the L4 context of this connection will
+/// close it at the next write. Returns false (and counts, and warns once per
+/// worker) if there is none.
+pub fn close_connection(rule: &str) -> bool {
+    let marked = connection_id().is_some_and(|id| {
+        CONNECTIONS.with(|c| match c.borrow_mut().get_mut(&id) {
+            Some(close) => {
+                *close = true;
+                true
+            }
+            None => false,
+        })
+    });
+    if !marked {
+        let counter = UNAVAILABLE.with(|u| {
+            u.get().unwrap_or_else(|| {
+                let name = "drop444.connection_close_unavailable";
+                let id = hostcalls::define_metric(MetricType::Counter, name).ok();
+                u.set(Some(id));
+                id
+            })
+        });
+        if let Some(counter) = counter {
+            let _ = hostcalls::increment_metric(counter, 1);
+        }
+        if !WARNED.with(|w| w.replace(true)) {
+            warn!(
+                "rule {rule} has scope connection, but this connection has no {L4_ROOT_ID} \
+                 network filter in the same VM: only the stream was reset (said once per worker; \
+                 counter drop444.connection_close_unavailable counts every case)"
+            );
+        }
+    }
+    marked
+}
+
+fn connection_id() -> Option<u64> {
+    let bytes = hostcalls::get_property(vec!["connection_id"]).ok()??;
+    Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+/// Makes the root context of either plugin: `http` unless the plugin's
+/// `root_id` is [`L4_ROOT_ID`]. The proxy-wasm SDK has one root factory for
+/// every plugin of the module, and the root id is only known in
+/// `on_configure`, so the choice is made there.
+pub fn root(http: Box<dyn RootContext>) -> Box<dyn RootContext> {
+    Box::new(Root { http, l4: None })
+}
+
+struct Root {
+    http: Box<dyn RootContext>,
+    l4: Option<Rc<L4Plugin>>,
+}
+
+/// The L4 plugin's settings and counters (one per plugin and worker).
+struct L4Plugin {
+    config: L4Config,
+    closed_by_rule: Option<u32>,
+    closed_malformed: Option<u32>,
+    log_budget: Cell<TokenBucket>,
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body: usize, trailers: usize) {
+        self.http
+            .on_http_call_response(token, headers, body, trailers)
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        self.http.on_grpc_call_response(token, status, size)
+    }
+
+    fn on_grpc_stream_initial_metadata(&mut self, token: u32, n: u32) {
+        self.http.on_grpc_stream_initial_metadata(token, n)
+    }
+
+    fn on_grpc_stream_message(&mut self, token: u32, size: usize) {
+        self.http.on_grpc_stream_message(token, size)
+    }
+
+    fn on_grpc_stream_trailing_metadata(&mut self, token: u32, n: u32) {
+        self.http.on_grpc_stream_trailing_metadata(token, n)
+    }
+
+    fn on_grpc_stream_close(&mut self, token: u32, status: u32) {
+        self.http.on_grpc_stream_close(token, status)
+    }
+
+    fn on_foreign_function(&mut self, function_id: u32, size: usize) {
+        self.http.on_foreign_function(function_id, size)
+    }
+
+    fn on_done(&mut self) -> bool {
+        self.http.on_done()
+    }
+}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, size: usize) -> bool {
+        self.http.on_vm_start(size)
+    }
+
+    fn on_configure(&mut self, size: usize) -> bool {
+        let root_id = hostcalls::get_property(vec!["plugin_root_id"])
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if root_id != L4_ROOT_ID.as_bytes() {
+            return self.http.on_configure(size);
+        }
+        let text = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match L4Config::from_json(&text) {
+            Ok(config) => {
+                info!("{L4_ROOT_ID} configuration loaded: {config:?}");
+                let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
+                self.l4 = Some(Rc::new(L4Plugin {
+                    config,
+                    closed_by_rule: counter("drop444.l4.connections_closed_by_rule"),
+                    closed_malformed: counter("drop444.l4.malformed_requests_closed"),
+                    log_budget: Cell::new(TokenBucket::new(10, 10, now_ns())),
+                }));
+                true
+            }
+            Err(err) => {
+                error!("invalid {L4_ROOT_ID} configuration, plugin not loaded: {err}");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if self.l4.is_none() {
+            self.http.on_tick()
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if self.l4.is_none() {
+            self.http.on_queue_ready(queue_id)
+        }
+    }
+
+    fn on_log(&mut self) {
+        if self.l4.is_none() {
+            RootContext::on_log(self.http.as_mut())
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        match self.l4 {
+            Some(_) => None,
+            None => self.http.create_http_context(context_id),
+        }
+    }
+
+    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
+        match &self.l4 {
+            Some(plugin) => Some(Box::new(Connection {
+                plugin: Rc::clone(plugin),
+                id: None,
+                inspector: Inspector::new(&plugin.config),
+                closed: false,
+            })),
+            None => self.http.create_stream_context(context_id),
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        match self.l4 {
+            Some(_) => Some(ContextType::StreamContext),
+            None => self.http.get_type(),
+        }
+    }
+}
+
+/// One per downstream connection.
+struct Connection {
+    plugin: Rc<L4Plugin>,
+    id: Option<u64>,
+    inspector: Option<Inspector>,
+    /// Closed by this filter: every later write is held back too.
+    closed: bool,
+}
+
+impl Connection {
+    fn close(&mut self, counter: Option<u32>) -> Action {
+        self.closed = true;
+        if let Some(counter) = counter {
+            let _ = hostcalls::increment_metric(counter, 1);
+        }
+        if let Err(status) = hostcalls::close_downstream() {
+            error!("host cannot close the connection: {status:?}");
+        }
+        Action::Pause
+    }
+
+    fn forget(&mut self) {
+        if let Some(id) = self.id.take() {
+            CONNECTIONS.with(|c| c.borrow_mut().remove(&id));
+        }
+    }
+}
+
+impl Context for Connection {}
+
+impl StreamContext for Connection {
+    fn on_new_connection(&mut self) -> Action {
+        self.id = connection_id();
+        match self.id {
+            Some(id) => CONNECTIONS.with(|c| {
+                c.borrow_mut().insert(id, false);
+            }),
+            None => debug!("no connection_id: scope connection cannot apply here"),
+        }
+        Action::Continue
+    }
+
+    fn on_downstream_data(&mut self, size: usize, end_of_stream: bool) -> Action {
+        if self.closed {
+            return Action::Pause;
+        }
+        let Some(inspector) = self.inspector.as_mut() else {
+            return Action::Continue;
+        };
+        if inspector.is_off() {
+            self.inspector = None;
+            return Action::Continue;
+        }
+        let data = hostcalls::get_buffer(BufferType::DownstreamData, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match inspector.inspect(&data, end_of_stream) {
+            Step::Pass => Action::Continue,
+            Step::NeedMore => Action::Pause,
+            Step::Close(reason) => {
+                let mut budget = self.plugin.log_budget.get();
+                if budget.take(now_ns()) {
+                    info!(
+                        "{{\"drop444\":\"close\",\"rule\":\"malformed-request\",\"reason\":\"{}\"}}",
+                        reason.as_str()
+                    );
+                }
+                self.plugin.log_budget.set(budget);
+                self.inspector = None;
+                self.close(self.plugin.closed_malformed)
+            }
+        }
+    }
+
+    fn on_upstream_data(&mut self, _size: usize, _end_of_stream: bool) -> Action {
+        if self.closed {
+            // Nothing more is written on a connection being closed.
+            return Action::Pause;
+        }
+        let marked = self
+            .id
+            .is_some_and(|id| CONNECTIONS.with(|c| c.borrow().get(&id).copied() == Some(true)));
+        if !marked {
+            return Action::Continue;
+        }
+        self.forget();
+        self.close(self.plugin.closed_by_rule)
+    }
+
+    fn on_downstream_close(&mut self, _peer: PeerType) {
+        self.forget();
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.forget();
+    }
+}
+
+fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

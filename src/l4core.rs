@@ -1,0 +1,454 @@
+//! The host-free core of the L4 (network filter) plugin: its configuration and
+//! the HTTP/1 request-head inspector of the `malformed` mode. No proxy-wasm
+//! code, so it is unit-tested natively; `src/l4.rs` is the adapter.
+//!
+//! The inspector sees the bytes a client sends before Envoy's HTTP connection
+//! manager does, and says whether the request head is one Envoy would answer
+//! itself with an error status (400 / 426 / 431). It only ever closes on a
+//! head it has parsed completely or found malformed, and stops looking at a
+//! connection as soon as it cannot be sure where the next request starts.
+
+use serde::Deserialize;
+
+use crate::engine::ConfigError;
+
+/// Largest `max_head_bytes` accepted: above Envoy's default per-connection
+/// buffer limit (1 MiB) a paused connection would stop reading instead.
+pub const MAX_HEAD_BYTES_LIMIT: u32 = 1024 * 1024;
+/// Smallest `max_head_bytes` accepted.
+pub const MIN_HEAD_BYTES: u32 = 1024;
+/// Header lines a head may have: Envoy's default `max_headers_count`.
+const MAX_HEADERS: usize = 100;
+/// The HTTP/2 connection preface (h2c prior knowledge, or h2 after ALPN).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The L4 plugin's own configuration (its plugin `configuration` JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct L4Config {
+    /// `close`: close HTTP/1 connections whose request head Envoy would
+    /// reject itself, without a byte. `pass` (default): leave them to Envoy.
+    pub malformed: Malformed,
+    /// With `malformed: close`, what to do with HTTP/1.0 requests, which
+    /// Envoy answers with 426 unless the HCM sets `accept_http_10`.
+    pub http10: Http10,
+    /// With `malformed: close`, a request head longer than this is closed
+    /// (Envoy answers 431 above `max_request_headers_kb`, default 60 KiB).
+    pub max_head_bytes: u32,
+}
+
+impl Default for L4Config {
+    fn default() -> Self {
+        L4Config {
+            malformed: Malformed::Pass,
+            http10: Http10::Close,
+            max_head_bytes: 60 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Malformed {
+    #[default]
+    Pass,
+    Close,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Http10 {
+    #[default]
+    Close,
+    Pass,
+}
+
+impl L4Config {
+    /// Parses and validates the plugin configuration; empty means defaults.
+    /// Errors carry the JSON path of the bad field.
+    pub fn from_json(text: &[u8]) -> Result<L4Config, ConfigError> {
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Ok(L4Config::default());
+        }
+        let value: serde_json::Value = serde_json::from_slice(text)
+            .map_err(|e| ConfigError::new("", format!("not JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(ConfigError::new("", "must be a JSON object"));
+        }
+        let config: L4Config = serde_path_to_error::deserialize(value).map_err(|err| {
+            let path = err.path().to_string();
+            let path = if path == "." || path == "?" {
+                String::new()
+            } else {
+                path
+            };
+            ConfigError::new(path, err.into_inner().to_string())
+        })?;
+        if !(MIN_HEAD_BYTES..=MAX_HEAD_BYTES_LIMIT).contains(&config.max_head_bytes) {
+            return Err(ConfigError::new(
+                "max_head_bytes",
+                format!(
+                    "{} is out of range {MIN_HEAD_BYTES}..={MAX_HEAD_BYTES_LIMIT}",
+                    config.max_head_bytes
+                ),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// Why the inspector closes a connection (logged and counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// httparse rejected the head (bad request line, method, target,
+    /// version, header name or value, too many headers).
+    Malformed(&'static str),
+    /// HTTP/1.0 request (`http10: close`).
+    Http10,
+    /// HTTP/1.1 request without a Host header and with an origin-form target.
+    NoHost,
+    /// The head is longer than `max_head_bytes`.
+    HeadTooLarge,
+    /// The client ended its side inside a request head.
+    Incomplete,
+}
+
+impl Reason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::Malformed(what) => what,
+            Reason::Http10 => "http/1.0",
+            Reason::NoHost => "no host",
+            Reason::HeadTooLarge => "head too large",
+            Reason::Incomplete => "incomplete head",
+        }
+    }
+}
+
+/// What to do with the bytes the client sent so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Hand them to Envoy.
+    Pass,
+    /// Hold them (the head is not complete yet); ask again with more.
+    NeedMore,
+    /// Close the connection without writing anything.
+    Close(Reason),
+}
+
+/// Where the next byte from the client is, as far as the inspector knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of a request head.
+    Head,
+    /// Inside a `Content-Length` body, this many bytes left.
+    Body(u64),
+    /// Not inspecting any more (HTTP/2, chunked body, pipelining, upgrade):
+    /// everything passes.
+    Off,
+}
+
+/// Per connection. Envoy hands a network filter the whole buffer it has not
+/// passed on yet: the bytes held by earlier `NeedMore` answers plus the new
+/// ones, so `inspect` always sees a request from its first byte.
+#[derive(Debug, Clone)]
+pub struct Inspector {
+    state: State,
+    max_head: usize,
+    http10: Http10,
+}
+
+impl Inspector {
+    /// `None` when the configuration does not inspect requests at all.
+    pub fn new(config: &L4Config) -> Option<Inspector> {
+        (config.malformed == Malformed::Close).then(|| Inspector {
+            state: State::Head,
+            max_head: usize::try_from(config.max_head_bytes).unwrap_or(usize::MAX),
+            http10: config.http10,
+        })
+    }
+
+    /// True once nothing more will be inspected on this connection.
+    pub fn is_off(&self) -> bool {
+        self.state == State::Off
+    }
+
+    /// `data`: every byte Envoy holds for this filter (held + new).
+    /// `end_of_stream`: the client has closed its side.
+    pub fn inspect(&mut self, data: &[u8], end_of_stream: bool) -> Step {
+        let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        match self.state {
+            State::Off => Step::Pass,
+            State::Body(left) => {
+                self.state = match len.cmp(&left) {
+                    std::cmp::Ordering::Less => State::Body(left.saturating_sub(len)),
+                    std::cmp::Ordering::Equal => State::Head,
+                    // The next request came along with the body: pipelined.
+                    std::cmp::Ordering::Greater => State::Off,
+                };
+                Step::Pass
+            }
+            State::Head => self.head(data, end_of_stream),
+        }
+    }
+
+    fn head(&mut self, data: &[u8], end_of_stream: bool) -> Step {
+        if data.is_empty() {
+            return Step::Pass;
+        }
+        if data.starts_with(H2_PREFACE) {
+            self.state = State::Off;
+            return Step::Pass;
+        }
+        if H2_PREFACE.starts_with(data) {
+            return if end_of_stream {
+                Step::Close(Reason::Incomplete)
+            } else {
+                Step::NeedMore
+            };
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        let parsed = request.parse(data);
+        match parsed {
+            Err(err) => Step::Close(Reason::Malformed(error_name(err))),
+            Ok(httparse::Status::Partial) => {
+                if data.len() > self.max_head {
+                    Step::Close(Reason::HeadTooLarge)
+                } else if end_of_stream {
+                    Step::Close(Reason::Incomplete)
+                } else {
+                    Step::NeedMore
+                }
+            }
+            Ok(httparse::Status::Complete(head_len)) => {
+                if head_len > self.max_head {
+                    return Step::Close(Reason::HeadTooLarge);
+                }
+                let version = request.version;
+                let origin_form = request.path.is_some_and(|p| p.starts_with('/'));
+                let method = request.method.unwrap_or("");
+                let header = |name: &str| {
+                    request
+                        .headers
+                        .iter()
+                        .filter(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| h.value)
+                        .collect::<Vec<&[u8]>>()
+                };
+                if version == Some(0) && self.http10 == Http10::Close {
+                    return Step::Close(Reason::Http10);
+                }
+                if version == Some(1) && origin_form && header("host").is_empty() {
+                    return Step::Close(Reason::NoHost);
+                }
+                let rest = data.len().saturating_sub(head_len);
+                let rest = u64::try_from(rest).unwrap_or(u64::MAX);
+                let lengths = header("content-length");
+                self.state = if method.eq_ignore_ascii_case("CONNECT")
+                    || !header("upgrade").is_empty()
+                    || !header("transfer-encoding").is_empty()
+                    || lengths.len() > 1
+                {
+                    // Bytes after this head are not a request head we can find
+                    // without a full HTTP/1 codec: stop looking.
+                    State::Off
+                } else {
+                    let body = match lengths.first() {
+                        None => Some(0),
+                        Some(value) => std::str::from_utf8(value)
+                            .ok()
+                            .and_then(|v| v.trim().parse::<u64>().ok()),
+                    };
+                    match body {
+                        Some(body) if rest == body => State::Head,
+                        Some(body) if rest < body => State::Body(body.saturating_sub(rest)),
+                        // Pipelined request, or a Content-Length Envoy judges.
+                        _ => State::Off,
+                    }
+                };
+                Step::Pass
+            }
+        }
+    }
+}
+
+fn error_name(err: httparse::Error) -> &'static str {
+    match err {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid new line",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "invalid version",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inspector() -> Inspector {
+        Inspector::new(&L4Config {
+            malformed: Malformed::Close,
+            ..L4Config::default()
+        })
+        .unwrap()
+    }
+
+    fn once(data: &[u8]) -> Step {
+        inspector().inspect(data, false)
+    }
+
+    #[test]
+    fn config_defaults_and_errors_name_the_field() {
+        assert_eq!(L4Config::from_json(b"").unwrap(), L4Config::default());
+        assert_eq!(L4Config::from_json(b" {} ").unwrap(), L4Config::default());
+        let c = L4Config::from_json(br#"{"malformed": "close", "http10": "pass"}"#).unwrap();
+        assert_eq!((c.malformed, c.http10), (Malformed::Close, Http10::Pass));
+        assert!(Inspector::new(&L4Config::default()).is_none());
+        let err = L4Config::from_json(br#"{"malfomed": "close"}"#).unwrap_err();
+        assert_eq!(err.path(), "malfomed", "{err}");
+        let err = L4Config::from_json(br#"{"malformed": "drop"}"#).unwrap_err();
+        assert_eq!(err.path(), "malformed", "{err}");
+        let err = L4Config::from_json(br#"{"max_head_bytes": 10}"#).unwrap_err();
+        assert_eq!(err.path(), "max_head_bytes", "{err}");
+        assert!(L4Config::from_json(b"{} x").is_err());
+        assert!(L4Config::from_json(b"[]").is_err());
+    }
+
+    #[test]
+    fn good_heads_pass() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET http://a/ HTTP/1.1\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(
+                once(head),
+                Step::Pass,
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_heads_close() {
+        for (head, reason) in [
+            (&b"BLAH\r\n\r\n"[..], "invalid token"),
+            (b"GET / HTTP/1.1\r\n\r\n", "no host"),
+            (b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", "http/1.0"),
+            (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", "invalid version"),
+            (
+                b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+                "invalid header name",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+                "invalid header value",
+            ),
+            (b"\x16\x03\x01\x00\x05hello", "invalid token"),
+        ] {
+            match once(head) {
+                Step::Close(r) => assert_eq!(r.as_str(), reason, "{head:?}"),
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(head)),
+            }
+        }
+        let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(
+            once(&many),
+            Step::Close(Reason::Malformed("too many headers"))
+        );
+    }
+
+    #[test]
+    fn http10_can_pass() {
+        let mut i = Inspector::new(&L4Config {
+            malformed: Malformed::Close,
+            http10: Http10::Pass,
+            ..L4Config::default()
+        })
+        .unwrap();
+        assert_eq!(
+            i.inspect(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", false),
+            Step::Pass
+        );
+    }
+
+    #[test]
+    fn partial_heads_are_held_then_decided_and_bounded() {
+        let mut i = inspector();
+        let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for cut in 1..full.len() {
+            assert_eq!(
+                i.clone().inspect(&full[..cut], false),
+                Step::NeedMore,
+                "{cut}"
+            );
+            assert_eq!(
+                i.clone().inspect(&full[..cut], true),
+                Step::Close(Reason::Incomplete),
+                "{cut}"
+            );
+        }
+        assert_eq!(i.inspect(full, false), Step::Pass);
+        // An early error does not wait for the end of the head.
+        assert_eq!(
+            inspector().inspect(b"GET / HTTP/1.1\r\nBad Name", false),
+            Step::Close(Reason::Malformed("invalid header name"))
+        );
+        let mut big = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
+        big.resize(61 * 1024, b'a');
+        assert_eq!(once(&big), Step::Close(Reason::HeadTooLarge));
+    }
+
+    #[test]
+    fn keep_alive_requests_are_inspected_while_boundaries_are_known() {
+        let mut i = inspector();
+        assert_eq!(
+            i.inspect(
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab",
+                false
+            ),
+            Step::Pass
+        );
+        assert_eq!(i.inspect(b"cd", false), Step::Pass);
+        assert_eq!(i.inspect(b"e", false), Step::Pass);
+        assert_eq!(
+            i.inspect(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", false),
+            Step::Pass
+        );
+        assert_eq!(
+            i.inspect(b"BLAH\r\n\r\n", false),
+            Step::Close(Reason::Malformed("invalid token"))
+        );
+    }
+
+    #[test]
+    fn inspection_stops_where_the_next_head_is_unknown() {
+        for first in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            let mut i = inspector();
+            assert_eq!(i.inspect(first, false), Step::Pass, "{first:?}");
+            assert!(i.is_off(), "{:?}", String::from_utf8_lossy(first));
+            assert_eq!(i.inspect(b"BLAH\r\n\r\n", false), Step::Pass);
+        }
+        // A partial HTTP/2 preface is held, not judged.
+        assert_eq!(once(b"PRI * HTTP/2"), Step::NeedMore);
+    }
+}

@@ -1,0 +1,395 @@
+//! Issue 7 on the wire: the L4 plugin (`envoy/envoy-l4.yaml`) closing whole
+//! connections for `scope: connection` rules (HTTP/1.1 and HTTP/2), and
+//! closing malformed HTTP/1 requests without a byte. Raw sockets throughout,
+//! HTTP/2 frames written by hand so that every received byte is accounted for.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::envoy::{self, render, wasm_path, Envoy};
+use crate::wire::{connect, exchange, get, read_response, read_until_close, End};
+use crate::{assert_dropped, assert_served, BODY, CLOSE_WITHIN, PATIENCE};
+
+/// The HTTP filter configuration shipped in envoy/envoy-l4.yaml.
+pub const HTTP_CONFIG: &str = r#"{"rules": [{"name": "kill", "header": "x-kill", "present": true, "scope": "connection"}, {"name": "probe", "header": "x-probe", "present": true}]}"#;
+/// The L4 configuration shipped in envoy/envoy-l4.yaml.
+pub const L4_CONFIG: &str = r#"{"malformed": "close"}"#;
+
+/// `envoy/envoy-l4.yaml` with ports, wasm path, the two plugin configurations
+/// and the access log substituted.
+pub fn start_l4(http_config: &str, l4_config: &str) -> Result<Envoy, String> {
+    let quote = |s: &str| serde_json::to_string(s).unwrap();
+    Envoy::try_start_with(|dir| {
+        render(
+            "envoy/envoy-l4.yaml",
+            &[
+                ("port_value: 9901", "port_value: 0".into()),
+                ("port_value: 10000", "port_value: 0".into()),
+                (
+                    "filename: target/wasm32-wasip1/release/drop444.wasm",
+                    format!("filename: {}", wasm_path().display()),
+                ),
+                (
+                    &format!("value: '{L4_CONFIG}'"),
+                    format!("value: {}", quote(l4_config)),
+                ),
+                (
+                    &format!("value: '{HTTP_CONFIG}'"),
+                    format!("value: {}", quote(http_config)),
+                ),
+                (
+                    "path: /dev/stdout",
+                    format!("path: {}", dir.join("access.log").display()),
+                ),
+            ],
+        )
+    })
+}
+
+fn shipped() -> Envoy {
+    start_l4(HTTP_CONFIG, L4_CONFIG).unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"))
+}
+
+/// Envoy's log from `from` on has no warning, error or critical line.
+pub fn assert_quiet_log(envoy: &Envoy, from: usize) {
+    let log = envoy.log();
+    let bad: Vec<&str> = log
+        .get(from..)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            ["][warning][", "][error][", "][critical]["]
+                .iter()
+                .any(|level| l.contains(level))
+        })
+        .collect();
+    assert!(bad.is_empty(), "Envoy complained:\n{}", bad.join("\n"));
+}
+
+// ---- HTTP/2 by hand -------------------------------------------------------
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+/// A HEADERS frame (END_STREAM | END_HEADERS) for `GET /` with `:authority`
+/// `localhost` and the extra headers, HPACK-encoded without indexing or
+/// Huffman so the bytes are plain to read.
+fn h2_get(stream: u32, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x84]; // :method GET, :scheme http, :path /
+    block.push(0x01); // literal without indexing, name = static entry 1 (:authority)
+    block.push(9);
+    block.extend_from_slice(b"localhost");
+    for (name, value) in extra {
+        block.push(0x00);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let len = block.len() as u32;
+    let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, 0x1, 0x5];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(&block);
+    frame
+}
+
+/// Frames as (type, flags, stream) from received bytes.
+fn h2_frames(mut bytes: &[u8]) -> Vec<(u8, u8, u32)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 9 {
+        let len =
+            (usize::from(bytes[0]) << 16) | (usize::from(bytes[1]) << 8) | usize::from(bytes[2]);
+        let stream = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
+        frames.push((bytes[3], bytes[4], stream));
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    frames
+}
+
+/// Opens an h2c connection and reads Envoy's SETTINGS (and whatever else it
+/// sends first), so that everything read later answers our requests.
+fn h2_open(envoy: &Envoy) -> TcpStream {
+    let mut stream = connect(envoy.addr);
+    stream.write_all(PREFACE).unwrap();
+    stream.write_all(EMPTY_SETTINGS).unwrap();
+    let first = read_until_close(&mut stream, Duration::from_millis(300));
+    assert_eq!(first.end, End::StillOpen, "{first:?}");
+    assert!(
+        h2_frames(&first.bytes).iter().any(|f| f.0 == 0x4),
+        "no SETTINGS from Envoy: {first:?}"
+    );
+    stream
+}
+
+const RST_STREAM: u8 = 0x3;
+const HEADERS: u8 = 0x1;
+const DATA: u8 = 0x0;
+
+#[test]
+fn http2_connection_scope_closes_the_whole_connection_without_a_byte() {
+    if envoy::skip_if_external("starts its own Envoy with the L4 plugin") {
+        return;
+    }
+    let envoy = shipped();
+    let from = envoy.log().len();
+    let mut stream = h2_open(&envoy);
+    // Stream 1 is served: the connection works.
+    stream.write_all(&h2_get(1, &[])).unwrap();
+    let served = read_until_close(&mut stream, Duration::from_millis(500));
+    assert_eq!(served.end, End::StillOpen);
+    let frames = h2_frames(&served.bytes);
+    assert!(frames.contains(&(HEADERS, 0x4, 1)), "{frames:?}");
+    assert!(frames.iter().any(|f| f.0 == DATA && f.2 == 1), "{frames:?}");
+
+    // Stream 3 matches the connection-scope rule; stream 5, sent in the same
+    // write, would be served. Neither the RST_STREAM of 3 nor the response of
+    // 5 nor a GOAWAY may reach the client: zero bytes, then the close.
+    let mut both = h2_get(3, &[("x-kill", "1")]);
+    both.extend(h2_get(5, &[]));
+    let out = exchange(&mut stream, &both, PATIENCE);
+    assert!(
+        out.bytes.is_empty(),
+        "got frames {:?}",
+        h2_frames(&out.bytes)
+    );
+    assert_eq!(out.end, End::Fin, "{out:?}");
+    assert!(out.elapsed < CLOSE_WITHIN, "closed after {:?}", out.elapsed);
+    println!("HTTP/2 connection-scope drop: {out:?}");
+
+    assert_eq!(
+        envoy.wait_counter(
+            "wasmcustom.drop444.l4.connections_closed_by_rule",
+            1,
+            PATIENCE
+        ),
+        1
+    );
+    // Other connections are untouched.
+    let mut other = h2_open(&envoy);
+    other.write_all(&h2_get(1, &[])).unwrap();
+    let served = read_until_close(&mut other, Duration::from_millis(500));
+    assert!(h2_frames(&served.bytes).contains(&(HEADERS, 0x4, 1)));
+    assert_eq!(
+        envoy.counter("wasmcustom.drop444.connection_close_unavailable"),
+        0
+    );
+    assert_quiet_log(&envoy, from);
+}
+
+/// The contrast: a stream-scope rule on the same Envoy resets only its
+/// stream (RST_STREAM on the wire) and the other stream is answered.
+#[test]
+fn http2_stream_scope_still_resets_only_its_stream() {
+    if envoy::skip_if_external("starts its own Envoy with the L4 plugin") {
+        return;
+    }
+    let envoy = shipped();
+    let mut stream = h2_open(&envoy);
+    let mut both = h2_get(1, &[("x-probe", "1")]);
+    both.extend(h2_get(3, &[]));
+    let out = exchange(&mut stream, &both, Duration::from_millis(500));
+    assert_eq!(out.end, End::StillOpen, "{out:?}");
+    let frames = h2_frames(&out.bytes);
+    assert!(frames.contains(&(RST_STREAM, 0, 1)), "{frames:?}");
+    assert!(frames.contains(&(HEADERS, 0x4, 3)), "{frames:?}");
+    assert!(
+        !frames.iter().any(|f| f.2 == 1 && f.0 != RST_STREAM),
+        "{frames:?}"
+    );
+    assert_eq!(
+        envoy.counter("wasmcustom.drop444.l4.connections_closed_by_rule"),
+        0
+    );
+}
+
+#[test]
+fn http1_connection_scope_on_keep_alive_closes_after_earlier_responses() {
+    if envoy::skip_if_external("starts its own Envoy with the L4 plugin") {
+        return;
+    }
+    let envoy = shipped();
+    let from = envoy.log().len();
+    let mut idle = connect(envoy.addr);
+    idle.write_all(&get(Some("localhost"), &[])).unwrap();
+    assert_eq!(read_response(&mut idle).status, 200);
+
+    let mut stream = connect(envoy.addr);
+    stream.write_all(&get(Some("localhost"), &[])).unwrap();
+    let first = read_response(&mut stream);
+    assert_eq!((first.status, first.body.as_slice()), (200, BODY));
+    let out = exchange(
+        &mut stream,
+        &get(Some("localhost"), &["X-Kill: 1"]),
+        PATIENCE,
+    );
+    assert!(
+        out.bytes.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.bytes)
+    );
+    assert_eq!(out.end, End::Fin, "{out:?}");
+    assert!(out.elapsed < CLOSE_WITHIN, "closed after {:?}", out.elapsed);
+
+    // The other keep-alive connection carries on.
+    idle.write_all(&get(Some("localhost"), &[])).unwrap();
+    assert_eq!(read_response(&mut idle).status, 200);
+    let log = envoy.access_log(3);
+    assert!(
+        log.contains("wasm_close_stream drop444=444 rule=kill "),
+        "{log}"
+    );
+    assert_quiet_log(&envoy, from);
+}
+
+/// Without the L4 filter a connection-scope rule still drops the request
+/// (the stream is reset) and says in the log and a counter that it could
+/// not close the connection.
+#[test]
+fn connection_scope_without_the_l4_filter_resets_the_stream_and_says_so() {
+    if envoy::skip_if_external("starts its own Envoy") {
+        return;
+    }
+    let envoy = Envoy::start(HTTP_CONFIG);
+    assert_dropped(&envoy, &get(Some("localhost"), &["X-Kill: 1"]));
+    assert_dropped(&envoy, &get(Some("localhost"), &["X-Kill: 2"]));
+    let counter = "wasmcustom.drop444.connection_close_unavailable";
+    assert_eq!(envoy.wait_counter(counter, 2, PATIENCE), 2);
+    assert!(
+        envoy.wait_log("rule kill has scope connection, but", PATIENCE),
+        "{}",
+        envoy.log()
+    );
+    // Said once per worker, not once per request.
+    assert_eq!(envoy.log().matches("has scope connection, but").count(), 1);
+}
+
+// ---- malformed requests -------------------------------------------------
+
+/// Each of these gets a 400 / 426 from Envoy itself without the L4 plugin
+/// (see `envoy_answers_some_malformed_requests_before_the_filter`).
+const MALFORMED: &[&[u8]] = &[
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n",
+    b"BLAH\r\n\r\n",
+    b"GET / HTTP/1.2\r\nHost: localhost\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n",
+    b"GET /a b HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+];
+
+#[test]
+fn malformed_requests_are_closed_without_a_byte() {
+    if envoy::skip_if_external("starts its own Envoy with the L4 plugin") {
+        return;
+    }
+    let envoy = shipped();
+    let from = envoy.log().len();
+    for request in MALFORMED {
+        assert_dropped(&envoy, request);
+    }
+    // A head that arrives in pieces is held until it is complete, then judged.
+    let mut stream = connect(envoy.addr);
+    stream.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    let held = read_until_close(&mut stream, Duration::from_millis(200));
+    assert_eq!((held.bytes.len(), held.end), (0, End::StillOpen));
+    let out = exchange(&mut stream, b"\r\n", PATIENCE);
+    assert_eq!((out.bytes.len(), out.end), (0, End::Fin), "{out:?}");
+    let mut stream = connect(envoy.addr);
+    stream.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    stream.write_all(b"st: localhost\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut stream).status, 200);
+    // A later request on a keep-alive connection is inspected too.
+    stream.write_all(b"BLAH\r\n\r\n").unwrap();
+    let out = read_until_close(&mut stream, PATIENCE);
+    assert_eq!((out.bytes.len(), out.end), (0, End::Fin), "{out:?}");
+
+    let closed = MALFORMED.len() as u64 + 2;
+    assert_eq!(
+        envoy.wait_counter(
+            "wasmcustom.drop444.l4.malformed_requests_closed",
+            closed,
+            PATIENCE
+        ),
+        closed
+    );
+    assert_quiet_log(&envoy, from);
+}
+
+#[test]
+fn malformed_mode_passes_good_requests_and_the_applications_own_400() {
+    if envoy::skip_if_external("starts its own Envoy with the L4 plugin") {
+        return;
+    }
+    let envoy = shipped();
+    assert_served(&envoy, &get(Some("localhost"), &[]));
+    // Absolute form without Host: Envoy takes the host from the target.
+    assert_served(&envoy, b"GET http://localhost/ HTTP/1.1\r\n\r\n");
+    assert_served(
+        &envoy,
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc",
+    );
+    let mut stream = connect(envoy.addr);
+    stream
+        .write_all(b"GET /bad-request HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let response = read_response(&mut stream);
+    assert_eq!(response.status, 400, "{}", response.head);
+    assert_eq!(response.body, b"Bad Request");
+    // h2c prior knowledge is not mistaken for a malformed HTTP/1 head.
+    let mut h2 = h2_open(&envoy);
+    h2.write_all(&h2_get(1, &[])).unwrap();
+    let served = read_until_close(&mut h2, Duration::from_millis(500));
+    assert!(h2_frames(&served.bytes).contains(&(HEADERS, 0x4, 1)));
+    assert_eq!(
+        envoy.counter("wasmcustom.drop444.l4.malformed_requests_closed"),
+        0
+    );
+}
+
+/// `malformed: pass` (the default) leaves them to Envoy; `http10: pass`
+/// lets HTTP/1.0 through to Envoy (which answers 426 here).
+#[test]
+fn malformed_mode_is_opt_in() {
+    if envoy::skip_if_external("starts its own Envoy with the L4 plugin") {
+        return;
+    }
+    // Without the mode, Envoy answers every one of them itself with a 4xx:
+    // the mode closes only what Envoy would have refused anyway.
+    let envoy = start_l4(HTTP_CONFIG, "").unwrap();
+    for request in MALFORMED {
+        let mut stream = connect(envoy.addr);
+        let out = exchange(&mut stream, request, PATIENCE);
+        let text = String::from_utf8_lossy(&out.bytes);
+        assert!(text.starts_with("HTTP/1.1 4"), "{request:?}: {text:?}");
+    }
+    drop(envoy);
+    let envoy = start_l4(HTTP_CONFIG, r#"{"malformed": "close", "http10": "pass"}"#).unwrap();
+    let mut stream = connect(envoy.addr);
+    let out = exchange(
+        &mut stream,
+        b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n",
+        PATIENCE,
+    );
+    let text = String::from_utf8_lossy(&out.bytes);
+    assert!(text.starts_with("HTTP/1.1 426"), "{text:?}");
+}
+
+#[test]
+fn invalid_l4_configuration_is_refused_and_names_the_field() {
+    if envoy::skip_if_external("starts its own Envoy with a bad configuration") {
+        return;
+    }
+    let log = match start_l4(
+        HTTP_CONFIG,
+        r#"{"malformed": "close", "max_head_byte": 4096}"#,
+    ) {
+        Ok(envoy) => panic!("started with a bad L4 configuration:\n{}", envoy.log()),
+        Err(log) => log,
+    };
+    assert!(
+        log.contains("invalid drop444-l4 configuration, plugin not loaded: max_head_byte: unknown field `max_head_byte`"),
+        "{log}"
+    );
+}
