@@ -350,6 +350,12 @@ impl Compiler {
             let at = format!("{path}.regex");
             self.operator_allowed(subject, "regex", &at)?;
             self.charge(pattern.len(), &at)?;
+            // Validate the pattern as written: wrapped in `(?i:…)` first, an
+            // invalid one such as `x)|(` would become a valid regex that
+            // matches everything.
+            regex_set([pattern.as_str()]).map_err(|e| {
+                ConfigError::new(&at, format!("invalid regex: {}", one_line(&e.to_string())))
+            })?;
             let pattern = if ci {
                 format!("(?i:{pattern})")
             } else {
