@@ -41,3 +41,26 @@ fn invalid_regex_is_rejected_with_case_insensitive_too() {
     let ok = r#"{"rules":[{"name":"r","header":"x-p","regex":"^EVIL$","case_insensitive":true}]}"#;
     assert_eq!(decide(ok, &host().with("x-p", "evil")), "drop r");
 }
+
+/// An `in` list used to be charged as one pattern, so a list longer than
+/// 8 KiB in total (about 500 CIDRs) was refused with "pattern longer than
+/// 8192 bytes". The limit is per entry; the list counts towards the total.
+#[test]
+fn long_in_lists_are_accepted_and_each_entry_is_limited() {
+    let nets: Vec<String> = (0..5000)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    let config = serde_json::json!({"rules": [{"name": "nets", "field": "client_ip", "in": nets}]});
+    let engine = Engine::from_json(config.to_string().as_bytes()).unwrap();
+    let mut inside = host().peer("10.19.135.7:1");
+    assert_eq!(
+        engine.decide(&mut inside).drop_rule(),
+        Some("nets"),
+        "5,000 CIDRs load and match"
+    );
+    let long = "a".repeat(8 * 1024 + 1);
+    let config = serde_json::json!({"rules": [{"header": "x", "in": ["ok", long]}]});
+    let err = Engine::from_json(config.to_string().as_bytes()).unwrap_err();
+    assert_eq!(err.path(), "rules[0].in[1]");
+    assert!(err.message().contains("8192"), "{err}");
+}

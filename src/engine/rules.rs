@@ -377,7 +377,11 @@ impl Compiler {
             if list.is_empty() {
                 return Err(ConfigError::new(at, "empty list would never match"));
             }
-            self.charge(list.iter().map(String::len).sum(), &at)?;
+            // Each entry is one pattern (8 KiB at most); all count towards
+            // the configuration's total.
+            for (i, item) in list.iter().enumerate() {
+                self.charge(item.len(), &format!("{at}[{i}]"))?;
+            }
             ops.push((
                 "in",
                 match subject {
