@@ -64,3 +64,33 @@ fn long_in_lists_are_accepted_and_each_entry_is_limited() {
     assert_eq!(err.path(), "rules[0].in[1]");
     assert!(err.message().contains("8192"), "{err}");
 }
+
+/// `in` on a header matched only the whole value or a single element, while
+/// `exact` with the same text also matches across elements (documented: "a
+/// pattern that itself contains a comma matches across elements"). Found by
+/// the differential test: `"in": [","]` missed `X-P: ,,`, which `"exact": ","`
+/// catches; `"in": ["a, b"]` missed `x, a, b, y`.
+#[test]
+fn in_list_entries_with_commas_match_across_elements_like_exact() {
+    for (value, item) in [("x, a, b, y", "a, b"), (",,", ","), ("x,A,B", "a,b"), (" ,", " ")] {
+        let request = host().with("x-p", value);
+        for op in ["exact", "in"] {
+            let pattern = if op == "in" {
+                serde_json::json!([item])
+            } else {
+                serde_json::json!(item)
+            };
+            let config = serde_json::json!({"rules": [
+                {"name": "r", "header": "x-p", op: pattern, "case_insensitive": true}
+            ]});
+            assert_eq!(
+                decide(&config.to_string(), &request),
+                "drop r",
+                "{op} {item:?} on {value:?}"
+            );
+        }
+    }
+    // Still whole elements only: no match inside an element.
+    let config = r#"{"rules":[{"name":"r","header":"x-p","in":["a, b"]}]}"#;
+    assert_eq!(decide(config, &host().with("x-p", "xa, b")), "Pass");
+}

@@ -208,11 +208,18 @@ fn ends_element(value: &[u8], at: usize, elements: bool) -> bool {
 #[derive(Debug)]
 pub(crate) struct StrSet {
     items: HashSet<Vec<u8>>,
+    /// The items that contain a comma or end in whitespace: on a list they
+    /// are matched by position, exactly as an `exact` with that text is.
+    spanning: Option<AhoCorasick>,
     case_insensitive: bool,
 }
 
 impl StrSet {
-    pub(crate) fn new(items: &[String], case_insensitive: bool) -> Self {
+    pub(crate) fn new(
+        items: &[String],
+        case_insensitive: bool,
+        path: &str,
+    ) -> Result<Self, ConfigError> {
         let fold = |s: &String| {
             if case_insensitive {
                 s.to_ascii_lowercase()
@@ -220,10 +227,28 @@ impl StrSet {
                 s.clone()
             }
         };
-        StrSet {
+        // An element is compared trimmed, so items with a comma or with
+        // whitespace at either end are found by position instead, with the
+        // element-boundary rule `exact` uses: `in` is an `any` of `exact`.
+        let ows = [' ', '\t'];
+        let with_comma: Vec<&String> = items
+            .iter()
+            .filter(|s| s.contains(',') || s.starts_with(ows) || s.ends_with(ows))
+            .collect();
+        let spanning = if with_comma.is_empty() {
+            None
+        } else {
+            let automaton = AhoCorasick::builder()
+                .ascii_case_insensitive(case_insensitive)
+                .build(with_comma)
+                .map_err(|e| ConfigError::new(path, format!("list too large to compile: {e}")))?;
+            Some(automaton)
+        };
+        Ok(StrSet {
             items: items.iter().map(|s| fold(s).into_bytes()).collect(),
+            spanning,
             case_insensitive,
-        }
+        })
     }
 
     /// Whole value, or (with `elements`) any trimmed comma-separated element.
@@ -235,10 +260,17 @@ impl StrSet {
                 self.items.contains(v)
             }
         };
+        let spans = |v: &[u8]| {
+            self.spanning.as_ref().is_some_and(|automaton| {
+                automaton.find_overlapping_iter(v).any(|m| {
+                    starts_element(v, m.start(), true) && ends_element(v, m.end(), true)
+                })
+            })
+        };
         hit(value)
             || (elements
                 && value.contains(&b',')
-                && value.split(|b| *b == b',').any(|e| hit(super::trim_ows(e))))
+                && (value.split(|b| *b == b',').any(|e| hit(super::trim_ows(e))) || spans(value)))
     }
 }
 

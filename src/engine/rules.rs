@@ -389,7 +389,7 @@ impl Compiler {
                     Subject::ClientIp => Node::IpIn(IpSet::compile(list, &at)?),
                     _ => Node::In {
                         subject,
-                        set: StrSet::new(list, ci),
+                        set: StrSet::new(list, ci, &at)?,
                     },
                 },
             ));
