@@ -94,3 +94,17 @@ fn in_list_entries_with_commas_match_across_elements_like_exact() {
     let config = r#"{"rules":[{"name":"r","header":"x-p","in":["a, b"]}]}"#;
     assert_eq!(decide(config, &host().with("x-p", "xa, b")), "Pass");
 }
+
+/// On a header, a regex runs on the whole value and on each trimmed element,
+/// but the elements were only tried when the value had a comma: `^a` missed
+/// `X-P: " a"` (one element, `a`), which `"prefix": "a"` catches. Found by
+/// the differential test. (Envoy trims header values, so only sources that
+/// do not were affected.)
+#[test]
+fn header_regex_sees_the_trimmed_element_without_a_comma() {
+    let config = r#"{"rules":[{"name":"r","header":"x-p","regex":"^a$"}]}"#;
+    for value in [" a", "a\t", " a ", "b, a"] {
+        assert_eq!(decide(config, &host().with("x-p", value)), "drop r", "{value:?}");
+    }
+    assert_eq!(decide(config, &host().with("x-p", " ab")), "Pass");
+}

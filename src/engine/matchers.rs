@@ -173,7 +173,10 @@ impl SubjectIndex {
                 }
             };
             run(value);
-            if elements && value.contains(&b',') {
+            // Elements are trimmed, so a single element with whitespace
+            // around it is an element different from the whole value too.
+            let padded = super::trim_ows(value).len() != value.len();
+            if elements && (value.contains(&b',') || padded) {
                 for element in value.split(|b| *b == b',') {
                     run(super::trim_ows(element));
                 }
