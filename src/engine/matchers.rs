@@ -272,7 +272,6 @@ impl StrSet {
         };
         hit(value)
             || (elements
-                && value.contains(&b',')
                 && (value.split(|b| *b == b',').any(|e| hit(super::trim_ows(e))) || spans(value)))
     }
 }
