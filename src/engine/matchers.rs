@@ -15,6 +15,9 @@ use super::error::ConfigError;
 /// Regex program size limit (each regex, and the compiled set).
 pub(crate) const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
 
+/// Hits collected before the first compaction (see `SubjectIndex::search`).
+const HITS_COMPACT_MIN: usize = 4096;
+
 /// How a literal pattern must sit in the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -144,23 +147,33 @@ impl SubjectIndex {
     /// is a comma-separated list (a header): exact / prefix / suffix also
     /// match at element boundaries, and regexes also run on each element.
     pub(crate) fn search(&self, value: &[u8], elements: bool, hits: &mut Vec<u32>) {
+        // Overlapping matches can be many (value length × patterns ending at
+        // each byte), while distinct leaves are few: compact the hits when
+        // they double, so memory stays bounded by the leaves, not the value.
+        let mut compact_at = hits.len().saturating_mul(2).max(HITS_COMPACT_MIN);
         for lit in &self.literals {
             for m in lit.automaton.find_overlapping_iter(value) {
                 let Some(targets) = lit.targets.get(m.pattern().as_usize()) else {
                     continue;
                 };
-                let starts = starts_element(value, m.start(), elements);
-                let ends = ends_element(value, m.end(), elements);
+                // Boundaries only when a target needs them (they scan OWS).
+                let starts = || starts_element(value, m.start(), elements);
+                let ends = || ends_element(value, m.end(), elements);
                 for (kind, leaf) in targets {
                     let ok = match kind {
                         Kind::Contains => true,
-                        Kind::Prefix => starts,
-                        Kind::Suffix => ends,
-                        Kind::Exact => starts && ends,
+                        Kind::Prefix => starts(),
+                        Kind::Suffix => ends(),
+                        Kind::Exact => starts() && ends(),
                     };
                     if ok {
                         hits.push(*leaf);
                     }
+                }
+                if hits.len() >= compact_at {
+                    hits.sort_unstable();
+                    hits.dedup();
+                    compact_at = hits.len().saturating_mul(2).max(HITS_COMPACT_MIN);
                 }
             }
         }
