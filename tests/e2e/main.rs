@@ -13,6 +13,7 @@
 )]
 
 mod envoy;
+mod hostile;
 mod language;
 mod operations;
 mod serve;
