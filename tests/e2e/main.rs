@@ -13,10 +13,12 @@
 )]
 
 mod envoy;
+mod fail_open;
 mod hostile;
 mod language;
 mod operations;
 mod serve;
+mod soak;
 mod wire;
 
 use std::time::Duration;
