@@ -148,6 +148,42 @@ bench-deps: wasm-target
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+.PHONY: soak
+soak: wasm envoy ## Soak: 1,000,000 requests (max 10 min) against real Envoy; memory must stay flat (docs/hardening.md)
+	ENVOY_BIN="$(ENVOY_BIN)" SOAK_REQUESTS=$${SOAK_REQUESTS:-1000000} SOAK_SECONDS=$${SOAK_SECONDS:-600} \
+		cargo test --release --features e2e --test e2e soak -- --nocapture
+
+# Fuzzing (docs/hardening.md): cargo-fuzz on nightly, installed when missing.
+FUZZ_TARGETS := config decide
+FUZZ_SECONDS ?= 600
+FUZZ_FLAGS    = -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
+
+.PHONY: cargo-fuzz
+cargo-fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+
+.PHONY: fuzz
+fuzz: cargo-fuzz ## Fuzz each target for FUZZ_SECONDS (default 600) one after the other; new inputs in fuzz/corpus-run/
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus-run/$$t; \
+		dict=""; [ -f $$t.dict ] && dict="-dict=$$t.dict"; \
+		nice -n 10 cargo +nightly fuzz run $$t corpus-run/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) $$dict || exit 1; \
+	done
+
+.PHONY: fuzz-quick
+fuzz-quick: cargo-fuzz ## Fuzz each target for 30 s from the committed corpus (CI)
+	$(MAKE) fuzz FUZZ_SECONDS=30
+
+.PHONY: fuzz-cmin
+fuzz-cmin: cargo-fuzz ## Minimise fuzz/corpus-run/* into the committed fuzz/corpus/*
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus-run/$$t && cp -n corpus/$$t/* corpus-run/$$t/ 2>/dev/null || true; \
+		rm -rf corpus/$$t && mkdir -p corpus/$$t; \
+		cargo +nightly fuzz cmin $$t corpus-run/$$t -- -rss_limit_mb=2048 && cp corpus-run/$$t/* corpus/$$t/; \
+	done
+
 .PHONY: lint
 lint: wasm-target ## rustfmt check and clippy (warnings are errors; no unwrap/expect/panic/indexing)
 	cargo fmt --check

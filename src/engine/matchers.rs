@@ -15,6 +15,9 @@ use super::error::ConfigError;
 /// Regex program size limit (each regex, and the compiled set).
 pub(crate) const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
 
+/// Hits collected before the first compaction (see `SubjectIndex::search`).
+const HITS_COMPACT_MIN: usize = 4096;
+
 /// How a literal pattern must sit in the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -144,23 +147,33 @@ impl SubjectIndex {
     /// is a comma-separated list (a header): exact / prefix / suffix also
     /// match at element boundaries, and regexes also run on each element.
     pub(crate) fn search(&self, value: &[u8], elements: bool, hits: &mut Vec<u32>) {
+        // Overlapping matches can be many (value length × patterns ending at
+        // each byte), while distinct leaves are few: compact the hits when
+        // they double, so memory stays bounded by the leaves, not the value.
+        let mut compact_at = hits.len().saturating_mul(2).max(HITS_COMPACT_MIN);
         for lit in &self.literals {
             for m in lit.automaton.find_overlapping_iter(value) {
                 let Some(targets) = lit.targets.get(m.pattern().as_usize()) else {
                     continue;
                 };
-                let starts = starts_element(value, m.start(), elements);
-                let ends = ends_element(value, m.end(), elements);
+                // Boundaries only when a target needs them (they scan OWS).
+                let starts = || starts_element(value, m.start(), elements);
+                let ends = || ends_element(value, m.end(), elements);
                 for (kind, leaf) in targets {
                     let ok = match kind {
                         Kind::Contains => true,
-                        Kind::Prefix => starts,
-                        Kind::Suffix => ends,
-                        Kind::Exact => starts && ends,
+                        Kind::Prefix => starts(),
+                        Kind::Suffix => ends(),
+                        Kind::Exact => starts() && ends(),
                     };
                     if ok {
                         hits.push(*leaf);
                     }
+                }
+                if hits.len() >= compact_at {
+                    hits.sort_unstable();
+                    hits.dedup();
+                    compact_at = hits.len().saturating_mul(2).max(HITS_COMPACT_MIN);
                 }
             }
         }
@@ -173,7 +186,10 @@ impl SubjectIndex {
                 }
             };
             run(value);
-            if elements && value.contains(&b',') {
+            // Elements are trimmed, so a single element with whitespace
+            // around it is an element different from the whole value too.
+            let padded = super::trim_ows(value).len() != value.len();
+            if elements && (value.contains(&b',') || padded) {
                 for element in value.split(|b| *b == b',') {
                     run(super::trim_ows(element));
                 }
@@ -208,11 +224,18 @@ fn ends_element(value: &[u8], at: usize, elements: bool) -> bool {
 #[derive(Debug)]
 pub(crate) struct StrSet {
     items: HashSet<Vec<u8>>,
+    /// The items that contain a comma or end in whitespace: on a list they
+    /// are matched by position, exactly as an `exact` with that text is.
+    spanning: Option<AhoCorasick>,
     case_insensitive: bool,
 }
 
 impl StrSet {
-    pub(crate) fn new(items: &[String], case_insensitive: bool) -> Self {
+    pub(crate) fn new(
+        items: &[String],
+        case_insensitive: bool,
+        path: &str,
+    ) -> Result<Self, ConfigError> {
         let fold = |s: &String| {
             if case_insensitive {
                 s.to_ascii_lowercase()
@@ -220,10 +243,28 @@ impl StrSet {
                 s.clone()
             }
         };
-        StrSet {
+        // An element is compared trimmed, so items with a comma or with
+        // whitespace at either end are found by position instead, with the
+        // element-boundary rule `exact` uses: `in` is an `any` of `exact`.
+        let ows = [' ', '\t'];
+        let with_comma: Vec<&String> = items
+            .iter()
+            .filter(|s| s.contains(',') || s.starts_with(ows) || s.ends_with(ows))
+            .collect();
+        let spanning = if with_comma.is_empty() {
+            None
+        } else {
+            let automaton = AhoCorasick::builder()
+                .ascii_case_insensitive(case_insensitive)
+                .build(with_comma)
+                .map_err(|e| ConfigError::new(path, format!("list too large to compile: {e}")))?;
+            Some(automaton)
+        };
+        Ok(StrSet {
             items: items.iter().map(|s| fold(s).into_bytes()).collect(),
+            spanning,
             case_insensitive,
-        }
+        })
     }
 
     /// Whole value, or (with `elements`) any trimmed comma-separated element.
@@ -235,10 +276,16 @@ impl StrSet {
                 self.items.contains(v)
             }
         };
+        let spans = |v: &[u8]| {
+            self.spanning.as_ref().is_some_and(|automaton| {
+                automaton.find_overlapping_iter(v).any(|m| {
+                    starts_element(v, m.start(), true) && ends_element(v, m.end(), true)
+                })
+            })
+        };
         hit(value)
             || (elements
-                && value.contains(&b',')
-                && value.split(|b| *b == b',').any(|e| hit(super::trim_ows(e))))
+                && (value.split(|b| *b == b',').any(|e| hit(super::trim_ows(e))) || spans(value)))
     }
 }
 

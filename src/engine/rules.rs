@@ -377,6 +377,12 @@ impl Compiler {
             let at = format!("{path}.regex");
             self.operator_allowed(subject, "regex", &at)?;
             self.charge(pattern.len(), &at)?;
+            // Validate the pattern as written: wrapped in `(?i:…)` first, an
+            // invalid one such as `x)|(` would become a valid regex that
+            // matches everything.
+            regex_set([pattern.as_str()]).map_err(|e| {
+                ConfigError::new(&at, format!("invalid regex: {}", one_line(&e.to_string())))
+            })?;
             let pattern = if ci {
                 format!("(?i:{pattern})")
             } else {
@@ -398,7 +404,11 @@ impl Compiler {
             if list.is_empty() {
                 return Err(ConfigError::new(at, "empty list would never match"));
             }
-            self.charge(list.iter().map(String::len).sum(), &at)?;
+            // Each entry is one pattern (8 KiB at most); all count towards
+            // the configuration's total.
+            for (i, item) in list.iter().enumerate() {
+                self.charge(item.len(), &format!("{at}[{i}]"))?;
+            }
             ops.push((
                 "in",
                 match subject {
@@ -406,7 +416,7 @@ impl Compiler {
                     Subject::ClientIp => Node::IpIn(IpSet::compile(list, &at)?),
                     _ => Node::In {
                         subject,
-                        set: StrSet::new(list, ci),
+                        set: StrSet::new(list, ci, &at)?,
                     },
                 },
             ));

@@ -10,18 +10,22 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
+    clippy::arithmetic_side_effects,
+    clippy::type_complexity
 )]
 
 #[path = "../cases/mod.rs"]
 mod cases;
 mod decisions;
 mod envoy;
+mod fail_open;
+mod hostile;
 mod l4;
 mod language;
 mod operations;
 mod ratelimit;
 mod serve;
+mod soak;
 mod tls;
 mod wire;
 
