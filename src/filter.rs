@@ -56,10 +56,6 @@ struct Shared {
     suppressed: Cell<u64>,
     /// Set once the host has shown it cannot close a stream (logged once).
     cannot_close: Cell<bool>,
-    /// Set once a `request.headers.<name>` attribute returned a value: from
-    /// then on an absent attribute means an absent header, and the header map
-    /// is not asked again (saves a host call per absent header).
-    attributes_work: Cell<bool>,
 }
 
 impl Plugin {
@@ -74,7 +70,6 @@ impl Plugin {
                 log_budget: Cell::new(budget),
                 suppressed: Cell::new(0),
                 cannot_close: Cell::new(false),
-                attributes_work: Cell::new(false),
             }),
         }
     }
@@ -128,13 +123,9 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let shared = &*self.shared;
-        let mut request =
-            HostRequest::new(shared.engine.stat_prefix(), shared.attributes_work.get());
+        let mut request = HostRequest::new(shared.engine.stat_prefix());
         let verdict = shared.engine.decide(&mut request);
         shared.record(&verdict, &mut request);
-        if request.attributes_work {
-            shared.attributes_work.set(true);
-        }
         for _ in 0..request.over_limit {
             shared.stats.bump(shared.stats.rate_limited);
         }
@@ -482,14 +473,11 @@ struct HostRequest {
     over_limit: u32,
     /// Rate-limit checks abandoned after `MAX_CAS_TRIES` conflicts.
     contention: u32,
-    /// The host answers `request.headers.<name>` (see `Shared`).
-    attributes_work: bool,
 }
 
 impl HostRequest {
-    fn new(stat_prefix: &str, attributes_work: bool) -> Self {
+    fn new(stat_prefix: &str) -> Self {
         HostRequest {
-            attributes_work,
             headers: Vec::new(),
             peer: None,
             now_ns: None,
@@ -506,11 +494,10 @@ impl RequestSource for HostRequest {
             return value.clone();
         }
         let value = match hostcalls::get_property(vec!["request", "headers", name]) {
-            Ok(Some(value)) => {
-                self.attributes_work = true;
-                Some(value)
-            }
-            Ok(None) if self.attributes_work => None,
+            Ok(Some(value)) => Some(value),
+            // Also for a header that is present but empty: Envoy answers the
+            // attribute of an empty value with no data, so only the header
+            // map tells empty from absent (`absent` rules depend on it).
             _ => hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
                 .ok()
                 .flatten(),
