@@ -139,7 +139,7 @@ def matches(rs: RuleSet, req: dict[str, str]) -> list[str]:
 # ---------------------------------------------------------------- drop444
 
 
-def drop444_config(rs: RuleSet) -> str:
+def drop444_config(rs: RuleSet, rate_limited: bool = False) -> str:
     """drop444's JSON plugin configuration (docs/configuration.md).
 
     THE place to change when the configuration language grows. One rule per
@@ -155,6 +155,11 @@ def drop444_config(rs: RuleSet) -> str:
         rules.append({"name": f"path-{i}", "field": "path", "prefix": path})
     if rs.cidrs:
         rules.append({"name": "bad-nets", "field": "client_ip", "in": rs.cidrs})
+    if rate_limited:
+        # First, so every request reaches it; a budget no load generator
+        # exhausts: the bucket is read and compare-and-swapped every time.
+        rules.insert(0, {"name": "per-client", "rate_limit": {
+            "key": ["client_ip"], "rate": 1_000_000_000, "burst": 1_000_000_000}})
     return json.dumps({"host": {"allow": rs.hosts}, "rules": rules}, separators=(",", ":"))
 
 

@@ -70,7 +70,7 @@ def log(msg: str) -> None:
 @dataclass(frozen=True)
 class Scenario:
     proto: str                 # "h1" (wrk) | "h2" (h2load)
-    filter: str                # none | empty | floor | drop444 | rbac | lua
+    filter: str                # none | empty | floor | drop444 | drop444rl | rbac | lua
     n: int = 0                 # rule count
     request: str = "allowed"   # allowed | dropped
     upstream: bool = False     # route to a real upstream instead of direct_response
@@ -94,7 +94,7 @@ class Scenario:
         """What every request must get: 200, 403, or reset (no response)."""
         if self.request == "allowed":
             return "200"
-        return "reset" if self.filter == "drop444" else "403"
+        return "reset" if self.filter in ("drop444", "drop444rl") else "403"
 
 
 def scenarios(quick: bool) -> list[Scenario]:
@@ -109,6 +109,9 @@ def scenarios(quick: bool) -> list[Scenario]:
             out += [Scenario(proto, "drop444", n)]
             if not quick or n == 1000:
                 out += [Scenario(proto, "drop444", n, "dropped")]
+        # The same 1,000 rules plus a rate-limited rule that never limits:
+        # the cost of the shared-data bucket update on every request.
+        out += [Scenario(proto, "drop444rl", 1000)]
         if proto == "h1":
             out += [Scenario(proto, "drop444", 1000, close=True)]
         for n in sizes:
@@ -147,6 +150,8 @@ def http_filters(sc: Scenario) -> list[dict]:
         filters.append(wasm_filter("drop444", DROP444_WASM, rules.drop444_floor_config()))
     elif sc.filter == "drop444":
         filters.append(wasm_filter("drop444", DROP444_WASM, rules.drop444_config(rules.rule_set(sc.n))))
+    elif sc.filter == "drop444rl":
+        filters.append(wasm_filter("drop444", DROP444_WASM, rules.drop444_config(rules.rule_set(sc.n), rate_limited=True)))
     elif sc.filter == "rbac":
         filters.append({"name": "envoy.filters.http.rbac", "typed_config": rules.rbac_config(rules.rule_set(sc.n))})
     elif sc.filter == "lua":
@@ -555,6 +560,10 @@ def targets(results: dict, engine: list[dict]) -> list[str]:
     d1 = Scenario("h1", "drop444", 1000, "dropped")
     out.append(f"| drop path vs 200, h1 (drops/s ÷ 200s/s with `Connection: close`) | > 1× | "
                f"{verdict(r(d1, Scenario('h1', 'drop444', 1000, close=True)), 1.0, strict=True)} |")
+    for proto in ("h1", "h2"):
+        rl = r(Scenario(proto, "drop444rl", 1000), Scenario(proto, "drop444", 1000))
+        out.append(f"| rate-limited rule overhead, {proto} (1,000 rules + a rate limit ÷ 1,000 rules) | informs | "
+                   f"{'not measured' if rl is None else f'{rl:.2f}×'} |")
     by_n = {row["n"]: row["allowed"] for row in engine}
     if 10 in by_n and max(by_n) > 10:
         top = max(by_n)
