@@ -278,9 +278,9 @@ impl StrSet {
         };
         let spans = |v: &[u8]| {
             self.spanning.as_ref().is_some_and(|automaton| {
-                automaton.find_overlapping_iter(v).any(|m| {
-                    starts_element(v, m.start(), true) && ends_element(v, m.end(), true)
-                })
+                automaton
+                    .find_overlapping_iter(v)
+                    .any(|m| starts_element(v, m.start(), true) && ends_element(v, m.end(), true))
             })
         };
         hit(value)
