@@ -240,7 +240,12 @@ fn fold(v: &[u8], ci: bool) -> Vec<u8> {
 fn element_start(v: &[u8], at: usize) -> bool {
     let before = trim(&v[..at]);
     let raw_before = &v[..at];
-    before.is_empty() || raw_before.iter().rev().find(|b| **b != b' ' && **b != b'\t') == Some(&b',')
+    before.is_empty()
+        || raw_before
+            .iter()
+            .rev()
+            .find(|b| **b != b' ' && **b != b'\t')
+            == Some(&b',')
 }
 
 fn element_end(v: &[u8], at: usize) -> bool {
@@ -278,21 +283,23 @@ fn elements(v: &[u8]) -> Vec<&[u8]> {
 }
 
 fn host_allowed(list: &[Value], form: &HostForm) -> bool {
-    list.iter().filter_map(Value::as_str).any(|entry| match form {
-        HostForm::Name(name) => {
-            let entry = entry.to_ascii_lowercase();
-            let entry = entry.strip_suffix('.').unwrap_or(&entry);
-            match entry.strip_prefix("*.") {
-                Some(suffix) => name.ends_with(&format!(".{suffix}")),
-                None => name == entry,
+    list.iter()
+        .filter_map(Value::as_str)
+        .any(|entry| match form {
+            HostForm::Name(name) => {
+                let entry = entry.to_ascii_lowercase();
+                let entry = entry.strip_suffix('.').unwrap_or(&entry);
+                match entry.strip_prefix("*.") {
+                    Some(suffix) => name.ends_with(&format!(".{suffix}")),
+                    None => name == entry,
+                }
             }
-        }
-        HostForm::IpLiteral(Some(ip)) => {
-            let bare = entry.trim_start_matches('[').trim_end_matches(']');
-            bare.parse::<IpAddr>().ok() == Some(*ip)
-        }
-        _ => false,
-    })
+            HostForm::IpLiteral(Some(ip)) => {
+                let bare = entry.trim_start_matches('[').trim_end_matches(']');
+                bare.parse::<IpAddr>().ok() == Some(*ip)
+            }
+            _ => false,
+        })
 }
 
 fn eval(cond: &Value, req: &Req, hops: u32) -> bool {
@@ -393,10 +400,14 @@ fn host_rules(host: &Value) -> Vec<(String, String, Value)> {
 
 /// (decision kind, rule, logged) as the docs' precedence describes it.
 fn reference(config: &Value, req: &Req) -> (&'static str, Option<String>, Vec<String>) {
-    let hops = config["client_ip"]["xff_trusted_hops"].as_u64().unwrap_or(0) as u32;
+    let hops = config["client_ip"]["xff_trusted_hops"]
+        .as_u64()
+        .unwrap_or(0) as u32;
     let mut rules = host_rules(&config["host"]);
     for (i, r) in config["rules"].as_array().unwrap().iter().enumerate() {
-        let name = r["name"].as_str().map_or(format!("rule-{i}"), str::to_string);
+        let name = r["name"]
+            .as_str()
+            .map_or(format!("rule-{i}"), str::to_string);
         let action = r["action"].as_str().unwrap_or("drop").to_string();
         let mut cond = r.clone();
         let map = cond.as_object_mut().unwrap();
@@ -418,7 +429,11 @@ fn reference(config: &Value, req: &Req) -> (&'static str, Option<String>, Vec<St
             logged.push(name.clone());
             continue;
         }
-        let kind = if config["mode"] == "dry-run" { "dry-run" } else { "drop" };
+        let kind = if config["mode"] == "dry-run" {
+            "dry-run"
+        } else {
+            "drop"
+        };
         return (kind, Some(name.clone()), logged);
     }
     ("pass", None, logged)
@@ -429,10 +444,50 @@ fn reference(config: &Value, req: &Req) -> (&'static str, Option<String>, Vec<St
 /// Fragments of values and patterns: encodings, separators, case variants,
 /// host and address shapes, so that rules and requests meet often.
 const TOKENS: &[&str] = &[
-    "a", "A", "b", "B", "/", "//", "\\", ".", "..", "%2e", "%2E", "%2f", "%5C", "%41", "%", "%g1",
-    ",", ", ", " ", "\t", "?", "&", "=", "+", ":", "-", "admin", "ADMIN", "evil", "x", "X",
-    "example.com", "Example.COM", "localhost", "127.0.0.1", "10.0.0.7", "[::1]", ":8080",
-    "GET", "get", "http", "sqlmap", "id", "é",
+    "a",
+    "A",
+    "b",
+    "B",
+    "/",
+    "//",
+    "\\",
+    ".",
+    "..",
+    "%2e",
+    "%2E",
+    "%2f",
+    "%5C",
+    "%41",
+    "%",
+    "%g1",
+    ",",
+    ", ",
+    " ",
+    "\t",
+    "?",
+    "&",
+    "=",
+    "+",
+    ":",
+    "-",
+    "admin",
+    "ADMIN",
+    "evil",
+    "x",
+    "X",
+    "example.com",
+    "Example.COM",
+    "localhost",
+    "127.0.0.1",
+    "10.0.0.7",
+    "[::1]",
+    ":8080",
+    "GET",
+    "get",
+    "http",
+    "sqlmap",
+    "id",
+    "é",
 ];
 
 fn text() -> impl Strategy<Value = String> {
@@ -481,10 +536,26 @@ fn leaf() -> impl Strategy<Value = Value> {
     let generic = prop_oneof![
         prop::sample::select(HEADERS).prop_map(|h| ("header", h)),
         prop::sample::select(vec!["id", "x", "a b"]).prop_map(|q| ("query", q)),
-        prop::sample::select(vec!["path", "path_and_query", "method", "scheme", "protocol", "host", "host_kind"])
-            .prop_map(|f| ("field", f)),
+        prop::sample::select(vec![
+            "path",
+            "path_and_query",
+            "method",
+            "scheme",
+            "protocol",
+            "host",
+            "host_kind"
+        ])
+        .prop_map(|f| ("field", f)),
     ];
-    let ops = (generic, literal_op, text(), regex_pattern(), prop::collection::vec(text(), 1..4), 0..8u8, any::<bool>());
+    let ops = (
+        generic,
+        literal_op,
+        text(),
+        regex_pattern(),
+        prop::collection::vec(text(), 1..4),
+        0..8u8,
+        any::<bool>(),
+    );
     let plain = ops.prop_map(|((key, subject), lit, t, re, items, op, ci)| {
         let mut m = serde_json::Map::new();
         m.insert(key.into(), json!(subject));
@@ -497,7 +568,10 @@ fn leaf() -> impl Strategy<Value = Value> {
                 m.insert("regex".into(), json!(re));
             }
             5 if subject == "host" => {
-                m.insert("in".into(), json!(["example.com", "*.example.com", "127.0.0.1", "[::1]"]));
+                m.insert(
+                    "in".into(),
+                    json!(["example.com", "*.example.com", "127.0.0.1", "[::1]"]),
+                );
                 return Value::Object(m);
             }
             5 => {
@@ -521,7 +595,13 @@ fn leaf() -> impl Strategy<Value = Value> {
         Value::Object(m)
     });
     let ip = prop::collection::vec(
-        prop::sample::select(vec!["10.0.0.0/8", "127.0.0.1", "::1", "2001:db8::/32", "192.0.2.0/24"]),
+        prop::sample::select(vec![
+            "10.0.0.0/8",
+            "127.0.0.1",
+            "::1",
+            "2001:db8::/32",
+            "192.0.2.0/24",
+        ]),
         1..3,
     )
     .prop_map(|nets| json!({"field": "client_ip", "in": nets}));
@@ -543,15 +623,18 @@ fn rule() -> impl Strategy<Value = Value> {
         20 => condition(),
         1 => prop::sample::select(vec!["scanners", "exploit-paths", "bad-bots"]).prop_map(|p| json!({"preset": p})),
     ];
-    (cond, prop::sample::select(vec!["drop", "drop", "drop", "allow", "log"]), any::<bool>()).prop_map(
-        |(mut c, action, explicit)| {
+    (
+        cond,
+        prop::sample::select(vec!["drop", "drop", "drop", "allow", "log"]),
+        any::<bool>(),
+    )
+        .prop_map(|(mut c, action, explicit)| {
             let m = c.as_object_mut().unwrap();
             if action != "drop" || explicit {
                 m.insert("action".into(), json!(action));
             }
             c
-        },
-    )
+        })
 }
 
 fn config() -> impl Strategy<Value = Value> {
@@ -565,37 +648,60 @@ fn config() -> impl Strategy<Value = Value> {
         )
             .prop_map(|(allow, m, i, l)| json!({"allow": allow, "drop_missing": m, "drop_invalid": i, "drop_ip_literal": l})),
     ];
-    (prop::collection::vec(rule(), 0..8), host, any::<bool>(), 0..3u32).prop_map(|(rules, host, dry, hops)| {
-        let rules: Vec<Value> = rules
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut r)| {
-                if i % 3 != 0 {
-                    r.as_object_mut().unwrap().insert("name".into(), json!(format!("r{i}")));
-                }
-                r
-            })
-            .collect();
-        let mut c = json!({"rules": rules, "client_ip": {"xff_trusted_hops": hops}});
-        if !host.is_null() {
-            c["host"] = host;
-        }
-        if dry {
-            c["mode"] = json!("dry-run");
-        }
-        c
-    })
+    (
+        prop::collection::vec(rule(), 0..8),
+        host,
+        any::<bool>(),
+        0..3u32,
+    )
+        .prop_map(|(rules, host, dry, hops)| {
+            let rules: Vec<Value> = rules
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut r)| {
+                    if i % 3 != 0 {
+                        r.as_object_mut()
+                            .unwrap()
+                            .insert("name".into(), json!(format!("r{i}")));
+                    }
+                    r
+                })
+                .collect();
+            let mut c = json!({"rules": rules, "client_ip": {"xff_trusted_hops": hops}});
+            if !host.is_null() {
+                c["host"] = host;
+            }
+            if dry {
+                c["mode"] = json!("dry-run");
+            }
+            c
+        })
 }
 
 fn request() -> impl Strategy<Value = Req> {
-    let line = (prop::sample::select(HEADERS), value_bytes())
-        .prop_map(|(n, v)| (n.to_string(), v));
-    let path = prop::collection::vec(prop::sample::select(TOKENS), 0..6).prop_map(|t| format!("/{}", t.concat()).into_bytes());
+    let line = (prop::sample::select(HEADERS), value_bytes()).prop_map(|(n, v)| (n.to_string(), v));
+    let path = prop::collection::vec(prop::sample::select(TOKENS), 0..6)
+        .prop_map(|t| format!("/{}", t.concat()).into_bytes());
     (
         prop::collection::vec(line, 0..6),
         prop::option::of(path),
-        prop::option::of(prop::sample::select(vec!["example.com", "a.example.com", "127.0.0.1", "[::1]:80", "localhost", "bad host", "", "127.1"])),
-        prop::option::of(prop::sample::select(vec!["10.1.2.3:4", "[::1]:5", "192.0.2.9", "[::ffff:10.0.0.1]:1", "junk"])),
+        prop::option::of(prop::sample::select(vec![
+            "example.com",
+            "a.example.com",
+            "127.0.0.1",
+            "[::1]:80",
+            "localhost",
+            "bad host",
+            "",
+            "127.1",
+        ])),
+        prop::option::of(prop::sample::select(vec![
+            "10.1.2.3:4",
+            "[::1]:5",
+            "192.0.2.9",
+            "[::ffff:10.0.0.1]:1",
+            "junk",
+        ])),
         prop::option::of(prop::sample::select(vec!["HTTP/1.0", "HTTP/1.1", "HTTP/2"])),
     )
         .prop_map(|(mut lines, path, host, peer, protocol)| {
@@ -652,7 +758,10 @@ proptest! {
 #[test]
 fn reference_agrees_with_the_documented_examples() {
     let req = |lines: &[(&str, &[u8])]| Req {
-        lines: lines.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect(),
+        lines: lines
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect(),
         peer: Some("10.0.0.1:1".into()),
         protocol: Some("HTTP/1.1".into()),
     };
@@ -660,13 +769,23 @@ fn reference_agrees_with_the_documented_examples() {
         {"name": "evil", "header": "x-probe", "exact": "evil"},
         {"name": "admin", "field": "path", "prefix": "/admin"},
     ]});
-    let probe = req(&[(":authority", b"example.com"), ("x-probe", b"fine"), ("x-probe", b"evil")]);
+    let probe = req(&[
+        (":authority", b"example.com"),
+        ("x-probe", b"fine"),
+        ("x-probe", b"evil"),
+    ]);
     assert_eq!(reference(&config, &probe).1.as_deref(), Some("evil"));
     let path = req(&[(":authority", b"example.com"), (":path", b"/x/..//%61dmin")]);
     assert_eq!(reference(&config, &path).1.as_deref(), Some("admin"));
     let ip_host = req(&[(":authority", b"127.0.0.1")]);
-    assert_eq!(reference(&config, &ip_host).1.as_deref(), Some("host-ip-literal"));
-    let fine = req(&[(":authority", b"example.com"), (":path", b"/administrator/../ok")]);
+    assert_eq!(
+        reference(&config, &ip_host).1.as_deref(),
+        Some("host-ip-literal")
+    );
+    let fine = req(&[
+        (":authority", b"example.com"),
+        (":path", b"/administrator/../ok"),
+    ]);
     assert_eq!(reference(&config, &fine), ("pass", None, vec![]));
     let across = req(&[(":authority", b"example.com"), ("x-probe", b"x, a, b, y")]);
     let comma = json!({"rules": [{"name": "ab", "header": "x-probe", "exact": "a, b"}]});
@@ -674,7 +793,12 @@ fn reference_agrees_with_the_documented_examples() {
     assert_eq!(normalise(b"\\admin"), b"/admin");
     assert_eq!(normalise(b"/./admin/"), b"/admin/");
     assert_eq!(normalise(b"/a/%252e"), b"/a/%2e");
-    for (config, req) in [(&config, &probe), (&config, &path), (&comma, &across), (&config, &fine)] {
+    for (config, req) in [
+        (&config, &probe),
+        (&config, &path),
+        (&comma, &across),
+        (&config, &fine),
+    ] {
         let engine = Engine::from_json(config.to_string().as_bytes()).unwrap();
         assert_eq!(engine_says(&engine, req), reference(config, req));
     }

@@ -113,22 +113,37 @@ fn compiled_regex_size() {
     // Each regex fits alone; together on one subject they do not. The error
     // names `rules` (the set is per subject, not per rule) and says why.
     let one = "[a-z]{100}[0-9]{100}[a-z]{100}";
-    let set: Vec<Value> = (0..200).map(|_| json!({"header": "x", "regex": one})).collect();
+    let set: Vec<Value> = (0..200)
+        .map(|_| json!({"header": "x", "regex": one}))
+        .collect();
     match load(&json!({"rules": set})) {
         Ok(_) => println!("200 such regexes fit in one set"),
         Err(err) => {
             assert_eq!(err.path(), "rules");
-            assert!(err.message().contains("too large to compile together"), "{err}");
+            assert!(
+                err.message().contains("too large to compile together"),
+                "{err}"
+            );
         }
     }
 }
 
 #[test]
 fn names_and_settings() {
-    let name = |n: usize| json!({"rules": [{"name": "n".repeat(n), "header": "x", "present": true}]});
+    let name =
+        |n: usize| json!({"rules": [{"name": "n".repeat(n), "header": "x", "present": true}]});
     assert!(load(&name(64)).is_ok());
     assert_eq!(refused(&name(65)).path(), "rules[0].name");
-    assert_eq!(refused(&json!({"log": {"max_per_second": 100_001}})).path(), "log.max_per_second");
-    assert_eq!(refused(&json!({"log": {"user_agent_max": 8193}})).path(), "log.user_agent_max");
-    assert_eq!(refused(&json!({"stats": {"prefix": "p".repeat(65)}})).path(), "stats.prefix");
+    assert_eq!(
+        refused(&json!({"log": {"max_per_second": 100_001}})).path(),
+        "log.max_per_second"
+    );
+    assert_eq!(
+        refused(&json!({"log": {"user_agent_max": 8193}})).path(),
+        "log.user_agent_max"
+    );
+    assert_eq!(
+        refused(&json!({"stats": {"prefix": "p".repeat(65)}})).path(),
+        "stats.prefix"
+    );
 }

@@ -30,9 +30,8 @@ fn host() -> HeaderList {
 #[test]
 fn invalid_regex_is_rejected_with_case_insensitive_too() {
     for ci in [false, true] {
-        let config = format!(
-            r#"{{"rules":[{{"header":"x-p","regex":"zz)|(","case_insensitive":{ci}}}]}}"#
-        );
+        let config =
+            format!(r#"{{"rules":[{{"header":"x-p","regex":"zz)|(","case_insensitive":{ci}}}]}}"#);
         let err = Engine::from_json(config.as_bytes()).unwrap_err();
         assert_eq!(err.path(), "rules[0].regex", "case_insensitive {ci}");
         assert!(err.message().contains("invalid regex"), "{err}");
@@ -72,7 +71,14 @@ fn long_in_lists_are_accepted_and_each_entry_is_limited() {
 /// catches; `"in": ["a, b"]` missed `x, a, b, y`.
 #[test]
 fn in_list_entries_with_commas_match_across_elements_like_exact() {
-    for (value, item) in [("x, a, b, y", "a, b"), (",,", ","), ("x,A,B", "a,b"), (" ,", " "), ("  ", " "), (" b ", "b")] {
+    for (value, item) in [
+        ("x, a, b, y", "a, b"),
+        (",,", ","),
+        ("x,A,B", "a,b"),
+        (" ,", " "),
+        ("  ", " "),
+        (" b ", "b"),
+    ] {
         let request = host().with("x-p", value);
         for op in ["exact", "in"] {
             let pattern = if op == "in" {
@@ -104,7 +110,11 @@ fn in_list_entries_with_commas_match_across_elements_like_exact() {
 fn header_regex_sees_the_trimmed_element_without_a_comma() {
     let config = r#"{"rules":[{"name":"r","header":"x-p","regex":"^a$"}]}"#;
     for value in [" a", "a\t", " a ", "b, a"] {
-        assert_eq!(decide(config, &host().with("x-p", value)), "drop r", "{value:?}");
+        assert_eq!(
+            decide(config, &host().with("x-p", value)),
+            "drop r",
+            "{value:?}"
+        );
     }
     assert_eq!(decide(config, &host().with("x-p", " ab")), "Pass");
 }

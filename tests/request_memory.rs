@@ -59,7 +59,10 @@ fn big_request(byte: &str) -> HeaderList {
     let value = byte.repeat(REQUEST_HEADERS_MAX / 2 - 64);
     HeaderList::new()
         .with(":authority", "example.com")
-        .with(":path", format!("/{}?id={}", byte.repeat(8 * 1024), byte.repeat(8 * 1024)))
+        .with(
+            ":path",
+            format!("/{}?id={}", byte.repeat(8 * 1024), byte.repeat(8 * 1024)),
+        )
         .with("x-p", &value)
         .with("user-agent", &value[..REQUEST_HEADERS_MAX / 4])
 }
@@ -72,7 +75,9 @@ fn overlapping_patterns_on_a_60k_header_stay_bounded() {
     let mut rules: Vec<serde_json::Value> = (1..=64)
         .map(|i| json!({"header": "x-p", "suffix": "a".repeat(i), "action": "log"}))
         .collect();
-    rules.extend((1..=64).map(|i| json!({"header": "x-p", "contains": "a".repeat(i), "action": "log"})));
+    rules.extend(
+        (1..=64).map(|i| json!({"header": "x-p", "contains": "a".repeat(i), "action": "log"})),
+    );
     rules.push(json!({"field": "path", "contains": "aaaa", "action": "log"}));
     rules.push(json!({"query": "id", "regex": "a+$", "action": "log"}));
     let engine = Engine::from_json(json!({"rules": rules}).to_string().as_bytes()).unwrap();
@@ -80,7 +85,10 @@ fn overlapping_patterns_on_a_60k_header_stay_bounded() {
     let peak = peak_of_decide(&engine, &request);
     let verdict = engine.decide(&mut request.clone());
     assert_eq!(verdict.logged.len(), 130, "every rule matched");
-    assert!(peak < BOUND, "deciding allocated {peak} bytes (bound {BOUND})");
+    assert!(
+        peak < BOUND,
+        "deciding allocated {peak} bytes (bound {BOUND})"
+    );
 }
 
 #[test]
@@ -94,6 +102,9 @@ fn presets_on_a_60k_request_stay_bounded() {
     let engine = Engine::from_json(config.to_string().as_bytes()).unwrap();
     for byte in ["a", "/", "%2e", ",", " ", "\u{0}"] {
         let peak = peak_of_decide(&engine, &big_request(byte));
-        assert!(peak < BOUND, "{byte:?}: deciding allocated {peak} bytes (bound {BOUND})");
+        assert!(
+            peak < BOUND,
+            "{byte:?}: deciding allocated {peak} bytes (bound {BOUND})"
+        );
     }
 }

@@ -34,10 +34,10 @@ fn section(id: u8, content: &[u8], out: &mut Vec<u8>) {
 fn trapping_module() -> Vec<u8> {
     const I32: u8 = 0x7f;
     let types: [(&[u8], &[u8]); 5] = [
-        (&[], &[]),              // 0: () -> ()
-        (&[I32], &[I32]),        // 1: (i32) -> i32
-        (&[I32, I32], &[]),      // 2: (i32, i32) -> ()
-        (&[I32, I32], &[I32]),   // 3: (i32, i32) -> i32
+        (&[], &[]),                 // 0: () -> ()
+        (&[I32], &[I32]),           // 1: (i32) -> i32
+        (&[I32, I32], &[]),         // 2: (i32, i32) -> ()
+        (&[I32, I32], &[I32]),      // 3: (i32, i32) -> i32
         (&[I32, I32, I32], &[I32]), // 4: (i32, i32, i32) -> i32
     ];
     // (type, body without the locals count)
@@ -112,7 +112,10 @@ fn start_trapping(fail_open: bool) -> Envoy {
                     "root_id: drop444",
                     format!("root_id: drop444\n                fail_open: {fail_open}"),
                 ),
-                ("path: /dev/stdout", format!("path: {}", dir.join("access.log").display())),
+                (
+                    "path: /dev/stdout",
+                    format!("path: {}", dir.join("access.log").display()),
+                ),
             ],
         )
     })
@@ -125,7 +128,9 @@ fn status(envoy: &Envoy) -> Option<u16> {
     let request = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
     std::io::Write::write_all(&mut stream, request).expect("write");
     let mut peek = [0u8; 1];
-    stream.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
     match stream.peek(&mut peek) {
         Ok(1) => Some(read_response(&mut stream).status),
         _ => {
@@ -146,7 +151,10 @@ fn a_trapping_vm_fails_closed_by_default_and_open_with_fail_open() {
         let seen: Vec<Option<u16>> = (0..3).map(|_| status(&envoy)).collect();
         let log = envoy.log();
         println!("fail_open {fail_open}: statuses {seen:?}");
-        for line in log.lines().filter(|l| l.contains("failed") || l.contains("RuntimeError")) {
+        for line in log
+            .lines()
+            .filter(|l| l.contains("failed") || l.contains("RuntimeError"))
+        {
             println!("  log: {line}");
         }
         for line in envoy.access_log(3).lines() {
@@ -164,7 +172,9 @@ fn a_trapping_vm_fails_closed_by_default_and_open_with_fail_open() {
             assert_eq!(seen, vec![Some(503); 3], "fail closed answers 503");
         }
         assert_eq!(
-            crate::envoy::http_get(envoy.admin, "/ready").expect("ready").0,
+            crate::envoy::http_get(envoy.admin, "/ready")
+                .expect("ready")
+                .0,
             200,
             "Envoy itself stays up"
         );

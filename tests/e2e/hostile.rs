@@ -91,7 +91,12 @@ fn req(method: &str, target: &str, host: Option<&str>, extra: &[&str]) -> Vec<u8
 }
 
 fn get(target: &str, host: &str) -> Vec<u8> {
-    req("GET", target, Some(host), &["User-Agent: Mozilla/5.0", "Accept: */*"])
+    req(
+        "GET",
+        target,
+        Some(host),
+        &["User-Agent: Mozilla/5.0", "Accept: */*"],
+    )
 }
 
 fn with_bytes(head: &str, bytes: &[u8], tail: &str) -> Vec<u8> {
@@ -135,7 +140,11 @@ fn send(envoy: &Envoy, raw: &[u8]) -> Seen {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return if buf.is_empty() { Seen::Hung } else { Seen::Garbage(buf) };
+            return if buf.is_empty() {
+                Seen::Hung
+            } else {
+                Seen::Garbage(buf)
+            };
         }
         stream.set_read_timeout(Some(left)).expect("timeout");
         let ended = |buf: Vec<u8>| match (buf.is_empty(), interim) {
@@ -147,7 +156,11 @@ fn send(envoy: &Envoy, raw: &[u8]) -> Seen {
             Ok(0) => return ended(buf),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return if buf.is_empty() { Seen::Hung } else { Seen::Garbage(buf) };
+                return if buf.is_empty() {
+                    Seen::Hung
+                } else {
+                    Seen::Garbage(buf)
+                };
             }
             Err(_) => return ended(buf),
         }
@@ -287,12 +300,20 @@ fn corpus() -> Vec<Case> {
     // Generated: path tricks × good hosts.
     for path in ADMIN_PATHS {
         for host in &GOOD_HOSTS[..3] {
-            cases.push(case(format!("path {path} host {host}"), get(path, host), Drop));
+            cases.push(case(
+                format!("path {path} host {host}"),
+                get(path, host),
+                Drop,
+            ));
         }
     }
     for path in BENIGN_PATHS {
         for host in &GOOD_HOSTS[..2] {
-            cases.push(case(format!("benign path {path} host {host}"), get(path, host), Serve));
+            cases.push(case(
+                format!("benign path {path} host {host}"),
+                get(path, host),
+                Serve,
+            ));
         }
     }
     for host in GOOD_HOSTS {
@@ -310,14 +331,24 @@ fn corpus() -> Vec<Case> {
     for ua in SCANNER_UAS {
         cases.push(case(
             format!("scanner UA {ua}"),
-            req("GET", "/", Some("example.com"), &[&format!("User-Agent: {ua}")]),
+            req(
+                "GET",
+                "/",
+                Some("example.com"),
+                &[&format!("User-Agent: {ua}")],
+            ),
             Drop,
         ));
     }
     for ua in BENIGN_UAS {
         cases.push(case(
             format!("benign UA {ua}"),
-            req("GET", "/", Some("example.com"), &[&format!("User-Agent: {ua}")]),
+            req(
+                "GET",
+                "/",
+                Some("example.com"),
+                &[&format!("User-Agent: {ua}")],
+            ),
             Serve,
         ));
     }
@@ -347,14 +378,22 @@ fn corpus() -> Vec<Case> {
         ("?id=union%2Bselect", Serve),
         ("?xid=union+select", Serve),
     ] {
-        cases.push(case(format!("query {query}"), get(&format!("/q{query}"), "example.com"), expect));
+        cases.push(case(
+            format!("query {query}"),
+            get(&format!("/q{query}"), "example.com"),
+            expect,
+        ));
     }
 
     // Repeated and odd headers.
     let probe = |lines: &[&str], expect| {
         let mut extra = vec!["User-Agent: Mozilla/5.0"];
         extra.extend_from_slice(lines);
-        case(format!("headers {lines:?}"), req("GET", "/", Some("example.com"), &extra), expect)
+        case(
+            format!("headers {lines:?}"),
+            req("GET", "/", Some("example.com"), &extra),
+            expect,
+        )
     };
     cases.extend([
         probe(&["X-Probe: evil"], Drop),
@@ -374,7 +413,16 @@ fn corpus() -> Vec<Case> {
         // Envoy 1.40 accepts obs-fold and joins it with a space: the value is
         // `fine evil` for the filter and for the upstream alike, not `evil`.
         probe(&["X-Probe: fine", " evil"], Serve),
-        probe(&["X-Probe: fine", " evil"].map(|l| if l == " evil" { "\tsqlmap" } else { "User-Agent: x" }), Drop),
+        probe(
+            &["X-Probe: fine", " evil"].map(|l| {
+                if l == " evil" {
+                    "\tsqlmap"
+                } else {
+                    "User-Agent: x"
+                }
+            }),
+            Drop,
+        ),
         probe(&["User-Agent: Mozilla", "\tsqlmap"], Blocked),
         probe(&["X-Pr\u{0}obe: evil"], Reject),
     ]);
@@ -393,80 +441,275 @@ fn corpus() -> Vec<Case> {
         req("GET", "/", Some("example.com"), &["Host: example.com"]),
         Blocked,
     ));
-    cases.push(case("host missing (HTTP/1.1)", req("GET", "/", None, &[]), Reject));
+    cases.push(case(
+        "host missing (HTTP/1.1)",
+        req("GET", "/", None, &[]),
+        Reject,
+    ));
     cases.push(case("host empty", req("GET", "/", Some(""), &[]), Drop));
-    cases.push(case("host with tab", b"GET / HTTP/1.1\r\nHost:\texample.com\t\r\n\r\n".to_vec(), Serve));
-    cases.push(case("host case header name", b"GET / HTTP/1.1\r\nhOsT: example.com\r\n\r\n".to_vec(), Serve));
+    cases.push(case(
+        "host with tab",
+        b"GET / HTTP/1.1\r\nHost:\texample.com\t\r\n\r\n".to_vec(),
+        Serve,
+    ));
+    cases.push(case(
+        "host case header name",
+        b"GET / HTTP/1.1\r\nhOsT: example.com\r\n\r\n".to_vec(),
+        Serve,
+    ));
 
     // Non-UTF-8, NUL, CR and LF in values.
     cases.extend([
-        case("UA non-UTF-8 benign", with_bytes("GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla \u{0}", b"", "\r\n\r\n"), Reject),
-        case("UA latin-1 bytes", with_bytes("GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: caf", b"\xe9\xff\xfe", "\r\n\r\n"), Serve),
-        case("UA sqlmap + non-UTF-8", with_bytes("GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: ", b"\xff\xfesqlmap\x80", "\r\n\r\n"), Drop),
-        case("probe evil + non-UTF-8 element", with_bytes("GET / HTTP/1.1\r\nHost: example.com\r\nX-Probe: ", b"\xff\xfe, evil", "\r\n\r\n"), Drop),
-        case("host non-UTF-8", with_bytes("GET / HTTP/1.1\r\nHost: ex", b"\xe4mple.com", "\r\n\r\n"), Blocked),
-        case("host NUL", with_bytes("GET / HTTP/1.1\r\nHost: example.com", b"\x00", "\r\n\r\n"), Blocked),
-        case("path NUL byte", with_bytes("GET /admin", b"\x00", " HTTP/1.1\r\nHost: example.com\r\n\r\n"), Blocked),
-        case("path raw high bytes", with_bytes("GET /adm", b"\xffin", " HTTP/1.1\r\nHost: example.com\r\n\r\n"), Blocked),
+        case(
+            "UA non-UTF-8 benign",
+            with_bytes(
+                "GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla \u{0}",
+                b"",
+                "\r\n\r\n",
+            ),
+            Reject,
+        ),
+        case(
+            "UA latin-1 bytes",
+            with_bytes(
+                "GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: caf",
+                b"\xe9\xff\xfe",
+                "\r\n\r\n",
+            ),
+            Serve,
+        ),
+        case(
+            "UA sqlmap + non-UTF-8",
+            with_bytes(
+                "GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: ",
+                b"\xff\xfesqlmap\x80",
+                "\r\n\r\n",
+            ),
+            Drop,
+        ),
+        case(
+            "probe evil + non-UTF-8 element",
+            with_bytes(
+                "GET / HTTP/1.1\r\nHost: example.com\r\nX-Probe: ",
+                b"\xff\xfe, evil",
+                "\r\n\r\n",
+            ),
+            Drop,
+        ),
+        case(
+            "host non-UTF-8",
+            with_bytes("GET / HTTP/1.1\r\nHost: ex", b"\xe4mple.com", "\r\n\r\n"),
+            Blocked,
+        ),
+        case(
+            "host NUL",
+            with_bytes("GET / HTTP/1.1\r\nHost: example.com", b"\x00", "\r\n\r\n"),
+            Blocked,
+        ),
+        case(
+            "path NUL byte",
+            with_bytes(
+                "GET /admin",
+                b"\x00",
+                " HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            ),
+            Blocked,
+        ),
+        case(
+            "path raw high bytes",
+            with_bytes(
+                "GET /adm",
+                b"\xffin",
+                " HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            ),
+            Blocked,
+        ),
         // Envoy 1.40 keeps a bare CR inside the value: there is no X-Probe
         // header, for the filter or for Envoy (docs/hardening.md).
-        case("bare CR in value (header injection)", b"GET / HTTP/1.1\r\nHost: example.com\r\nX-A: a\rX-Probe: evil\r\n\r\n".to_vec(), Serve),
-        case("bare CR then sqlmap in UA", b"GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: a\rsqlmap\r\n\r\n".to_vec(), Drop),
-        case("fragment in target", get("/admin#frag", "example.com"), Blocked),
+        case(
+            "bare CR in value (header injection)",
+            b"GET / HTTP/1.1\r\nHost: example.com\r\nX-A: a\rX-Probe: evil\r\n\r\n".to_vec(),
+            Serve,
+        ),
+        case(
+            "bare CR then sqlmap in UA",
+            b"GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: a\rsqlmap\r\n\r\n".to_vec(),
+            Drop,
+        ),
+        case(
+            "fragment in target",
+            get("/admin#frag", "example.com"),
+            Blocked,
+        ),
         case("space in host", get("/", "exa mple.com"), Blocked),
         case("slash in host", get("/", "example.com/"), Blocked),
-        case("bare LF line ends, admin", b"GET /admin HTTP/1.1\nHost: example.com\n\n".to_vec(), Blocked),
-        case("CRLF in request target", b"GET /ok\r\nX-Probe: evil HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec(), Blocked),
-        case("space in target", b"GET /ad min HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec(), Blocked),
-        case("tab before target", b"GET\t/admin HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec(), Blocked),
+        case(
+            "bare LF line ends, admin",
+            b"GET /admin HTTP/1.1\nHost: example.com\n\n".to_vec(),
+            Blocked,
+        ),
+        case(
+            "CRLF in request target",
+            b"GET /ok\r\nX-Probe: evil HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec(),
+            Blocked,
+        ),
+        case(
+            "space in target",
+            b"GET /ad min HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec(),
+            Blocked,
+        ),
+        case(
+            "tab before target",
+            b"GET\t/admin HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec(),
+            Blocked,
+        ),
     ]);
 
     // Request-target forms, CONNECT, versions.
     cases.extend([
-        case("absolute-form, evil authority", req("GET", "http://evil.com/", Some("example.com"), &[]), Blocked),
-        case("absolute-form, admin path", req("GET", "http://example.com/admin", Some("example.com"), &[]), Drop),
-        case("absolute-form, ip authority", req("GET", "http://127.0.0.1/", Some("example.com"), &[]), Blocked),
-        case("absolute-form, good", req("GET", "http://example.com/ok", Some("example.com"), &[]), Serve),
-        case("absolute-form, https scheme", req("GET", "https://example.com/admin", Some("example.com"), &[]), Blocked),
+        case(
+            "absolute-form, evil authority",
+            req("GET", "http://evil.com/", Some("example.com"), &[]),
+            Blocked,
+        ),
+        case(
+            "absolute-form, admin path",
+            req("GET", "http://example.com/admin", Some("example.com"), &[]),
+            Drop,
+        ),
+        case(
+            "absolute-form, ip authority",
+            req("GET", "http://127.0.0.1/", Some("example.com"), &[]),
+            Blocked,
+        ),
+        case(
+            "absolute-form, good",
+            req("GET", "http://example.com/ok", Some("example.com"), &[]),
+            Serve,
+        ),
+        case(
+            "absolute-form, https scheme",
+            req("GET", "https://example.com/admin", Some("example.com"), &[]),
+            Blocked,
+        ),
         // Envoy drops the userinfo: `:authority` is example.com.
-        case("absolute-form with userinfo", req("GET", "http://a@example.com/", Some("example.com"), &[]), Serve),
-        case("absolute-form with userinfo, admin", req("GET", "http://a@example.com/admin", Some("example.com"), &[]), Drop),
-        case("asterisk-form OPTIONS", req("OPTIONS", "*", Some("example.com"), &[]), Blocked),
-        case("CONNECT", req("CONNECT", "example.com:443", Some("example.com:443"), &[]), Blocked),
-        case("CONNECT to ip", req("CONNECT", "127.0.0.1:22", Some("127.0.0.1:22"), &[]), Blocked),
-        case("HTTP/1.0", b"GET / HTTP/1.0\r\nHost: example.com\r\n\r\n".to_vec(), Reject),
-        case("HTTP/1.0 admin", b"GET /admin HTTP/1.0\r\nHost: example.com\r\n\r\n".to_vec(), Blocked),
+        case(
+            "absolute-form with userinfo",
+            req("GET", "http://a@example.com/", Some("example.com"), &[]),
+            Serve,
+        ),
+        case(
+            "absolute-form with userinfo, admin",
+            req(
+                "GET",
+                "http://a@example.com/admin",
+                Some("example.com"),
+                &[],
+            ),
+            Drop,
+        ),
+        case(
+            "asterisk-form OPTIONS",
+            req("OPTIONS", "*", Some("example.com"), &[]),
+            Blocked,
+        ),
+        case(
+            "CONNECT",
+            req("CONNECT", "example.com:443", Some("example.com:443"), &[]),
+            Blocked,
+        ),
+        case(
+            "CONNECT to ip",
+            req("CONNECT", "127.0.0.1:22", Some("127.0.0.1:22"), &[]),
+            Blocked,
+        ),
+        case(
+            "HTTP/1.0",
+            b"GET / HTTP/1.0\r\nHost: example.com\r\n\r\n".to_vec(),
+            Reject,
+        ),
+        case(
+            "HTTP/1.0 admin",
+            b"GET /admin HTTP/1.0\r\nHost: example.com\r\n\r\n".to_vec(),
+            Blocked,
+        ),
         case("HTTP/0.9", b"GET /admin\r\n\r\n".to_vec(), Blocked),
-        case("HTTP/2.0 on HTTP/1 syntax", b"GET / HTTP/2.0\r\nHost: example.com\r\n\r\n".to_vec(), Blocked),
-        case("HTTP/1.2", b"GET /admin HTTP/1.2\r\nHost: example.com\r\n\r\n".to_vec(), Blocked),
-        case("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(), Blocked),
-        case("lower-case method get", req("get", "/admin", Some("example.com"), &[]), Blocked),
+        case(
+            "HTTP/2.0 on HTTP/1 syntax",
+            b"GET / HTTP/2.0\r\nHost: example.com\r\n\r\n".to_vec(),
+            Blocked,
+        ),
+        case(
+            "HTTP/1.2",
+            b"GET /admin HTTP/1.2\r\nHost: example.com\r\n\r\n".to_vec(),
+            Blocked,
+        ),
+        case(
+            "garbage",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(),
+            Blocked,
+        ),
+        case(
+            "lower-case method get",
+            req("get", "/admin", Some("example.com"), &[]),
+            Blocked,
+        ),
     ]);
 
     // Sizes near Envoy's limits (max_request_headers_kb 60, 100 headers).
     let filler = |n: usize| format!("X-Filler: {}", "f".repeat(n));
     cases.extend([
-        case("headers just under 60 KiB", req("GET", "/ok", Some("example.com"), &[&filler(58 * 1024)]), Serve),
-        case("headers just over 60 KiB", req("GET", "/ok", Some("example.com"), &[&filler(61 * 1024)]), Reject),
-        case("headers 200 KiB", req("GET", "/ok", Some("example.com"), &[&filler(200 * 1024)]), Reject),
+        case(
+            "headers just under 60 KiB",
+            req("GET", "/ok", Some("example.com"), &[&filler(58 * 1024)]),
+            Serve,
+        ),
+        case(
+            "headers just over 60 KiB",
+            req("GET", "/ok", Some("example.com"), &[&filler(61 * 1024)]),
+            Reject,
+        ),
+        case(
+            "headers 200 KiB",
+            req("GET", "/ok", Some("example.com"), &[&filler(200 * 1024)]),
+            Reject,
+        ),
         case(
             "UA 19 KiB benign",
-            req("GET", "/", Some("example.com"), &[&format!("User-Agent: {}", "m".repeat(19 * 1024))]),
+            req(
+                "GET",
+                "/",
+                Some("example.com"),
+                &[&format!("User-Agent: {}", "m".repeat(19 * 1024))],
+            ),
             Serve,
         ),
         case(
             "UA 30 KiB (ua-too-long)",
-            req("GET", "/", Some("example.com"), &[&format!("User-Agent: {}", "m".repeat(30 * 1024))]),
+            req(
+                "GET",
+                "/",
+                Some("example.com"),
+                &[&format!("User-Agent: {}", "m".repeat(30 * 1024))],
+            ),
             Drop,
         ),
         case(
             "UA 50 KiB ending in sqlmap",
-            req("GET", "/", Some("example.com"), &[&format!("User-Agent: {}sqlmap", "m,".repeat(25 * 1024))]),
+            req(
+                "GET",
+                "/",
+                Some("example.com"),
+                &[&format!("User-Agent: {}sqlmap", "m,".repeat(25 * 1024))],
+            ),
             Drop,
         ),
         case(
             "path 50 KiB then admin",
-            get(&format!("/{}/../admin", "a".repeat(50 * 1024)), "example.com"),
+            get(
+                &format!("/{}/../admin", "a".repeat(50 * 1024)),
+                "example.com",
+            ),
             Drop,
         ),
         case(
@@ -476,54 +719,119 @@ fn corpus() -> Vec<Case> {
         ),
         case(
             "query 50 KiB then sqli",
-            get(&format!("/q?{}id=union+select", "a=1&".repeat(12 * 1024)), "example.com"),
+            get(
+                &format!("/q?{}id=union+select", "a=1&".repeat(12 * 1024)),
+                "example.com",
+            ),
             Drop,
         ),
     ]);
     let many = |n: usize| (0..n).map(|i| format!("X-H{i}: v")).collect::<Vec<_>>();
     let lines_98 = many(97);
     let refs: Vec<&str> = lines_98.iter().map(String::as_str).collect();
-    cases.push(case("98 headers", req("GET", "/ok", Some("example.com"), &refs), Serve));
+    cases.push(case(
+        "98 headers",
+        req("GET", "/ok", Some("example.com"), &refs),
+        Serve,
+    ));
     let mut with_probe = refs.clone();
     with_probe.push("X-Probe: evil");
-    cases.push(case("98 headers + probe", req("GET", "/ok", Some("example.com"), &with_probe), Drop));
+    cases.push(case(
+        "98 headers + probe",
+        req("GET", "/ok", Some("example.com"), &with_probe),
+        Drop,
+    ));
     let lines_150 = many(150);
     let refs: Vec<&str> = lines_150.iter().map(String::as_str).collect();
-    cases.push(case("151 headers", req("GET", "/ok", Some("example.com"), &refs), Reject));
-    let probes: Vec<String> = (0..90).map(|i| format!("X-Probe: fine{i}")).chain(["X-Probe: evil".into()]).collect();
+    cases.push(case(
+        "151 headers",
+        req("GET", "/ok", Some("example.com"), &refs),
+        Reject,
+    ));
+    let probes: Vec<String> = (0..90)
+        .map(|i| format!("X-Probe: fine{i}"))
+        .chain(["X-Probe: evil".into()])
+        .collect();
     let refs: Vec<&str> = probes.iter().map(String::as_str).collect();
-    cases.push(case("91 repeated x-probe, last evil", req("GET", "/ok", Some("example.com"), &refs), Drop));
+    cases.push(case(
+        "91 repeated x-probe, last evil",
+        req("GET", "/ok", Some("example.com"), &refs),
+        Drop,
+    ));
 
     // Body and framing tricks: the decision is on headers, so a body changes nothing.
     cases.extend([
         case(
             "POST admin with body",
-            req("POST", "/admin", Some("example.com"), &["Content-Length: 5"]).into_iter().chain(*b"hello").collect::<Vec<u8>>(),
+            req(
+                "POST",
+                "/admin",
+                Some("example.com"),
+                &["Content-Length: 5"],
+            )
+            .into_iter()
+            .chain(*b"hello")
+            .collect::<Vec<u8>>(),
             Drop,
         ),
         case(
             "chunked admin",
-            req("POST", "/admin", Some("example.com"), &["Transfer-Encoding: chunked"]).into_iter().chain(*b"5\r\nhello\r\n0\r\n\r\n").collect::<Vec<u8>>(),
+            req(
+                "POST",
+                "/admin",
+                Some("example.com"),
+                &["Transfer-Encoding: chunked"],
+            )
+            .into_iter()
+            .chain(*b"5\r\nhello\r\n0\r\n\r\n")
+            .collect::<Vec<u8>>(),
             Drop,
         ),
         case(
             "CL + TE smuggling shape",
-            req("POST", "/ok", Some("example.com"), &["Content-Length: 4", "Transfer-Encoding: chunked"]).into_iter().chain(*b"0\r\n\r\n").collect::<Vec<u8>>(),
+            req(
+                "POST",
+                "/ok",
+                Some("example.com"),
+                &["Content-Length: 4", "Transfer-Encoding: chunked"],
+            )
+            .into_iter()
+            .chain(*b"0\r\n\r\n")
+            .collect::<Vec<u8>>(),
             Blocked,
         ),
         case(
             "Expect 100-continue to admin",
-            req("POST", "/admin", Some("example.com"), &["Content-Length: 5", "Expect: 100-continue"]),
+            req(
+                "POST",
+                "/admin",
+                Some("example.com"),
+                &["Content-Length: 5", "Expect: 100-continue"],
+            ),
             InterimThenDrop,
         ),
         case(
             "Upgrade websocket to admin",
-            req("GET", "/admin", Some("example.com"), &["Connection: Upgrade", "Upgrade: websocket"]),
+            req(
+                "GET",
+                "/admin",
+                Some("example.com"),
+                &["Connection: Upgrade", "Upgrade: websocket"],
+            ),
             Blocked,
         ),
         case(
             "h2c upgrade to admin",
-            req("GET", "/admin", Some("example.com"), &["Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c", "HTTP2-Settings: AAMAAABkAAQAAP__"]),
+            req(
+                "GET",
+                "/admin",
+                Some("example.com"),
+                &[
+                    "Connection: Upgrade, HTTP2-Settings",
+                    "Upgrade: h2c",
+                    "HTTP2-Settings: AAMAAABkAAQAAP__",
+                ],
+            ),
             Blocked,
         ),
     ]);
@@ -588,6 +896,15 @@ fn count_responses(mut buf: &[u8]) -> (usize, &[u8]) {
     (n, buf)
 }
 
+/// (name, URI, `host` header, `user-agent` bytes, expected).
+type H2Case = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    Expect,
+);
+
 /// HTTP/2 cases: `:authority` against `Host`, pseudo-header tricks.
 /// Returns (name, status or None for a reset, expected).
 fn h2_cases(envoy: &Envoy) -> Vec<(String, Option<u16>, Expect)> {
@@ -595,25 +912,99 @@ fn h2_cases(envoy: &Envoy) -> Vec<(String, Option<u16>, Expect)> {
         .enable_all()
         .build()
         .expect("runtime");
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, Expect)> = vec![
-        ("h2 good", "http://example.com/", None, vec![], Expect::Serve),
-        ("h2 ip authority", "http://127.0.0.1/", None, vec![], Expect::Drop),
-        ("h2 evil authority, good Host", "http://evil.com/", Some("example.com"), vec![], Expect::Blocked),
-        ("h2 ip authority, good Host", "http://10.0.0.1/", Some("example.com"), vec![], Expect::Blocked),
-        ("h2 good authority, evil Host", "http://example.com/", Some("evil.com"), vec![], Expect::Serve),
-        ("h2 good authority, ip Host", "http://example.com/", Some("127.0.0.1"), vec![], Expect::Serve),
-        ("h2 admin path", "http://example.com/admin", None, vec![], Expect::Drop),
-        ("h2 encoded admin path", "http://example.com/x/%2e%2e/%61dmin", None, vec![], Expect::Drop),
-        ("h2 sqlmap non-UTF-8", "http://example.com/", None, b"\xffsqlmap\xfe".to_vec(), Expect::Drop),
-        ("h2 benign non-UTF-8", "http://example.com/", None, b"\xff\xfe".to_vec(), Expect::Serve),
-        ("h2 authority with userinfo", "http://user@example.com/", None, vec![], Expect::Blocked),
-        ("h2 upper-case authority", "http://EXAMPLE.COM/", None, vec![], Expect::Serve),
+    let cases: Vec<H2Case> = vec![
+        (
+            "h2 good",
+            "http://example.com/",
+            None,
+            vec![],
+            Expect::Serve,
+        ),
+        (
+            "h2 ip authority",
+            "http://127.0.0.1/",
+            None,
+            vec![],
+            Expect::Drop,
+        ),
+        (
+            "h2 evil authority, good Host",
+            "http://evil.com/",
+            Some("example.com"),
+            vec![],
+            Expect::Blocked,
+        ),
+        (
+            "h2 ip authority, good Host",
+            "http://10.0.0.1/",
+            Some("example.com"),
+            vec![],
+            Expect::Blocked,
+        ),
+        (
+            "h2 good authority, evil Host",
+            "http://example.com/",
+            Some("evil.com"),
+            vec![],
+            Expect::Serve,
+        ),
+        (
+            "h2 good authority, ip Host",
+            "http://example.com/",
+            Some("127.0.0.1"),
+            vec![],
+            Expect::Serve,
+        ),
+        (
+            "h2 admin path",
+            "http://example.com/admin",
+            None,
+            vec![],
+            Expect::Drop,
+        ),
+        (
+            "h2 encoded admin path",
+            "http://example.com/x/%2e%2e/%61dmin",
+            None,
+            vec![],
+            Expect::Drop,
+        ),
+        (
+            "h2 sqlmap non-UTF-8",
+            "http://example.com/",
+            None,
+            b"\xffsqlmap\xfe".to_vec(),
+            Expect::Drop,
+        ),
+        (
+            "h2 benign non-UTF-8",
+            "http://example.com/",
+            None,
+            b"\xff\xfe".to_vec(),
+            Expect::Serve,
+        ),
+        (
+            "h2 authority with userinfo",
+            "http://user@example.com/",
+            None,
+            vec![],
+            Expect::Blocked,
+        ),
+        (
+            "h2 upper-case authority",
+            "http://EXAMPLE.COM/",
+            None,
+            vec![],
+            Expect::Serve,
+        ),
     ];
     runtime.block_on(async {
         let mut out = Vec::new();
         for (name, uri, host, ua, expect) in cases {
             // A connection per case: a protocol error ends only its own.
-            let tcp = tokio::net::TcpStream::connect(envoy.addr).await.expect("connect");
+            let tcp = tokio::net::TcpStream::connect(envoy.addr)
+                .await
+                .expect("connect");
             let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
             tokio::spawn(connection);
             let mut builder = http::Request::get(uri);
@@ -621,21 +1012,26 @@ fn h2_cases(envoy: &Envoy) -> Vec<(String, Option<u16>, Expect)> {
                 builder = builder.header("host", host);
             }
             if !ua.is_empty() {
-                builder = builder.header("user-agent", http::HeaderValue::from_bytes(&ua).expect("value"));
+                builder = builder.header(
+                    "user-agent",
+                    http::HeaderValue::from_bytes(&ua).expect("value"),
+                );
             }
             let request = builder.body(()).expect("request");
             let mut client = client.ready().await.expect("connection usable");
             let seen = match client.send_request(request, true) {
                 Err(e) => panic!("{name}: h2 client refused to send: {e}"),
-                Ok((response, _)) => match tokio::time::timeout(Duration::from_secs(3), response).await {
-                    Err(_) => panic!("{name}: no response and no reset"),
-                    // Stream reset (the filter's drop) or connection error.
-                    Ok(Err(e)) => {
-                        println!("{name}: {e}");
-                        None
+                Ok((response, _)) => {
+                    match tokio::time::timeout(Duration::from_secs(3), response).await {
+                        Err(_) => panic!("{name}: no response and no reset"),
+                        // Stream reset (the filter's drop) or connection error.
+                        Ok(Err(e)) => {
+                            println!("{name}: {e}");
+                            None
+                        }
+                        Ok(Ok(resp)) => Some(resp.status().as_u16()),
                     }
-                    Ok(Ok(resp)) => Some(resp.status().as_u16()),
-                },
+                }
             };
             out.push((name.to_string(), seen, expect));
         }
@@ -675,7 +1071,10 @@ fn hostile_corpus_never_bypasses_and_envoy_stays_healthy() {
         };
         *tally.entry(kind).or_insert(0) += 1;
         if !holds(case.expect, &seen) {
-            failures.push(format!("{}: expected {:?}, saw {:?}", case.name, case.expect, seen));
+            failures.push(format!(
+                "{}: expected {:?}, saw {:?}",
+                case.name, case.expect, seen
+            ));
         }
     }
 
@@ -727,10 +1126,18 @@ fn hostile_corpus_never_bypasses_and_envoy_stays_healthy() {
         started.elapsed()
     );
     assert!(total >= 200, "the corpus has {total} cases");
-    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // Envoy is still up and serving, and every drop was the filter's.
-    assert_eq!(send(&envoy, &get("/", "example.com")), Seen::Status(200, true));
+    assert_eq!(
+        send(&envoy, &get("/", "example.com")),
+        Seen::Status(200, true)
+    );
     assert_eq!(http_get(envoy.admin, "/ready").expect("ready").0, 200);
     let dropped = envoy.counter("wasmcustom.drop444.requests_dropped");
     assert!(
@@ -752,7 +1159,8 @@ fn hostile_corpus_never_bypasses_and_envoy_stays_healthy() {
         "][critical][",
     ] {
         assert!(
-            !log.to_ascii_lowercase().contains(&needle.to_ascii_lowercase()),
+            !log.to_ascii_lowercase()
+                .contains(&needle.to_ascii_lowercase()),
             "Envoy log contains {needle:?}:\n{log}"
         );
     }

@@ -47,9 +47,15 @@ fn request(i: u64) -> (Vec<u8>, bool) {
         7 => ("example.com", "/", "sqlmap/1.7", true),
         11 => ("www.example.com", "/x/../.env", "Mozilla/5.0", true),
         15 => ("example.com", "/q?id=1+UNION+SELECT+2", "Mozilla/5.0", true),
-        _ => ("www.example.com", "/index.html?id=7", "Mozilla/5.0 (X11; Linux x86_64)", false),
+        _ => (
+            "www.example.com",
+            "/index.html?id=7",
+            "Mozilla/5.0 (X11; Linux x86_64)",
+            false,
+        ),
     };
-    let raw = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {ua}\r\nAccept: */*\r\n\r\n");
+    let raw =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {ua}\r\nAccept: */*\r\n\r\n");
     (raw.into_bytes(), drop)
 }
 
@@ -64,7 +70,9 @@ struct Totals {
 fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     stream.set_nodelay(true).expect("nodelay");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     stream
 }
 
@@ -113,7 +121,11 @@ fn client(addr: SocketAddr, thread: u64, quota: u64, stop: &AtomicBool, totals: 
             totals.connections.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let good = if drop { read_dropped(&mut stream) } else { read_served(&mut stream, &mut buf) };
+        let good = if drop {
+            read_dropped(&mut stream)
+        } else {
+            read_served(&mut stream, &mut buf)
+        };
         let counter = if !good {
             &totals.errors
         } else if drop {
@@ -155,7 +167,12 @@ struct Sample {
 fn sample(envoy: &Envoy, pid: u32, started: Instant, requests: u64) -> Sample {
     let (_, body) = http_get(envoy.admin, "/memory").expect("admin /memory");
     let memory: serde_json::Value = serde_json::from_slice(&body).expect("memory json");
-    let number = |k: &str| memory[k].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let number = |k: &str| {
+        memory[k]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let rss_kb: f64 = status
         .lines()
@@ -180,8 +197,16 @@ fn soak_keeps_memory_flat_and_answers_every_request_right() {
     if skip_if_external("samples the memory of an Envoy it owns") {
         return;
     }
-    let total: u64 = std::env::var("SOAK_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
-    let limit = Duration::from_secs(std::env::var("SOAK_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(600));
+    let total: u64 = std::env::var("SOAK_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let limit = Duration::from_secs(
+        std::env::var("SOAK_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(600),
+    );
     let envoy = Envoy::start(CONFIG);
     let pid = envoy_pid(&envoy);
     let started = Instant::now();
@@ -195,7 +220,9 @@ fn soak_keeps_memory_flat_and_answers_every_request_right() {
         })
         .collect();
     let done = |t: &Totals| {
-        t.served.load(Ordering::Relaxed) + t.dropped.load(Ordering::Relaxed) + t.errors.load(Ordering::Relaxed)
+        t.served.load(Ordering::Relaxed)
+            + t.dropped.load(Ordering::Relaxed)
+            + t.errors.load(Ordering::Relaxed)
     };
     let mut samples = vec![sample(&envoy, pid, started, 0)];
     while workers.iter().any(|w| !w.is_finished()) {
@@ -203,7 +230,10 @@ fn soak_keeps_memory_flat_and_answers_every_request_right() {
             stop.store(true, Ordering::Relaxed);
         }
         std::thread::sleep(Duration::from_millis(100));
-        if samples.last().is_some_and(|s| s.at + SAMPLE_EVERY.as_secs_f64() <= started.elapsed().as_secs_f64()) {
+        if samples
+            .last()
+            .is_some_and(|s| s.at + SAMPLE_EVERY.as_secs_f64() <= started.elapsed().as_secs_f64())
+        {
             samples.push(sample(&envoy, pid, started, done(&totals)));
         }
     }
@@ -233,24 +263,51 @@ fn soak_keeps_memory_flat_and_answers_every_request_right() {
         );
     }
     assert_eq!(errors, 0, "requests with a wrong answer");
-    assert_eq!(served + dropped, total.div_ceil(THREADS as u64) * THREADS as u64, "stopped by the {limit:?} bound before all requests were sent");
-    assert_eq!(envoy.counter("wasmcustom.drop444.requests_dropped"), dropped, "filter drops");
-    assert_eq!(envoy.counter("wasmcustom.drop444.requests_passed"), served, "filter passes");
+    assert_eq!(
+        served + dropped,
+        total.div_ceil(THREADS as u64) * THREADS as u64,
+        "stopped by the {limit:?} bound before all requests were sent"
+    );
+    assert_eq!(
+        envoy.counter("wasmcustom.drop444.requests_dropped"),
+        dropped,
+        "filter drops"
+    );
+    assert_eq!(
+        envoy.counter("wasmcustom.drop444.requests_passed"),
+        served,
+        "filter passes"
+    );
     assert_eq!(http_get(envoy.admin, "/ready").expect("ready").0, 200);
 
     // Flat after warm-up: first third vs last third of the remaining samples.
-    assert!(samples.len() >= 6, "too few samples ({}) to judge flatness", samples.len());
+    assert!(
+        samples.len() >= 6,
+        "too few samples ({}) to judge flatness",
+        samples.len()
+    );
     let steady = &samples[samples.len() / 10..];
     let third = steady.len() / 3;
-    let (first, last) = (&steady[..third.max(1)], &steady[steady.len() - third.max(1)..]);
+    let (first, last) = (
+        &steady[..third.max(1)],
+        &steady[steady.len() - third.max(1)..],
+    );
     for (what, f) in [
-        ("allocated", (|s: &Sample| s.allocated) as fn(&Sample) -> f64),
+        (
+            "allocated",
+            (|s: &Sample| s.allocated) as fn(&Sample) -> f64,
+        ),
         ("heap_size", |s: &Sample| s.heap),
         ("rss", |s: &Sample| s.rss),
     ] {
         let (a, b) = (mean(first, f), mean(last, f));
         let allowed = TOLERANCE_BYTES.max(a * TOLERANCE_RATIO);
         println!("  {what}: first third {:.2} MiB, last third {:.2} MiB, growth {:+.2} MiB (allowed {:.2} MiB)", mib(a), mib(b), mib(b - a), mib(allowed));
-        assert!(b - a <= allowed, "{what} grew {:.2} MiB (allowed {:.2} MiB)", mib(b - a), mib(allowed));
+        assert!(
+            b - a <= allowed,
+            "{what} grew {:.2} MiB (allowed {:.2} MiB)",
+            mib(b - a),
+            mib(allowed)
+        );
     }
 }
