@@ -156,7 +156,7 @@ soak: wasm envoy ## Soak: 1,000,000 requests (max 10 min) against real Envoy; me
 # Fuzzing (docs/hardening.md): cargo-fuzz on nightly, installed when missing.
 FUZZ_TARGETS := config decide
 FUZZ_SECONDS ?= 600
-FUZZ_FLAGS    = -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
+FUZZ_FLAGS    = -rss_limit_mb=2048 -timeout=10 -max_len=4096 -len_control=0 -print_final_stats=1
 
 .PHONY: cargo-fuzz
 cargo-fuzz:

@@ -32,12 +32,72 @@ const HEADER_NAMES: &[&str] = &[
 /// Fragments values and patterns are built from: path tricks, list
 /// separators, encodings, host and address shapes, case variants.
 const TOKENS: &[&str] = &[
-    "a", "A", "b", "B", "z", "0", "9", "/", "//", "\\", ".", "..", "%2e", "%2E", "%2f", "%5c",
-    "%25", "%", "%zz", ",", ", ", " ", "\t", "?", "&", "=", "+", "#", ":", ";", "-", "_", "*",
-    "admin", "ADMIN", "sqlmap", "SqlMap", "evil", "bad-", ".php", "example.com", "EXAMPLE.com",
-    ".example.com", "localhost", "127.0.0.1", "127.1", "0x7f000001", "[::1]", "::1", ":80",
-    ":99999", "10.0.0.1", "2001:db8::1", "GET", "get", "POST", "CONNECT", "http", "https",
-    "HTTP/1.0", "HTTP/1.1", "HTTP/2", "union select", "id", "é", "\u{0}",
+    "a",
+    "A",
+    "b",
+    "B",
+    "z",
+    "0",
+    "9",
+    "/",
+    "//",
+    "\\",
+    ".",
+    "..",
+    "%2e",
+    "%2E",
+    "%2f",
+    "%5c",
+    "%25",
+    "%",
+    "%zz",
+    ",",
+    ", ",
+    " ",
+    "\t",
+    "?",
+    "&",
+    "=",
+    "+",
+    "#",
+    ":",
+    ";",
+    "-",
+    "_",
+    "*",
+    "admin",
+    "ADMIN",
+    "sqlmap",
+    "SqlMap",
+    "evil",
+    "bad-",
+    ".php",
+    "example.com",
+    "EXAMPLE.com",
+    ".example.com",
+    "localhost",
+    "127.0.0.1",
+    "127.1",
+    "0x7f000001",
+    "[::1]",
+    "::1",
+    ":80",
+    ":99999",
+    "10.0.0.1",
+    "2001:db8::1",
+    "GET",
+    "get",
+    "POST",
+    "CONNECT",
+    "http",
+    "https",
+    "HTTP/1.0",
+    "HTTP/1.1",
+    "HTTP/2",
+    "union select",
+    "id",
+    "é",
+    "\u{0}",
 ];
 
 fn pick<'a>(u: &mut Unstructured<'_>, from: &[&'a str]) -> Result<&'a str> {
@@ -75,8 +135,26 @@ fn bytes(u: &mut Unstructured<'_>) -> Result<Vec<u8>> {
 
 fn regex(u: &mut Unstructured<'_>, depth: usize) -> Result<String> {
     const ATOMS: &[&str] = &[
-        "a", "b", ".", "\\d", "\\w", "\\s", "[a-c]", "[^/]", "^", "$", "/", "\\.", ",", "é",
-        "\\x00", "\\xff", "(?i)", "(?-u:\\xff)", "\\b", "x{2,3}",
+        "a",
+        "b",
+        ".",
+        "\\d",
+        "\\w",
+        "\\s",
+        "[a-c]",
+        "[^/]",
+        "^",
+        "$",
+        "/",
+        "\\.",
+        ",",
+        "é",
+        "\\x00",
+        "\\xff",
+        "(?i)",
+        "(?-u:\\xff)",
+        "\\b",
+        "x{2,3}",
     ];
     if depth > 4 {
         return Ok(pick(u, ATOMS)?.to_string());
@@ -122,7 +200,10 @@ impl<'a> Arbitrary<'a> for GenConfig {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
         let mut doc = Map::new();
         if u.ratio(1, 4)? {
-            doc.insert("mode".into(), json!(*u.choose(&["enforce", "dry-run", "x"])?));
+            doc.insert(
+                "mode".into(),
+                json!(*u.choose(&["enforce", "dry-run", "x"])?),
+            );
         }
         if u.ratio(1, 4)? {
             doc.insert(
@@ -139,8 +220,18 @@ impl<'a> Arbitrary<'a> for GenConfig {
                     allow.push(json!(match u.int_in_range(0..=3)? {
                         0 => text(u)?,
                         1 => format!("*.{}", pick(u, &["example.com", "a.b", "localhost"])?),
-                        _ => pick(u, &["example.com", "localhost", "10.0.0.1", "[::1]", "::1", "a.b"])?
-                            .to_string(),
+                        _ => pick(
+                            u,
+                            &[
+                                "example.com",
+                                "localhost",
+                                "10.0.0.1",
+                                "[::1]",
+                                "::1",
+                                "a.b"
+                            ]
+                        )?
+                        .to_string(),
                     }));
                 }
                 host.insert("allow".into(), Value::Array(allow));
@@ -176,7 +267,10 @@ impl<'a> Arbitrary<'a> for GenConfig {
                     map.insert("name".into(), json!(name));
                 }
                 if u.arbitrary()? {
-                    map.insert("action".into(), json!(*u.choose(&["drop", "allow", "log"])?));
+                    map.insert(
+                        "action".into(),
+                        json!(*u.choose(&["drop", "allow", "log"])?),
+                    );
                 }
                 if u.ratio(1, 8)? {
                     map.insert("scope".into(), json!(*u.choose(&["stream", "connection"])?));
@@ -233,7 +327,10 @@ fn leaf(u: &mut Unstructured<'_>) -> Result<Value> {
             None
         }
         2 => {
-            map.insert("query".into(), json!(pick(u, &["id", "q", "a b", "é", "x"])?));
+            map.insert(
+                "query".into(),
+                json!(pick(u, &["id", "q", "a b", "é", "x"])?),
+            );
             None
         }
         _ => {
@@ -262,7 +359,16 @@ fn leaf(u: &mut Unstructured<'_>) -> Result<Value> {
             for _ in 0..n {
                 nets.push(json!(pick(
                     u,
-                    &["10.0.0.0/8", "127.0.0.1", "::1", "2001:db8::/32", "0.0.0.0/0", "::/0", "10.0.0.1/8", "x"]
+                    &[
+                        "10.0.0.0/8",
+                        "127.0.0.1",
+                        "::1",
+                        "2001:db8::/32",
+                        "0.0.0.0/0",
+                        "::/0",
+                        "10.0.0.1/8",
+                        "x"
+                    ]
                 )?));
             }
             map.insert("in".into(), Value::Array(nets));
@@ -342,17 +448,27 @@ pub fn check_verdict(engine: &Engine, request: &HeaderList) {
         rules
             .iter()
             .position(|(n, _)| *n == name)
-            .unwrap_or_else(|| panic!("verdict names rule {name:?}, which the engine does not have"))
+            .unwrap_or_else(|| {
+                panic!("verdict names rule {name:?}, which the engine does not have")
+            })
     };
     let action = |name: &str| rules[position(name)].1;
     match verdict.decision {
         Decision::Pass => {}
         Decision::Allow { rule } => {
-            assert_eq!(action(rule), Action::Allow, "allowed by non-allow rule {rule}");
+            assert_eq!(
+                action(rule),
+                Action::Allow,
+                "allowed by non-allow rule {rule}"
+            );
             assert!(verdict.logged.is_empty(), "allow must not report log rules");
         }
         Decision::Drop { rule } | Decision::DryRun { rule } => {
-            assert_eq!(action(rule), Action::Drop, "dropped by non-drop rule {rule}");
+            assert_eq!(
+                action(rule),
+                Action::Drop,
+                "dropped by non-drop rule {rule}"
+            );
             let dry = matches!(verdict.decision, Decision::DryRun { .. });
             assert_eq!(dry, engine.mode() == Mode::DryRun, "drop kind vs mode");
         }
@@ -362,18 +478,25 @@ pub fn check_verdict(engine: &Engine, request: &HeaderList) {
     for name in &verdict.logged {
         let at = position(name);
         assert_eq!(action(name), Action::Log, "logged a non-log rule {name}");
-        assert!(last.is_none_or(|l| at > l), "logged out of order: {:?}", verdict.logged);
+        assert!(
+            last.is_none_or(|l| at > l),
+            "logged out of order: {:?}",
+            verdict.logged
+        );
         last = Some(at);
     }
-    if let (Some(l), Decision::Drop { rule } | Decision::DryRun { rule }) =
-        (last, verdict.decision)
+    if let (Some(l), Decision::Drop { rule } | Decision::DryRun { rule }) = (last, verdict.decision)
     {
         assert!(l < position(rule), "logged a rule after the deciding one");
     }
     // Every item is read at most once, and only headers the engine declared.
     let mut seen = std::collections::HashSet::new();
     for item in &first.fetched {
-        assert!(seen.insert(item.clone()), "{item} read twice: {:?}", first.fetched);
+        assert!(
+            seen.insert(item.clone()),
+            "{item} read twice: {:?}",
+            first.fetched
+        );
         if !item.starts_with('<') {
             assert!(
                 engine.header_names().iter().any(|h| h == item),

@@ -896,6 +896,15 @@ fn count_responses(mut buf: &[u8]) -> (usize, &[u8]) {
     (n, buf)
 }
 
+/// (name, URI, `host` header, `user-agent` bytes, expected).
+type H2Case = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    Expect,
+);
+
 /// HTTP/2 cases: `:authority` against `Host`, pseudo-header tricks.
 /// Returns (name, status or None for a reset, expected).
 fn h2_cases(envoy: &Envoy) -> Vec<(String, Option<u16>, Expect)> {
@@ -903,7 +912,7 @@ fn h2_cases(envoy: &Envoy) -> Vec<(String, Option<u16>, Expect)> {
         .enable_all()
         .build()
         .expect("runtime");
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, Expect)> = vec![
+    let cases: Vec<H2Case> = vec![
         (
             "h2 good",
             "http://example.com/",
