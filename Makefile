@@ -177,12 +177,13 @@ fuzz-quick: cargo-fuzz ## Fuzz each target for 30 s from the committed corpus (C
 	$(MAKE) fuzz FUZZ_SECONDS=30
 
 .PHONY: fuzz-cmin
-fuzz-cmin: cargo-fuzz ## Minimise fuzz/corpus-run/* into the committed fuzz/corpus/*
+fuzz-cmin: cargo-fuzz ## Minimise fuzz/corpus/* + fuzz/corpus-run/* (set cover) into the committed fuzz/corpus/*
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
-		mkdir -p corpus-run/$$t && cp -n corpus/$$t/* corpus-run/$$t/ 2>/dev/null || true; \
-		rm -rf corpus/$$t && mkdir -p corpus/$$t; \
-		cargo +nightly fuzz cmin $$t corpus-run/$$t -- -rss_limit_mb=2048 && cp corpus-run/$$t/* corpus/$$t/; \
-	done
+		rm -rf corpus-new/$$t && mkdir -p corpus-new/$$t corpus-run/$$t; \
+		nice -n 10 cargo +nightly fuzz run $$t corpus-new/$$t corpus/$$t corpus-run/$$t -- \
+			-set_cover_merge=1 -rss_limit_mb=2048 -max_len=4096 || exit 1; \
+		rm -rf corpus/$$t && mv corpus-new/$$t corpus/$$t; \
+	done; rm -rf corpus-new
 
 .PHONY: lint
 lint: wasm-target ## rustfmt check and clippy (warnings are errors; no unwrap/expect/panic/indexing)
