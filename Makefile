@@ -166,7 +166,7 @@ cargo-fuzz:
 .PHONY: fuzz
 fuzz: cargo-fuzz ## Fuzz each target for FUZZ_SECONDS (default 600) one after the other; new inputs in fuzz/corpus-run/
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
-		mkdir -p corpus-run/$$t; \
+		mkdir -p corpus-run/$$t corpus/$$t; \
 		dict=""; [ -f $$t.dict ] && dict="-dict=$$t.dict"; \
 		nice -n 10 cargo +nightly fuzz run $$t corpus-run/$$t corpus/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) $$dict || exit 1; \

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::envoy::{self, render_config, Envoy};
-use crate::wire::{connect, exchange, End};
+use crate::wire::{connect, exchange, try_read_response, End};
 
 fn start(config: &str, workers: u32) -> Envoy {
     Envoy::try_start_workers(
@@ -167,7 +167,7 @@ fn a_flood_of_distinct_keys_keeps_memory_bounded() {
                     let request =
                         format!("GET / HTTP/1.1\r\nHost: example.com\r\nX-Client: key-{i}\r\n\r\n");
                     stream.write_all(request.as_bytes()).unwrap();
-                    match try_read_status(&mut stream) {
+                    match try_read_response(&mut stream).map(|r| r.status) {
                         Some(200) => served_total.fetch_add(1, Ordering::Relaxed),
                         Some(other) => panic!("status {other}"),
                         None => {
@@ -210,35 +210,4 @@ fn a_flood_of_distinct_keys_keeps_memory_bounded() {
         "{keys} distinct keys in {:.1}s ({dropped} dropped on shared slots); memory {before} -> {after} (+{growth})",
         start.elapsed().as_secs_f64()
     );
-}
-
-/// The status of one response on a keep-alive connection, or `None` if the
-/// connection closed with 0 bytes (a drop).
-fn try_read_status(stream: &mut std::net::TcpStream) -> Option<u16> {
-    use std::io::Read;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            Ok(_) if head.is_empty() => return None,
-            other => panic!(
-                "connection ended inside a response: {other:?} after {:?}",
-                String::from_utf8_lossy(&head)
-            ),
-        }
-    }
-    let text = String::from_utf8_lossy(&head);
-    let length: usize = text
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().to_string())
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).unwrap();
-    text.split_whitespace().nth(1).and_then(|s| s.parse().ok())
 }

@@ -89,6 +89,12 @@ pub struct Response {
 
 /// Reads exactly one response from a keep-alive connection.
 pub fn read_response(stream: &mut TcpStream) -> Response {
+    try_read_response(stream).expect("connection closed before any response byte")
+}
+
+/// Reads one response, or `None` if the connection closed before its first
+/// byte (a drop on a keep-alive connection).
+pub fn try_read_response(stream: &mut TcpStream) -> Option<Response> {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
@@ -97,6 +103,7 @@ pub fn read_response(stream: &mut TcpStream) -> Response {
     while !raw.ends_with(b"\r\n\r\n") {
         match stream.read(&mut byte) {
             Ok(1) => raw.push(byte[0]),
+            Ok(0) if raw.is_empty() => return None,
             other => panic!(
                 "connection ended inside a response head: {other:?}, got {:?}",
                 String::from_utf8_lossy(&raw)
@@ -120,7 +127,7 @@ pub fn read_response(stream: &mut TcpStream) -> Response {
         .expect("content-length");
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).expect("body");
-    Response { status, head, body }
+    Some(Response { status, head, body })
 }
 
 /// A GET request with the given extra header lines (each without CRLF).
