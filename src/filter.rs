@@ -278,7 +278,7 @@ impl Shared {
     }
 
     /// Counters and the structured log line for one verdict.
-    fn record(&self, verdict: &Verdict<'_>, request: &mut HostRequest) {
+    fn record(&self, verdict: &Verdict<'_>, request: &mut HostRequest<'_>) {
         let s = &self.stats;
         s.bump(s.seen);
         let (event, rule) = match verdict.decision {
@@ -315,7 +315,7 @@ impl Shared {
     }
 
     /// Writes one JSON line if the budget allows; otherwise counts it.
-    fn log_line(&self, event: &str, rule: &str, request: &mut HostRequest) {
+    fn log_line(&self, event: &str, rule: &str, request: &mut HostRequest<'_>) {
         let settings = self.engine.log_settings();
         if settings.level == engine::LogLevel::Off {
             return;
@@ -463,32 +463,32 @@ impl Stats {
 /// attribute `request.headers.<name>` returns all lines joined with `,`, so it
 /// is read first; the header map is asked only when the attribute has no
 /// value, for hosts without that attribute (and then it is the only source).
-struct HostRequest {
+struct HostRequest<'e> {
     headers: Vec<(String, Option<Vec<u8>>)>,
     peer: Option<Option<Vec<u8>>>,
     now_ns: Option<u64>,
     /// Shared-data keys are `<prefix>.rl.<rule>.<slot>`.
-    stat_prefix: String,
+    stat_prefix: &'e str,
     /// Rate-limit checks that found the bucket empty.
     over_limit: u32,
     /// Rate-limit checks abandoned after `MAX_CAS_TRIES` conflicts.
     contention: u32,
 }
 
-impl HostRequest {
-    fn new(stat_prefix: &str) -> Self {
+impl<'e> HostRequest<'e> {
+    fn new(stat_prefix: &'e str) -> Self {
         HostRequest {
             headers: Vec::new(),
             peer: None,
             now_ns: None,
-            stat_prefix: stat_prefix.to_string(),
+            stat_prefix,
             over_limit: 0,
             contention: 0,
         }
     }
 }
 
-impl RequestSource for HostRequest {
+impl RequestSource for HostRequest<'_> {
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         if let Some((_, value)) = self.headers.iter().find(|(n, _)| n == name) {
             return value.clone();
