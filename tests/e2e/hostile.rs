@@ -193,14 +193,9 @@ const ADMIN_PATHS: &[&str] = &[
     "/%2e/admin",
     "/%2E%2E/admin",
     "/x/%2e%2e/admin",
-    "/x/%2E%2E%2Fadmin",
-    "/x%2f..%2fadmin",
-    "/%2fadmin",
     "/\\admin",
     "/x\\..\\admin",
-    "/%5cadmin",
     "/admin;jsessionid=1",
-    "/admin%00",
     "/admin%ff",
     "/.env",
     "/x/../.git/config",
@@ -211,6 +206,18 @@ const ADMIN_PATHS: &[&str] = &[
     "/cgi-bin/test.cgi",
     "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
     "/actuator/env",
+];
+
+/// `/admin` spellings the shipped HTTP connection manager answers itself with
+/// a 400 before any filter runs (docs/path-safety.md): an encoded slash or
+/// backslash (`path_with_escaped_slashes_action: REJECT_REQUEST`) or an
+/// encoded NUL (`normalize_path`). Never routed, never forwarded.
+const ENVOY_REJECTED_PATHS: &[&str] = &[
+    "/x/%2E%2E%2Fadmin",
+    "/x%2f..%2fadmin",
+    "/%2fadmin",
+    "/%5cadmin",
+    "/admin%00",
 ];
 
 /// Benign paths that merely look odd: must be served.
@@ -300,6 +307,15 @@ fn corpus() -> Vec<Case> {
                 format!("path {path} host {host}"),
                 get(path, host),
                 Drop,
+            ));
+        }
+    }
+    for path in ENVOY_REJECTED_PATHS {
+        for host in &GOOD_HOSTS[..3] {
+            cases.push(case(
+                format!("path {path} host {host}"),
+                get(path, host),
+                Reject,
             ));
         }
     }
