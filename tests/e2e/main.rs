@@ -27,6 +27,7 @@ mod ratelimit;
 mod serve;
 mod soak;
 mod tls;
+mod upstream;
 mod wire;
 
 use std::time::Duration;
