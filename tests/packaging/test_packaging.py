@@ -1,5 +1,6 @@
 """Packaging checks: the release files, the OCI image layout and Docker image
-of `make oci`, the Compose file, and the Istio / Envoy Gateway examples.
+of `make oci`, the Compose file, the Istio / Envoy Gateway examples, and the
+path settings of every shipped Envoy configuration (docs/path-safety.md).
 
 Run by `make test-packaging` (after `make oci`), which sets VERSION,
 ENVOY_VERSION and ENVOY_BIN. The example plugin configurations are not only
@@ -172,13 +173,36 @@ class IstioExample(unittest.TestCase):
             self.assertIsNone(envoy.status("example.com", None))
 
 
+    def test_envoy_filter_sets_the_path_settings_on_the_same_gateway(self):
+        (plugin,) = load_all("examples/istio/wasmplugin.yaml")
+        (envoy_filter,) = load_all("examples/istio/path-normalization.yaml")
+        self.assertEqual(envoy_filter["apiVersion"], "networking.istio.io/v1alpha3")
+        self.assertEqual(envoy_filter["kind"], "EnvoyFilter")
+        self.assertEqual(envoy_filter["metadata"]["namespace"], plugin["metadata"]["namespace"])
+        spec = envoy_filter["spec"]
+        self.assertEqual(spec["workloadSelector"]["labels"], plugin["spec"]["selector"]["matchLabels"])
+        (patch,) = spec["configPatches"]
+        self.assertEqual(patch["applyTo"], "NETWORK_FILTER")
+        self.assertEqual(
+            patch["match"]["listener"]["filterChain"]["filter"]["name"],
+            "envoy.filters.network.http_connection_manager",
+        )
+        self.assertEqual(patch["patch"]["operation"], "MERGE")
+        hcm = patch["patch"]["value"]["typed_config"]
+        self.assertEqual(hcm["@type"], HCM_TYPE)
+        self.assertEqual({k: hcm[k] for k in PATH_SETTINGS}, PATH_SETTINGS)
+
+
 class EnvoyGatewayExample(unittest.TestCase):
     def docs(self):
         return {doc["kind"]: doc for doc in load_all("examples/envoy-gateway/drop444.yaml")}
 
     def test_resources_reference_each_other(self):
         docs = self.docs()
-        self.assertEqual(set(docs), {"GatewayClass", "Gateway", "HTTPRoute", "EnvoyExtensionPolicy"})
+        self.assertEqual(
+            set(docs),
+            {"GatewayClass", "Gateway", "HTTPRoute", "EnvoyExtensionPolicy", "ClientTrafficPolicy"},
+        )
         for kind in ("GatewayClass", "Gateway", "HTTPRoute"):
             self.assertEqual(docs[kind]["apiVersion"], "gateway.networking.k8s.io/v1", kind)
         gateway = docs["Gateway"]
@@ -200,6 +224,22 @@ class EnvoyGatewayExample(unittest.TestCase):
         # The route's host is one the plugin lets through.
         self.assertTrue(set(route["spec"]["hostnames"]) <= set(wasm["config"]["host"]["allow"]))
 
+    def test_client_traffic_policy_sets_the_path_settings_on_the_gateway(self):
+        docs = self.docs()
+        gateway = docs["Gateway"]
+        policy = docs["ClientTrafficPolicy"]
+        self.assertEqual(policy["apiVersion"], "gateway.envoyproxy.io/v1alpha1")
+        self.assertEqual(policy["metadata"]["namespace"], gateway["metadata"]["namespace"])
+        self.assertIn(
+            {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway["metadata"]["name"]},
+            policy["spec"]["targetRefs"],
+        )
+        # Envoy Gateway always sets normalize_path; merge_slashes unless
+        # disabled; the escaped-slash action is ours to choose.
+        path = policy["spec"]["path"]
+        self.assertEqual(path["escapedSlashesAction"], "RejectRequest")
+        self.assertIs(path.get("disableMergeSlashes", False), False)
+
     def test_plugin_config_loads_and_behaves(self):
         (wasm,) = self.docs()["EnvoyExtensionPolicy"]["spec"]["wasm"]
         with Envoy(wasm["config"]) as envoy:
@@ -207,6 +247,100 @@ class EnvoyGatewayExample(unittest.TestCase):
             self.assertIsNone(envoy.status("example.com", "Mozilla/5.0"))
             self.assertIsNone(envoy.status("www.example.com", "SQLMap"))
             self.assertIsNone(envoy.status("www.example.com", "Mozilla/5.0", ["X-Debug-Token: 1"]))
+
+
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+# Envoy's own path settings every shipped HTTP connection manager sets
+# (docs/path-safety.md).
+PATH_SETTINGS = {
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "REJECT_REQUEST",
+}
+# Shipped Envoy configurations with a drop444 HTTP connection manager.
+FRONT_CONFIGS = [
+    "envoy/envoy.yaml",
+    "envoy/envoy-l4.yaml",
+    "envoy/envoy-tls.yaml",
+    "envoy/envoy-remote.yaml",
+    "envoy/compose/envoy.yaml",
+    "envoy/hot-reload/listener.yaml",
+]
+
+
+def http_connection_managers(node) -> list:
+    """Every HttpConnectionManager typed_config anywhere in a YAML tree."""
+    found = []
+    stack = [node]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            if value.get("@type") == HCM_TYPE:
+                found.append(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return found
+
+
+def has_drop444(hcm: dict) -> bool:
+    return any(f.get("name") == "drop444" for f in hcm.get("http_filters", []))
+
+
+class ShippedEnvoyConfigs(unittest.TestCase):
+    def shipped(self) -> list:
+        files = sorted(
+            str(p.relative_to(ROOT))
+            for pattern in ("envoy/*.yaml", "envoy/compose/*.yaml", "envoy/hot-reload/*.yaml")
+            for p in ROOT.glob(pattern)
+        )
+        self.assertTrue(set(FRONT_CONFIGS) <= set(files), files)
+        return files
+
+    def test_every_http_connection_manager_sets_the_path_settings(self):
+        checked = 0
+        for file in self.shipped():
+            for doc in load_all(file):
+                for hcm in http_connection_managers(doc):
+                    checked += 1
+                    self.assertEqual(
+                        {k: hcm.get(k) for k in PATH_SETTINGS}, PATH_SETTINGS, f"{file}: {hcm['stat_prefix']}"
+                    )
+        # The six drop444 fronts and the Compose upstream.
+        self.assertGreaterEqual(checked, len(FRONT_CONFIGS) + 1)
+
+    def test_every_front_config_has_a_drop444_http_connection_manager(self):
+        for file in FRONT_CONFIGS:
+            hcms = [h for doc in load_all(file) for h in http_connection_managers(doc)]
+            self.assertTrue(any(has_drop444(h) for h in hcms), f"{file}: no HCM with drop444")
+
+    def test_envoy_answers_an_encoded_slash_itself_before_any_filter(self):
+        """REJECT_REQUEST: a bare 400 even when drop444 would drop every request."""
+        everything = {"rules": [{"name": "everything", "header": ":path", "present": True}]}
+        with Envoy(everything) as envoy:
+            self.assertEqual(envoy.raw(request(b"/x")), b"")  # drop444 runs: dropped
+            for path in (b"/x%2Fy", b"/x%2fy", b"/x%5Cy", b"/x%5cy"):
+                head = envoy.raw(request(path))
+                self.assertTrue(head.startswith(b"HTTP/1.1 400 "), (path, head))
+                self.assertIn(b"content-length: 0\r\n", head.lower(), path)
+
+    def test_envoy_normalizes_the_path_before_drop444_reads_it(self):
+        """normalize_path and merge_slashes: drop444's raw `:path` (a header
+        condition, not the normalised `path` field) never shows `..`, `\\` or `//`."""
+        raw_path = {"rules": [
+            {"name": "raw-dots", "header": ":path", "contains": "/.."},
+            {"name": "raw-backslash", "header": ":path", "contains": "\\"},
+            {"name": "raw-double-slash", "header": ":path", "contains": "//"},
+        ]}
+        with Envoy(raw_path) as envoy:
+            self.assertEqual(envoy.raw(request(b"/a/..b")), b"")  # not a dot segment: kept, dropped
+            for path in (b"/a/../b", b"/a/%2e%2e/b", b"/a\\..\\b", b"//b", b"/a//b/./c"):
+                head = envoy.raw(request(path))
+                self.assertTrue(head.startswith(b"HTTP/1.1 200 "), (path, head))
+
+
+def request(path: bytes) -> bytes:
+    return b"GET " + path + b" HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"
 
 
 class Envoy:
@@ -262,6 +396,12 @@ class Envoy:
                 return response.read()
         except OSError:
             return b""
+
+    def raw(self, request: bytes) -> bytes:
+        """Everything Envoy sends back to these request bytes, until it closes."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=3) as s:
+            s.sendall(request)
+            return recv_all(s)
 
     def status(self, host, user_agent, extra=()):
         """The response status, or None for drop444's silent drop (0 bytes)."""
