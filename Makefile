@@ -117,7 +117,7 @@ test-e2e: wasm release envoy ## End-to-end tests: real Envoy + drop444.wasm, che
 	ENVOY_BIN="$(ENVOY_BIN)" cargo test --features e2e --test e2e
 
 .PHONY: test-packaging
-test-packaging: oci envoy pyyaml ## Check release files, OCI layout + image, compose file, Istio / Envoy Gateway examples
+test-packaging: oci envoy pyyaml ## Check release files, OCI layout + image, compose file, Istio / Envoy Gateway examples, path settings of every shipped Envoy config
 	VERSION=$(VERSION) ENVOY_VERSION=$(ENVOY_VERSION) ENVOY_BIN="$(ENVOY_BIN)" \
 		$(PYTHON) -m unittest discover --start-directory tests/packaging --verbose
 
