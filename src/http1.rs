@@ -82,9 +82,18 @@ pub struct Request {
     pub body: Body,
 }
 
+/// The HTTP/2 connection preface.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Bytes of the preface after which Envoy's `codec_type: AUTO` has chosen
+/// HTTP/2 (`PRI * HTTP/2`).
+const H2_PREFIX_SEEN: usize = 12;
+
 /// What Envoy does with the bytes received so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The bytes start like the HTTP/2 preface: Envoy (`codec_type: AUTO`)
+    /// speaks HTTP/2 on this connection; not modelled here.
+    Http2,
     /// The head is not complete and nothing in it is refused yet: Envoy waits.
     Incomplete,
     /// Envoy answers itself.
@@ -157,50 +166,73 @@ const METHODS: &[&str] = &[
 ];
 
 /// Envoy's built-in ("inline") request headers: repeated lines are joined
-/// into one entry with `,`, an empty line adding nothing.
+/// into one entry with `,`, an empty line adding nothing. The list Envoy
+/// 1.40.0 prints at start-up ("request header map"), plus `host`.
 const INLINE: &[&str] = &[
     "host",
-    "user-agent",
-    "te",
-    "expect",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-client-cert",
-    "x-client-trace-id",
-    "x-request-id",
-    "grpc-timeout",
+    "accept",
+    "accept-encoding",
+    "access-control-request-headers",
+    "access-control-request-method",
+    "access-control-request-private-network",
+    "authentication",
+    "authorization",
+    "cache-control",
+    "cdn-loop",
+    "connection",
+    "content-encoding",
     "content-length",
     "content-type",
-    "connection",
+    "expect",
+    "grpc-accept-encoding",
+    "grpc-timeout",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
     "keep-alive",
+    "origin",
+    "pragma",
     "proxy-connection",
     "proxy-status",
+    "referer",
+    "te",
     "transfer-encoding",
     "upgrade",
+    "user-agent",
     "via",
-    "x-envoy-decorator-operation",
+    "x-client-trace-id",
     "x-envoy-attempt-count",
+    "x-envoy-decorator-operation",
     "x-envoy-downstream-service-cluster",
     "x-envoy-downstream-service-node",
+    "x-envoy-expected-rq-timeout-ms",
     "x-envoy-external-address",
     "x-envoy-force-trace",
     "x-envoy-hedge-on-per-try-timeout",
     "x-envoy-internal",
     "x-envoy-ip-tags",
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-retriable-status-codes",
-    "x-envoy-retriable-header-names",
+    "x-envoy-is-timeout-retry",
+    "x-envoy-max-retries",
+    "x-envoy-original-host",
     "x-envoy-original-path",
     "x-envoy-original-url",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retry-on",
     "x-envoy-upstream-alt-stat-name",
-    "x-envoy-upstream-rq-timeout-alt-response",
-    "x-envoy-expected-rq-timeout-ms",
-    "x-envoy-max-retries",
-    "x-envoy-upstream-rq-timeout-ms",
     "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-upstream-rq-timeout-ms",
     "x-envoy-upstream-stream-duration-ms",
+    "x-forwarded-client-cert",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-proto",
+    "x-request-id",
 ];
 
 /// Hop-by-hop headers Envoy removes before the filters run.
@@ -262,6 +294,13 @@ fn head_end(data: &[u8], start: usize) -> Option<usize> {
 
 /// Parses what a client sent so far, the way Envoy 1.40 does.
 pub fn parse(data: &[u8], limits: &Limits) -> Outcome {
+    if H2_PREFACE.starts_with(
+        data.get(..H2_PREFACE.len().min(data.len()))
+            .unwrap_or_default(),
+    ) && data.len() >= H2_PREFIX_SEEN
+    {
+        return Outcome::Http2;
+    }
     // Empty lines before the request line are skipped.
     let start = data
         .iter()

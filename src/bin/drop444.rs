@@ -280,11 +280,16 @@ fn parse_raw(raw: &[u8], request: &mut Request) -> Result<Option<http1::LocalRep
     let mut input = raw;
     if let http1::Outcome::Incomplete = http1::parse(raw, &http1::Limits::default()) {
         owned = raw.to_vec();
-        owned.extend_from_slice(if raw.ends_with(b"\n") { b"\r\n" } else { b"\r\n\r\n" });
+        owned.extend_from_slice(if raw.ends_with(b"\n") {
+            b"\r\n"
+        } else {
+            b"\r\n\r\n"
+        });
         input = &owned;
     }
     match http1::parse(input, &http1::Limits::default()) {
         http1::Outcome::Incomplete => Err("the raw request is not a complete HTTP/1 request head".into()),
+        http1::Outcome::Http2 => Err("the raw request starts like the HTTP/2 preface: Envoy would speak HTTP/2; --raw models HTTP/1 only".into()),
         http1::Outcome::Local(reply) => Ok(Some(reply)),
         http1::Outcome::Request(parsed) => {
             request.method = parsed.method;
