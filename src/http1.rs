@@ -696,7 +696,7 @@ fn complete(head: &[u8], limits: &Limits) -> Result<Request, LocalReply> {
     if upgrade && !h2c {
         return Err(reply(
             403,
-            "upgrade_failed",
+            UPGRADE_FAILED,
             "an Upgrade request (Connection: upgrade) and no upgrade_configs",
         ));
     }
@@ -748,6 +748,9 @@ fn complete(head: &[u8], limits: &Limits) -> Result<Request, LocalReply> {
         body,
     })
 }
+
+/// Details of Envoy's 403 to an Upgrade without `upgrade_configs`.
+pub const UPGRADE_FAILED: &str = "upgrade_failed";
 
 const CONNECTION_REJECTED: LocalReply = reply(
     400,
