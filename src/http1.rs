@@ -306,6 +306,15 @@ pub fn parse(data: &[u8], limits: &Limits) -> Outcome {
         .iter()
         .position(|b| *b != b'\r' && *b != b'\n')
         .unwrap_or(data.len());
+    // Balsa refuses a request that starts (after empty lines) with a space
+    // or a control byte at once, before the line is complete.
+    if data.get(start).is_some_and(|b| *b <= b' ') {
+        return Outcome::Local(reply(
+            400,
+            "http1.codec_error",
+            "the request starts with a space or a control byte (a TLS ClientHello, ...)",
+        ));
+    }
     let end = head_end(data, start);
     let head = data.get(..end.unwrap_or(data.len())).unwrap_or_default();
     if head.iter().any(|b| is_invalid_char(*b)) {

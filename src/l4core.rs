@@ -305,7 +305,7 @@ mod tests {
                 b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
                 "http1.invalid_characters",
             ),
-            (b"\x16\x03\x01\x00\x05hello", "http1.invalid_characters"),
+            (b"\x16\x03\x01\x00\x05hello", "http1.codec_error"),
             (
                 b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
                 "absolute_path_rejected",

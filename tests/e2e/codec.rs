@@ -164,9 +164,10 @@ fn cli(config: &std::path::Path, request: &[u8]) -> (Verdict, String) {
     (verdict, stdout)
 }
 
-/// Sends `request` on a fresh connection; reads one response (or the close).
-fn envoy_verdict(envoy: &Envoy, request: &[u8]) -> Verdict {
-    let mut stream = connect(envoy.addr);
+/// Sends `request` on a fresh connection and reads one response, or the
+/// close: `None` for 0 bytes, else the status and the bytes received.
+pub fn response_to(addr: std::net::SocketAddr, request: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let mut stream = connect(addr);
     stream.write_all(request).expect("write");
     let head_only = request.starts_with(b"HEAD ");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -195,7 +196,7 @@ fn envoy_verdict(envoy: &Envoy, request: &[u8]) -> Verdict {
         }
     }
     if bytes.is_empty() {
-        return Verdict::Dropped;
+        return None;
     }
     let text = String::from_utf8_lossy(&bytes);
     let status: u16 = text
@@ -203,6 +204,14 @@ fn envoy_verdict(envoy: &Envoy, request: &[u8]) -> Verdict {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not a response: {text:?}"));
+    Some((status, bytes))
+}
+
+fn envoy_verdict(envoy: &Envoy, request: &[u8]) -> Verdict {
+    let Some((status, bytes)) = response_to(envoy.addr, request) else {
+        return Verdict::Dropped;
+    };
+    let head_only = request.starts_with(b"HEAD ");
     // No route matches CONNECT here: a CONNECT the filter passed gets the
     // router's 404 (a route for it would make Envoy answer 403 itself, as
     // there are no upgrade_configs). Envoy's own replies to CONNECT are 400,
