@@ -303,6 +303,15 @@ fn parse_raw(raw: &[u8], request: &mut Request) -> Result<Option<http1::LocalRep
     }
 }
 
+/// Bytes for display: printable ASCII as is, anything else as `\xNN`.
 fn show(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_graphic() || b == b' ' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
