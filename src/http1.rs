@@ -603,10 +603,12 @@ fn complete(head: &[u8], limits: &Limits) -> Result<Request, LocalReply> {
     }
     let upgrade = is_upgrade(&entries);
     let h2c = upgrade && get("upgrade").is_some_and(|u| u.eq_ignore_ascii_case(b"h2c"));
+    // An Upgrade Envoy would tunnel (`h2c` it strips and serves as HTTP/1).
+    let tunnel = upgrade && !h2c;
 
     // Codec: the Connection header's nominated headers.
     let mut nominated: Vec<String> = Vec::new();
-    if !connect && !(upgrade && !h2c) {
+    if !connect && !tunnel {
         if let Some(connection) = get("connection") {
             let tokens: Vec<&[u8]> = connection
                 .split(|b| *b == b',')
@@ -702,7 +704,7 @@ fn complete(head: &[u8], limits: &Limits) -> Result<Request, LocalReply> {
             ));
         }
     }
-    if upgrade && !h2c {
+    if tunnel {
         return Err(reply(
             403,
             UPGRADE_FAILED,
@@ -710,7 +712,7 @@ fn complete(head: &[u8], limits: &Limits) -> Result<Request, LocalReply> {
         ));
     }
 
-    let body = if connect || (upgrade && !h2c) {
+    let body = if connect || tunnel {
         Body::Tunnel
     } else if te.is_some() {
         Body::Chunked
