@@ -1120,3 +1120,87 @@ mod tests {
         }
     }
 }
+
+/// Properties over generated heads (native only: proptest is not built for
+/// the wasm32 test run).
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod props {
+    #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+    use super::*;
+    use proptest::prelude::*;
+
+    const FIRST: &[&str] = &[
+        "GET / HTTP/1.1",
+        "GET /admin HTTP/1.1",
+        "POST /x?y HTTP/1.1",
+        "GET http://a/ HTTP/1.1",
+        "get / HTTP/1.1",
+        "GET / HTTP/1.0",
+        "CONNECT a:443 HTTP/1.1",
+        "OPTIONS * HTTP/1.1",
+        " GET / HTTP/1.1",
+        "GET /a b HTTP/1.1",
+        "BLAH",
+    ];
+    const LINES: &[&str] = &[
+        "Host: a",
+        "Host: a b",
+        "Host:",
+        "User-Agent: x",
+        " folded",
+        "X-A: \u{1}",
+        "Bad Name: x",
+        "Content-Length: 3",
+        "Content-Length: x",
+        "Transfer-Encoding: chunked",
+        "Transfer-Encoding: gzip",
+        "Connection: x-a",
+        "Connection: x-forwarded-for",
+        "Upgrade: websocket",
+        "Connection: upgrade",
+        "X-A",
+    ];
+
+    fn head() -> impl Strategy<Value = Vec<u8>> {
+        (
+            0..FIRST.len(),
+            proptest::collection::vec((0..LINES.len(), any::<bool>()), 0..6),
+            any::<bool>(),
+        )
+            .prop_map(|(first, lines, crlf)| {
+                let end = if crlf { "\r\n" } else { "\n" };
+                let mut h = format!("{}{end}", FIRST[first]);
+                for (line, crlf) in lines {
+                    h.push_str(LINES[line]);
+                    h.push_str(if crlf { "\r\n" } else { "\n" });
+                }
+                h.push_str(end);
+                h.push_str("abc");
+                h.into_bytes()
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..400),
+                        max in 0usize..200, headers in 0usize..5, ten in any::<bool>()) {
+            let limits = Limits { max_head_bytes: max, max_headers: headers, accept_http_10: ten };
+            let _ = parse(&data, &limits);
+            let _ = parse(&data, &Limits::default());
+        }
+
+        /// The L4 inspector may close on a partial head only if Envoy refuses
+        /// the whole head too: a prefix refused means the head is refused.
+        #[test]
+        fn a_refused_prefix_means_a_refused_head(raw in head()) {
+            let full = parse(&raw, &Limits::default());
+            for cut in 0..raw.len() {
+                if let Outcome::Local(early) = parse(&raw[..cut], &Limits::default()) {
+                    prop_assert!(matches!(full, Outcome::Local(_)),
+                        "{:?}: prefix {cut} refused ({early:?}), whole {full:?}",
+                        String::from_utf8_lossy(&raw));
+                }
+            }
+        }
+    }
+}
