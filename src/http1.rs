@@ -354,8 +354,10 @@ fn early_errors(partial: &[u8]) -> Option<LocalReply> {
     let complete_len = partial.iter().rposition(|b| *b == b'\n')?;
     let mut it = lines(partial.get(..complete_len).unwrap_or_default());
     let first = it.next()?;
-    if let Err(reply) = request_line(first) {
-        return Some(reply);
+    match request_line(first) {
+        Err(reply) => return Some(reply),
+        Ok(line) if line.http09 => return None,
+        Ok(_) => {}
     }
     let mut seen_header = false;
     for line in it {
@@ -383,6 +385,8 @@ struct Line<'a> {
     method: &'a str,
     target: &'a [u8],
     http11: bool,
+    /// No version at all (HTTP/0.9 style): balsa reads no header lines.
+    http09: bool,
 }
 
 /// `METHOD SP target SP HTTP/d.d`, separators runs of spaces or tabs.
@@ -438,6 +442,7 @@ fn request_line(mut line: &[u8]) -> Result<Line<'_>, LocalReply> {
         method,
         target,
         http11,
+        http09: version.is_none(),
     })
 }
 
@@ -493,6 +498,10 @@ struct Entry {
 fn complete(head: &[u8], limits: &Limits) -> Result<Request, LocalReply> {
     let mut it = lines(head);
     let line = request_line(it.next().unwrap_or_default())?;
+    if line.http09 && !limits.accept_http_10 {
+        // Whatever follows the request line.
+        return Err(LOW_VERSION);
+    }
 
     // Header lines, obs-fold continuations appended (line ends dropped, the
     // folding whitespace kept), CR bytes inside values dropped, then trimmed.
@@ -661,11 +670,7 @@ fn complete(head: &[u8], limits: &Limits) -> Result<Request, LocalReply> {
 
     // Connection manager, in Envoy's order.
     if !line.http11 && !limits.accept_http_10 {
-        return Err(reply(
-            426,
-            "low_version",
-            "not HTTP/1.1 (HTTP/1.0, /0.9, /1.2, /2.0 ...) and accept_http_10 is off",
-        ));
+        return Err(LOW_VERSION);
     }
     let Some(authority) = authority else {
         return Err(reply(
@@ -762,6 +767,12 @@ fn complete(head: &[u8], limits: &Limits) -> Result<Request, LocalReply> {
 
 /// Details of Envoy's 403 to an Upgrade without `upgrade_configs`.
 pub const UPGRADE_FAILED: &str = "upgrade_failed";
+
+const LOW_VERSION: LocalReply = reply(
+    426,
+    "low_version",
+    "not HTTP/1.1 (HTTP/1.0, /0.9, /1.2, /2.0 ...) and accept_http_10 is off",
+);
 
 const CONNECTION_REJECTED: LocalReply = reply(
     400,
@@ -1013,6 +1024,7 @@ mod tests {
             (b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", 426, "low_version"),
             (b"GET / HTTP/1.2\r\n\r\n", 426, "low_version"),
             (b"GET /\r\n\r\n", 426, "low_version"),
+            (b"GET /a\nb HTTP/1.1\r\nHost: a\r\n\r\n", 426, "low_version"),
             (b"GET / HTTP/1.10\r\nHost: a\r\n\r\n", 400, "http1.codec_error"),
             (b"get / HTTP/1.1\r\nHost: a\r\n\r\n", 400, "http1.codec_error"),
             (b"BLAH\r\n\r\n", 400, "http1.codec_error"),

@@ -224,13 +224,8 @@ fn envoy_verdict(envoy: &Envoy, request: &[u8]) -> Verdict {
     }
 }
 
-#[test]
-fn cli_raw_verdicts_agree_with_envoy_case_by_case() {
-    if envoy::skip_if_external("starts its own bare Envoy") {
-        return;
-    }
-    let corpus = corpus();
-    assert!(corpus.len() >= 150, "corpus has {} requests", corpus.len());
+/// The bare Envoy with drop444 and `CONFIG`, and the CLI's config file.
+fn start() -> (Envoy, std::path::PathBuf) {
     let envoy = Envoy::try_start_with(|dir| {
         ENVOY_YAML
             .replace("ACCESS_LOG", &dir.join("access.log").display().to_string())
@@ -240,12 +235,21 @@ fn cli_raw_verdicts_agree_with_envoy_case_by_case() {
     .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"));
     let config = envoy.scratch().join("drop444.json");
     std::fs::write(&config, CONFIG).unwrap();
+    (envoy, config)
+}
 
+/// Sends every request through the CLI and Envoy; returns the verdict
+/// counts and the disagreements.
+fn compare(
+    envoy: &Envoy,
+    config: &std::path::Path,
+    requests: &[(String, Vec<u8>)],
+) -> (std::collections::BTreeMap<String, usize>, Vec<String>) {
     let mut disagreements = Vec::new();
     let mut counts = std::collections::BTreeMap::new();
-    for (shown, request) in &corpus {
-        let (predicted, explanation) = cli(&config, request);
-        let actual = envoy_verdict(&envoy, request);
+    for (shown, request) in requests {
+        let (predicted, explanation) = cli(config, request);
+        let actual = envoy_verdict(envoy, request);
         *counts.entry(format!("{actual:?}")).or_insert(0) += 1;
         if predicted != actual {
             disagreements.push(format!(
@@ -254,6 +258,63 @@ fn cli_raw_verdicts_agree_with_envoy_case_by_case() {
             ));
         }
     }
+    (counts, disagreements)
+}
+
+/// Every byte value at seven places of a request: the first byte, the
+/// method, the path, a header name, a header value, the Host, the host of an
+/// absolute-form target (7 × 256 requests).
+#[test]
+fn cli_raw_verdicts_agree_with_envoy_for_every_byte_at_every_place() {
+    if envoy::skip_if_external("starts its own bare Envoy") {
+        return;
+    }
+    let (envoy, config) = start();
+    let places: [(&str, &str); 7] = [
+        ("first", "@GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"),
+        ("method", "G@T / HTTP/1.1\r\nHost: example.com\r\n\r\n"),
+        ("path", "GET /adm@in HTTP/1.1\r\nHost: example.com\r\n\r\n"),
+        (
+            "name",
+            "GET / HTTP/1.1\r\nHost: example.com\r\nX-Pr@obe: evil\r\n\r\n",
+        ),
+        (
+            "value",
+            "GET / HTTP/1.1\r\nHost: example.com\r\nX-Probe: ev@il\r\n\r\n",
+        ),
+        ("host", "GET / HTTP/1.1\r\nHost: exa@mple.com\r\n\r\n"),
+        ("absolute", "GET http://exa@mple.com/ HTTP/1.1\r\n\r\n"),
+    ];
+    let mut requests = Vec::new();
+    for (place, template) in places {
+        let (before, after) = template.split_once('@').unwrap();
+        for byte in 0..=255u8 {
+            let mut request = before.as_bytes().to_vec();
+            request.push(byte);
+            request.extend_from_slice(after.as_bytes());
+            requests.push((format!("{place} byte {byte:#04x}"), request));
+        }
+    }
+    let (counts, disagreements) = compare(&envoy, &config, &requests);
+    println!("{} requests: {counts:?}", requests.len());
+    assert!(
+        disagreements.is_empty(),
+        "{} of {} disagree:\n{}",
+        disagreements.len(),
+        requests.len(),
+        disagreements.join("\n")
+    );
+}
+
+#[test]
+fn cli_raw_verdicts_agree_with_envoy_case_by_case() {
+    if envoy::skip_if_external("starts its own bare Envoy") {
+        return;
+    }
+    let corpus = corpus();
+    assert!(corpus.len() >= 150, "corpus has {} requests", corpus.len());
+    let (envoy, config) = start();
+    let (counts, disagreements) = compare(&envoy, &config, &corpus);
     println!("{} requests: {counts:?}", corpus.len());
     // The corpus exercises all three outcomes.
     for kind in ["Served", "Dropped", "Envoy(400)"] {
