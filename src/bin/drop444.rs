@@ -113,6 +113,9 @@ struct Request {
 }
 
 fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
+    if config == "-" && args.iter().any(|a| a == "--raw") {
+        return Err("--raw reads the request from stdin, so CONFIG cannot be - too".into());
+    }
     let engine = load(config)?;
     let mut request = Request {
         method: "GET".into(),
@@ -156,9 +159,6 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
             }
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
-    }
-    if config == "-" && args.iter().any(|a| a == "--raw") {
-        return Err("--raw reads the request from stdin, so CONFIG cannot be - too".into());
     }
 
     let mut source = HeaderList::new()
