@@ -4,23 +4,24 @@
 //!
 //! The inspector sees the bytes a client sends before Envoy's HTTP connection
 //! manager does, and says whether the request head is one Envoy would answer
-//! itself with an error status (400 / 426 / 431). It only ever closes on a
-//! head it has parsed completely or found malformed, and stops looking at a
-//! connection as soon as it cannot be sure where the next request starts.
+//! itself before any HTTP filter runs (400 / 403 / 404 / 426 / 431 / 501). The
+//! judgement is the one model of Envoy's HTTP/1 codec in [`crate::http1`],
+//! shared with `drop444 explain --raw`. It only ever closes on a head it has
+//! parsed completely or found refused, and stops looking at a connection as
+//! soon as it cannot be sure where the next request starts.
 
 use serde::Deserialize;
 
 use crate::engine::ConfigError;
+use crate::http1::{self, Body, LocalReply, Outcome};
 
 /// Largest `max_head_bytes` accepted: above Envoy's default per-connection
 /// buffer limit (1 MiB) a paused connection would stop reading instead.
 pub const MAX_HEAD_BYTES_LIMIT: u32 = 1024 * 1024;
 /// Smallest `max_head_bytes` accepted.
 pub const MIN_HEAD_BYTES: u32 = 1024;
-/// Header lines a head may have: Envoy's default `max_headers_count`.
+/// Header entries a head may have: Envoy's default `max_headers_count`.
 const MAX_HEADERS: usize = 100;
-/// The HTTP/2 connection preface (h2c prior knowledge, or h2 after ALPN).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The L4 plugin's own configuration (its plugin `configuration` JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -100,26 +101,18 @@ impl L4Config {
 /// Why the inspector closes a connection (logged and counted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// httparse rejected the head (bad request line, method, target,
-    /// version, header name or value, too many headers).
-    Malformed(&'static str),
-    /// HTTP/1.0 request (`http10: close`).
-    Http10,
-    /// HTTP/1.1 request without a Host header and with an origin-form target.
-    NoHost,
-    /// The head is longer than `max_head_bytes`.
-    HeadTooLarge,
+    /// Envoy would answer this head itself (status, response code details).
+    Envoy(LocalReply),
     /// The client ended its side inside a request head.
     Incomplete,
 }
 
 impl Reason {
+    /// Envoy's response code details (`http1.codec_error`,
+    /// `missing_host_header`, ...) or `incomplete head`.
     pub fn as_str(&self) -> &'static str {
         match self {
-            Reason::Malformed(what) => what,
-            Reason::Http10 => "http/1.0",
-            Reason::NoHost => "no host",
-            Reason::HeadTooLarge => "head too large",
+            Reason::Envoy(reply) => reply.details,
             Reason::Incomplete => "incomplete head",
         }
     }
@@ -196,92 +189,44 @@ impl Inspector {
         if data.is_empty() {
             return Step::Pass;
         }
-        if data.starts_with(H2_PREFACE) {
-            self.state = State::Off;
-            return Step::Pass;
-        }
-        if H2_PREFACE.starts_with(data) {
-            return if end_of_stream {
-                Step::Close(Reason::Incomplete)
-            } else {
-                Step::NeedMore
-            };
-        }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        let parsed = request.parse(data);
-        match parsed {
-            Err(err) => Step::Close(Reason::Malformed(error_name(err))),
-            Ok(httparse::Status::Partial) => {
-                if data.len() > self.max_head {
-                    Step::Close(Reason::HeadTooLarge)
-                } else if end_of_stream {
-                    Step::Close(Reason::Incomplete)
-                } else {
-                    Step::NeedMore
-                }
+        let limits = http1::Limits {
+            max_head_bytes: self.max_head,
+            max_headers: MAX_HEADERS,
+            accept_http_10: self.http10 == Http10::Pass,
+        };
+        match http1::parse(data, &limits) {
+            Outcome::Http2 => {
+                self.state = State::Off;
+                Step::Pass
             }
-            Ok(httparse::Status::Complete(head_len)) => {
-                if head_len > self.max_head {
-                    return Step::Close(Reason::HeadTooLarge);
-                }
-                let version = request.version;
-                let origin_form = request.path.is_some_and(|p| p.starts_with('/'));
-                let method = request.method.unwrap_or("");
-                let header = |name: &str| {
-                    request
-                        .headers
-                        .iter()
-                        .filter(|h| h.name.eq_ignore_ascii_case(name))
-                        .map(|h| h.value)
-                        .collect::<Vec<&[u8]>>()
-                };
-                if version == Some(0) && self.http10 == Http10::Close {
-                    return Step::Close(Reason::Http10);
-                }
-                if version == Some(1) && origin_form && header("host").is_empty() {
-                    return Step::Close(Reason::NoHost);
-                }
-                let rest = data.len().saturating_sub(head_len);
+            Outcome::Incomplete if end_of_stream => Step::Close(Reason::Incomplete),
+            Outcome::Incomplete => Step::NeedMore,
+            // Whether Envoy refuses an Upgrade depends on `upgrade_configs`,
+            // which this filter cannot see: leave WebSockets alone.
+            Outcome::Local(reply) if reply.details == http1::UPGRADE_FAILED => {
+                self.state = State::Off;
+                Step::Pass
+            }
+            Outcome::Local(reply) => Step::Close(Reason::Envoy(reply)),
+            Outcome::Request(request) => {
+                let rest = data.len().saturating_sub(request.head_len);
                 let rest = u64::try_from(rest).unwrap_or(u64::MAX);
-                let lengths = header("content-length");
-                self.state = if method.eq_ignore_ascii_case("CONNECT")
-                    || !header("upgrade").is_empty()
-                    || !header("transfer-encoding").is_empty()
-                    || lengths.len() > 1
-                {
-                    // Bytes after this head are not a request head we can find
-                    // without a full HTTP/1 codec: stop looking.
-                    State::Off
-                } else {
-                    let body = match lengths.first() {
-                        None => Some(0),
-                        Some(value) => std::str::from_utf8(value)
-                            .ok()
-                            .and_then(|v| v.trim().parse::<u64>().ok()),
-                    };
-                    match body {
-                        Some(body) if rest == body => State::Head,
-                        Some(body) if rest < body => State::Body(body.saturating_sub(rest)),
-                        // Pipelined request, or a Content-Length Envoy judges.
-                        _ => State::Off,
-                    }
+                let body = match request.body {
+                    Body::None => Some(0),
+                    Body::Length(n) => Some(n),
+                    // Bytes after this head are not a request head we can
+                    // find without following the body or tunnel: stop looking.
+                    Body::Chunked | Body::Tunnel => None,
+                };
+                self.state = match body {
+                    Some(body) if rest == body => State::Head,
+                    Some(body) if rest < body => State::Body(body.saturating_sub(rest)),
+                    // Pipelined request, or a tunnel / chunked body.
+                    _ => State::Off,
                 };
                 Step::Pass
             }
         }
-    }
-}
-
-fn error_name(err: httparse::Error) -> &'static str {
-    match err {
-        httparse::Error::HeaderName => "invalid header name",
-        httparse::Error::HeaderValue => "invalid header value",
-        httparse::Error::NewLine => "invalid new line",
-        httparse::Error::Status => "invalid status",
-        httparse::Error::Token => "invalid token",
-        httparse::Error::TooManyHeaders => "too many headers",
-        httparse::Error::Version => "invalid version",
     }
 }
 
@@ -299,6 +244,15 @@ mod tests {
 
     fn once(data: &[u8]) -> Step {
         inspector().inspect(data, false)
+    }
+
+    impl Step {
+        fn reason(&self) -> &'static str {
+            match self {
+                Step::Close(reason) => reason.as_str(),
+                other => panic!("not closed: {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -323,7 +277,7 @@ mod tests {
         for head in [
             &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
             b"GET http://a/ HTTP/1.1\r\n\r\n",
-            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
             b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
@@ -339,19 +293,35 @@ mod tests {
     #[test]
     fn malformed_heads_close() {
         for (head, reason) in [
-            (&b"BLAH\r\n\r\n"[..], "invalid token"),
-            (b"GET / HTTP/1.1\r\n\r\n", "no host"),
-            (b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", "http/1.0"),
-            (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", "invalid version"),
+            (&b"BLAH\r\n\r\n"[..], "http1.codec_error"),
+            (b"GET / HTTP/1.1\r\n\r\n", "missing_host_header"),
+            (b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", "low_version"),
+            (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", "low_version"),
             (
                 b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
-                "invalid header name",
+                "http1.codec_error",
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
-                "invalid header value",
+                "http1.invalid_characters",
             ),
-            (b"\x16\x03\x01\x00\x05hello", "invalid token"),
+            (b"\x16\x03\x01\x00\x05hello", "http1.codec_error"),
+            (
+                b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+                "absolute_path_rejected",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: Host: localhost\r\n\r\n",
+                "http.invalid_authority",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
+                "http1.codec_error",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "http1.invalid_transfer_encoding",
+            ),
         ] {
             match once(head) {
                 Step::Close(r) => assert_eq!(r.as_str(), reason, "{head:?}"),
@@ -363,10 +333,7 @@ mod tests {
             many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
-        assert_eq!(
-            once(&many),
-            Step::Close(Reason::Malformed("too many headers"))
-        );
+        assert_eq!(once(&many).reason(), "http1.too_many_headers");
     }
 
     #[test]
@@ -400,14 +367,16 @@ mod tests {
             );
         }
         assert_eq!(i.inspect(full, false), Step::Pass);
-        // An early error does not wait for the end of the head.
+        // An error in a complete line does not wait for the end of the head.
         assert_eq!(
-            inspector().inspect(b"GET / HTTP/1.1\r\nBad Name", false),
-            Step::Close(Reason::Malformed("invalid header name"))
+            inspector()
+                .inspect(b"GET / HTTP/1.1\r\nBad Name: x\r\n", false)
+                .reason(),
+            "http1.codec_error"
         );
         let mut big = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
         big.resize(61 * 1024, b'a');
-        assert_eq!(once(&big), Step::Close(Reason::HeadTooLarge));
+        assert_eq!(once(&big).reason(), "http1.headers_too_large");
     }
 
     #[test]
@@ -427,8 +396,8 @@ mod tests {
             Step::Pass
         );
         assert_eq!(
-            i.inspect(b"BLAH\r\n\r\n", false),
-            Step::Close(Reason::Malformed("invalid token"))
+            i.inspect(b"BLAH\r\n\r\n", false).reason(),
+            "http1.codec_error"
         );
     }
 
@@ -439,8 +408,6 @@ mod tests {
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         ] {
             let mut i = inspector();
@@ -448,7 +415,9 @@ mod tests {
             assert!(i.is_off(), "{:?}", String::from_utf8_lossy(first));
             assert_eq!(i.inspect(b"BLAH\r\n\r\n", false), Step::Pass);
         }
-        // A partial HTTP/2 preface is held, not judged.
-        assert_eq!(once(b"PRI * HTTP/2"), Step::NeedMore);
+        // A partial HTTP/2 preface is held, not judged, until Envoy's AUTO
+        // codec would have chosen HTTP/2.
+        assert_eq!(once(b"PRI * HTTP/"), Step::NeedMore);
+        assert_eq!(once(b"PRI * HTTP/2"), Step::Pass);
     }
 }

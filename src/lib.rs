@@ -8,6 +8,7 @@
 //! See `docs/DESIGN.md` for why it is cut this way.
 
 pub mod engine;
+pub mod http1;
 pub mod l4core;
 pub mod limiter;
 

@@ -184,6 +184,90 @@ fn explain_says_which_rule_drops_and_why() {
         text(&out.stdout)
     );
 
+    // Raw requests are read the way Envoy's HTTP/1 codec presents them to
+    // the filter (tests/e2e/codec.rs checks this against Envoy itself).
+    // (request, exit code, phrases in stdout)
+    let raw_cases: &[(&[u8], i32, &[&str])] = &[
+        // Two Host lines: Envoy joins them, an invalid host.
+        (
+            b"GET / HTTP/1.1\r\nHost: example.com\r\nHost: example.com\r\n\r\n",
+            2,
+            &["\"example.com,example.com\" -> invalid", "DROP: rule `host-invalid`"],
+        ),
+        // Absolute form: the target's authority, not the Host line.
+        (
+            b"GET http://evil.test/ HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            2,
+            &["\"evil.test\" -> name evil.test", "DROP: rule `host-not-allowed`"],
+        ),
+        (
+            b"GET HTTP://example.com/admin HTTP/1.1\r\n\r\n",
+            2,
+            &["path        /admin", "DROP: rule `admin`"],
+        ),
+        // obs-fold joins the lines; bytes that are not UTF-8 are kept.
+        (
+            b"GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8\r\n  sqlmap\r\nX-Bin: \xff\xfe\r\n\r\n",
+            2,
+            &[
+                "user-agent: curl/8  sqlmap",
+                "x-bin: \\xff\\xfe",
+                "DROP: rule `scanners`",
+            ],
+        ),
+        // Envoy removes a header the Connection header nominates.
+        (
+            b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: x-monitor\r\nX-Monitor: yes\r\n\r\n",
+            0,
+            &["PASS: no rule matched"],
+        ),
+        // Envoy answers these itself: no verdict, exit 3.
+        (
+            b"GET / HTTP/1.1\r\nHost: Host: localhost\r\n\r\n",
+            3,
+            &["ENVOY 400: Envoy answers 400 itself", "`http.invalid_authority`", "the filter never runs"],
+        ),
+        (
+            b"GET / HTTP/1.0\r\nHost: example.com\r\n\r\n",
+            3,
+            &["ENVOY 426", "`low_version`"],
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: gzip\r\n\r\n",
+            3,
+            &["ENVOY 501", "`http1.invalid_transfer_encoding`"],
+        ),
+        // A head typed without its final empty line is completed.
+        (b"GET /admin HTTP/1.1\nHost: example.com\n", 2, &["DROP: rule `admin`"]),
+    ];
+    for (raw, code, phrases) in raw_cases {
+        let out = drop444(&["explain", config, "--raw"], raw);
+        let stdout = text(&out.stdout);
+        let shown = String::from_utf8_lossy(raw);
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{shown:?}\n{stdout}{}",
+            text(&out.stderr)
+        );
+        for phrase in *phrases {
+            assert!(
+                stdout.contains(phrase),
+                "{shown:?}: missing {phrase:?} in\n{stdout}"
+            );
+        }
+    }
+    let out = drop444(
+        &["explain", config, "--raw"],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("HTTP/2 preface"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = drop444(&["explain", config, "--bogus"], b"");
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("unknown option --bogus"));

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use drop444::engine::request::{client_from_xff, normalize_path, parse_address, split_target};
 use drop444::engine::{classify_host, presets, Action, Decision, Engine, HeaderList, HostForm};
+use drop444::http1;
 
 const USAGE: &str = "usage:
   drop444 check CONFIG
@@ -22,7 +23,11 @@ const USAGE: &str = "usage:
   drop444 presets
 
 CONFIG is the plugin configuration as a JSON file, or - for stdin.
-Exit status: 0 valid / request passes; 1 invalid configuration or usage; 2 request is dropped.";
+--raw reads the request the way Envoy 1.40's HTTP/1 codec does (default settings): repeated
+Host lines joined, an absolute-form target's authority used, folded lines joined, and the
+requests Envoy answers itself (400, 426, 431, ...) reported as such.
+Exit status: 0 valid / request passes; 1 invalid configuration or usage; 2 request is dropped;
+3 Envoy answers the raw request itself, the filter never runs.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -99,15 +104,18 @@ fn check(path: &str) -> Result<ExitCode, String> {
 #[derive(Default)]
 struct Request {
     method: String,
-    target: String,
+    target: Vec<u8>,
     scheme: String,
     protocol: String,
-    host: Option<String>,
+    host: Option<Vec<u8>>,
     headers: Vec<(String, Vec<u8>)>,
     peer: Option<String>,
 }
 
 fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
+    if config == "-" && args.iter().any(|a| a == "--raw") {
+        return Err("--raw reads the request from stdin, so CONFIG cannot be - too".into());
+    }
     let engine = load(config)?;
     let mut request = Request {
         method: "GET".into(),
@@ -125,8 +133,8 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
         };
         match flag.as_str() {
             "--method" => request.method = value()?,
-            "--path" => request.target = value()?,
-            "--host" => request.host = Some(value()?),
+            "--path" => request.target = value()?.into_bytes(),
+            "--host" => request.host = Some(value()?.into_bytes()),
             "--scheme" => request.scheme = value()?,
             "--protocol" => request.protocol = value()?,
             "--client-ip" => request.peer = Some(value()?),
@@ -140,19 +148,27 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
                     v.trim().as_bytes().to_vec(),
                 ));
             }
-            "--raw" => parse_raw(&read_input("-")?, &mut request)?,
+            "--raw" => {
+                if let Some(reply) = parse_raw(&read_input("-")?, &mut request)? {
+                    println!(
+                        "ENVOY {}: Envoy answers {} itself ({}, response code details `{}`); the filter never runs",
+                        reply.status, reply.status, reply.why, reply.details
+                    );
+                    return Ok(ExitCode::from(3));
+                }
+            }
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
-    }
-    if config == "-" && args.iter().any(|a| a == "--raw") {
-        return Err("--raw reads the request from stdin, so CONFIG cannot be - too".into());
     }
 
     let mut source = HeaderList::new()
         .with(":method", &request.method)
-        .with(":path", &request.target)
         .with(":scheme", &request.scheme)
         .protocol(&request.protocol);
+    // CONNECT has no :path.
+    if !request.target.is_empty() {
+        source = source.with(":path", &request.target);
+    }
     if let Some(host) = &request.host {
         source = source.with(":authority", host);
     }
@@ -166,16 +182,16 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
 
     println!("request as drop444 sees it:");
     println!("  method      {}", request.method);
-    let (raw_path, query) = split_target(request.target.as_bytes());
+    let (raw_path, query) = split_target(&request.target);
     println!(
         "  path        {} (normalised from {:?})",
         show(&normalize_path(raw_path)),
-        request.target
+        show(&request.target)
     );
     if let Some(q) = query {
         println!("  query       {}", show(q));
     }
-    let form = classify_host(request.host.as_deref().map(str::as_bytes));
+    let form = classify_host(request.host.as_deref());
     let kind = match &form {
         HostForm::Missing | HostForm::Empty => "missing".to_string(),
         HostForm::Invalid => "invalid".to_string(),
@@ -187,7 +203,7 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
     };
     println!(
         "  host        {:?} -> {kind}",
-        request.host.as_deref().unwrap_or("(none)")
+        request.host.as_deref().map_or("(none)".into(), show)
     );
     let peer = request
         .peer
@@ -256,48 +272,46 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
     Ok(code)
 }
 
-/// Reads a raw HTTP/1.x request head: request line, then header lines.
-fn parse_raw(raw: &[u8], request: &mut Request) -> Result<(), String> {
-    let text = String::from_utf8_lossy(raw);
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let line = lines.next().unwrap_or_default();
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(format!("not an HTTP request line: {line:?}"));
-    };
-    request.method = method.to_string();
-    request.protocol = version.to_string();
-    request.target = target.to_string();
-    // Absolute form: http://host/path.
-    for scheme in ["http", "https"] {
-        if let Some(rest) = target.strip_prefix(&format!("{scheme}://")) {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            request.scheme = scheme.to_string();
-            request.host = Some(authority.to_string());
-            request.target = if path.is_empty() {
-                "/".into()
-            } else {
-                path.to_string()
-            };
-        }
-    }
-    for line in lines.take_while(|l| !l.is_empty()) {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or(format!("not a header line: {line:?}"))?;
-        let name = name.trim().to_ascii_lowercase();
-        if name == "host" {
-            request.host = Some(value.trim().to_string());
+/// Reads a raw HTTP/1.x request head as Envoy's HTTP/1 codec presents it to
+/// the filters (`drop444::http1`). `Some` when Envoy answers it itself.
+fn parse_raw(raw: &[u8], request: &mut Request) -> Result<Option<http1::LocalReply>, String> {
+    // A head typed in a shell may lack the final empty line.
+    let mut owned;
+    let mut input = raw;
+    if let http1::Outcome::Incomplete = http1::parse(raw, &http1::Limits::default()) {
+        owned = raw.to_vec();
+        owned.extend_from_slice(if raw.ends_with(b"\n") {
+            b"\r\n"
         } else {
-            request
-                .headers
-                .push((name, value.trim().as_bytes().to_vec()));
+            b"\r\n\r\n"
+        });
+        input = &owned;
+    }
+    match http1::parse(input, &http1::Limits::default()) {
+        http1::Outcome::Incomplete => Err("the raw request is not a complete HTTP/1 request head".into()),
+        http1::Outcome::Http2 => Err("the raw request starts like the HTTP/2 preface: Envoy would speak HTTP/2; --raw models HTTP/1 only".into()),
+        http1::Outcome::Local(reply) => Ok(Some(reply)),
+        http1::Outcome::Request(parsed) => {
+            request.method = parsed.method;
+            request.target = parsed.path.unwrap_or_default();
+            request.scheme = parsed.scheme.to_string();
+            request.protocol = parsed.protocol.to_string();
+            request.host = parsed.authority;
+            request.headers = parsed.headers;
+            Ok(None)
         }
     }
-    Ok(())
 }
 
+/// Bytes for display: printable ASCII as is, anything else as `\xNN`.
 fn show(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_graphic() || b == b' ' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }

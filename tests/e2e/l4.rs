@@ -7,6 +7,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use drop444::http1;
+
+use crate::codec::response_to;
 use crate::envoy::{self, render, wasm_path, Envoy};
 use crate::wire::{connect, exchange, get, read_response, read_until_close, End};
 use crate::{assert_dropped, assert_served, BODY, CLOSE_WITHIN, PATIENCE};
@@ -392,4 +395,134 @@ fn invalid_l4_configuration_is_refused_and_names_the_field() {
         log.contains("invalid drop444-l4 configuration, plugin not loaded: max_head_byte: unknown field `max_head_byte`"),
         "{log}"
     );
+}
+
+// ---- every early local reply of Envoy's HTTP/1 codec ----------------------
+
+/// One request per class of request head Envoy answers itself before any
+/// HTTP filter runs, with Envoy's status and response code details
+/// (docs/envoy-behaviour.md#before-the-filter-runs).
+fn envoy_own_replies() -> Vec<(&'static str, Vec<u8>, u16, &'static str)> {
+    let mut too_many = b"GET / HTTP/1.1\r\nHost: localhost\r\n".to_vec();
+    for i in 0..100 {
+        too_many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    too_many.extend_from_slice(b"\r\n");
+    let mut too_large = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: ".to_vec();
+    too_large.resize(61_440 - 3, b'v');
+    too_large.extend_from_slice(b"\r\n\r\n");
+    let c = |s: &'static [u8]| s.to_vec();
+    vec![
+        ("Host: Host: x", c(b"GET / HTTP/1.1\r\nHost: Host: localhost\r\n\r\n"), 400, "http.invalid_authority"),
+        ("space in Host", c(b"GET / HTTP/1.1\r\nHost: local host\r\n\r\n"), 400, "http.invalid_authority"),
+        ("Host folded", c(b"GET / HTTP/1.1\r\nHost: localhost\r\n x\r\n\r\n"), 400, "http.invalid_authority"),
+        ("no Host", c(b"GET / HTTP/1.1\r\n\r\n"), 400, "missing_host_header"),
+        ("Connection: host", c(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: host\r\n\r\n"), 400, "missing_host_header"),
+        ("space in a header name", c(b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Name: x\r\n\r\n"), 400, "http1.codec_error"),
+        ("space before the colon", c(b"GET / HTTP/1.1\r\nHost : localhost\r\n\r\n"), 400, "http1.codec_error"),
+        ("header line without colon", c(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A\r\n\r\n"), 400, "http1.codec_error"),
+        ("fold before any header", c(b"GET / HTTP/1.1\r\n x\r\nHost: localhost\r\n\r\n"), 400, "http1.codec_error"),
+        ("NUL in a value", c(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A: a\x00b\r\n\r\n"), 400, "http1.invalid_characters"),
+        ("DEL in a value", c(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A: a\x7fb\r\n\r\n"), 400, "http1.invalid_characters"),
+        ("TLS ClientHello", c(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"), 400, "http1.codec_error"),
+        ("lower-case method", c(b"get / HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "http1.codec_error"),
+        ("unknown method", c(b"BLAH / HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "http1.codec_error"),
+        ("garbage request line", c(b"BLAH\r\n\r\n"), 400, "http1.codec_error"),
+        ("space in the target", c(b"GET /a b HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "http1.codec_error"),
+        ("non-ASCII byte in the target", c(b"GET /\xc3\xa9 HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "http1.codec_error"),
+        ("leading space", c(b" GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "http1.codec_error"),
+        ("version HTTP/1.10", c(b"GET / HTTP/1.10\r\nHost: localhost\r\n\r\n"), 400, "http1.codec_error"),
+        ("HTTP/1.0", c(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n"), 426, "low_version"),
+        ("HTTP/1.2", c(b"GET / HTTP/1.2\r\nHost: localhost\r\n\r\n"), 426, "low_version"),
+        ("no version", c(b"GET /\r\nHost: localhost\r\n\r\n"), 426, "low_version"),
+        ("101 header entries", too_many, 431, "http1.too_many_headers"),
+        ("head over 60 KiB", too_large, 431, "http1.headers_too_large"),
+        ("Content-Length and Transfer-Encoding", c(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400, "http1.content_length_and_chunked_not_allowed"),
+        ("two Content-Length lines", c(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"), 400, "http1.codec_error"),
+        ("Content-Length not a number", c(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: +1\r\n\r\nx"), 400, "http1.codec_error"),
+        ("Transfer-Encoding gzip", c(b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n\r\n"), 501, "http1.invalid_transfer_encoding"),
+        ("Transfer-Encoding twice", c(b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 501, "http1.invalid_transfer_encoding"),
+        ("CONNECT with a body", c(b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\nx"), 400, "http1.body_disallowed"),
+        ("CONNECT without a port", c(b"CONNECT localhost HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "http1.invalid_url"),
+        ("absolute form, ftp scheme", c(b"GET ftp://localhost/ HTTP/1.1\r\n\r\n"), 400, "http1.invalid_scheme"),
+        ("absolute form, `_` in host", c(b"GET http://local_host/ HTTP/1.1\r\n\r\n"), 400, "http1.invalid_url"),
+        ("absolute form, port 99999", c(b"GET http://localhost:99999/ HTTP/1.1\r\n\r\n"), 400, "http1.invalid_url"),
+        ("GET *", c(b"GET * HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "http1.invalid_url"),
+        ("absolute form, query without path", c(b"GET http://localhost?x=1 HTTP/1.1\r\n\r\n"), 404, "absolute_path_rejected"),
+        ("OPTIONS *", c(b"OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n"), 404, "absolute_path_rejected"),
+        ("fragment in the path", c(b"GET /a#b HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "path_normalization_failed"),
+        ("Connection nominates X-Forwarded-For", c(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: x-forwarded-for\r\n\r\n"), 400, "http1.connection_header_rejected"),
+        ("Connection with 10 tokens", c(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: a,b,c,d,e,f,g,h,i,j\r\n\r\n"), 400, "http1.connection_header_rejected"),
+        ("QUERY without Content-Type", c(b"QUERY / HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "query_missing_content_type"),
+    ]
+}
+
+/// Without the malformed mode, Envoy answers each class itself with the
+/// status and details the shared model (`drop444::http1`, also behind
+/// `drop444 explain --raw`) predicts.
+#[test]
+fn envoy_answers_each_class_itself_as_the_codec_model_predicts() {
+    if envoy::skip_if_external("starts its own Envoy with the L4 plugin") {
+        return;
+    }
+    let cases = envoy_own_replies();
+    let envoy = start_l4(HTTP_CONFIG, r#"{"malformed": "pass"}"#).unwrap();
+    for (class, request, status, details) in &cases {
+        let predicted = match http1::parse(request, &http1::Limits::default()) {
+            http1::Outcome::Local(reply) => (reply.status, reply.details),
+            other => panic!("{class}: model says {other:?}"),
+        };
+        assert_eq!(predicted, (*status, *details), "{class}: model");
+        let got = response_to(envoy.addr, request).map(|(s, _)| s);
+        assert_eq!(got, Some(*status), "{class}: Envoy");
+    }
+    let log = envoy.access_log(cases.len());
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), cases.len(), "{log}");
+    for (line, (class, _, status, details)) in lines.iter().zip(&cases) {
+        assert!(
+            line.contains(&format!(" {status} {details} drop444=")),
+            "{class}: want {status} {details}: {line}"
+        );
+    }
+}
+
+/// With `malformed: close` each of them gets 0 bytes and the close, and a
+/// well-formed request on the same Envoy is still served.
+#[test]
+fn malformed_close_closes_every_class_envoy_answers_itself() {
+    if envoy::skip_if_external("starts its own Envoy with the L4 plugin") {
+        return;
+    }
+    let cases = envoy_own_replies();
+    let envoy = shipped();
+    let from = envoy.log().len();
+    for (_, request, _, _) in &cases {
+        assert_dropped(&envoy, request);
+    }
+    assert_served(&envoy, &get(Some("localhost"), &[]));
+    // Near misses Envoy accepts are passed on, not closed (the counter below
+    // counts only the classes).
+    for near in [
+        &b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A: \xff\xfe\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A: 1\r\n folded\r\n\r\n",
+        b"GET HTTP://localhost/x HTTP/1.1\r\n\r\n",
+        b"GET http://localhost/ HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"\r\nGET  /  HTTP/1.1\nHost: localhost\n\n",
+        b"QUERY / HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let got = response_to(envoy.addr, near).map(|(s, _)| s);
+        assert_eq!(got, Some(200), "{:?}", String::from_utf8_lossy(near));
+    }
+    let closed = cases.len() as u64;
+    assert_eq!(
+        envoy.wait_counter(
+            "wasmcustom.drop444.l4.malformed_requests_closed",
+            closed,
+            PATIENCE
+        ),
+        closed
+    );
+    assert_quiet_log(&envoy, from);
 }

@@ -16,6 +16,7 @@
 
 #[path = "../cases/mod.rs"]
 mod cases;
+mod codec;
 mod decisions;
 mod envoy;
 mod fail_open;
