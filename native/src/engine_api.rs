@@ -3,7 +3,7 @@
 //! The module itself holds no rule logic: every decision is the engine's.
 
 pub use drop444::engine::request::{client_from_xff, parse_address};
-pub use drop444::engine::{ConfigError, Engine, LogLevel, Mode, RateLimit, RequestSource};
+pub use drop444::engine::{ConfigError, Engine, LogLevel, RateLimit, RequestSource};
 pub use drop444::limiter::{key_hash, BucketState, TokenBucket};
 
 use drop444::engine::{Decision, Scope};
@@ -77,4 +77,51 @@ pub fn summary(engine: &Engine) -> String {
         engine.mode(),
         engine.header_names()
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use drop444::engine::HeaderList;
+
+    fn decided(config: &str, request: HeaderList) -> (Outcome, Option<String>, bool) {
+        let engine = compile(config.as_bytes()).unwrap();
+        let mut request = request;
+        let d = decide(&engine, &mut request);
+        (d.outcome, d.rule.map(str::to_string), d.allowed)
+    }
+
+    #[test]
+    fn verdicts_map_to_what_the_adapter_does() {
+        let kill = r#"{"rules": [{"name": "kill", "header": "x-kill", "present": true, "scope": "connection"},
+                                 {"name": "ok", "action": "allow", "field": "path", "exact": "/ok"}]}"#;
+        let host = |h: &str| HeaderList::new().with(":authority", h).with(":path", "/");
+        assert_eq!(
+            decided(kill, host("localhost")),
+            (Outcome::Pass, None, false)
+        );
+        assert_eq!(
+            decided(kill, host("127.0.0.1")),
+            (Outcome::DropStream, Some("host-ip-literal".into()), false)
+        );
+        assert_eq!(
+            decided(kill, host("localhost").with("x-kill", "1")),
+            (Outcome::DropConnection, Some("kill".into()), false)
+        );
+        let ok = HeaderList::new()
+            .with(":authority", "127.0.0.1")
+            .with(":path", "/ok");
+        assert_eq!(decided(kill, ok), (Outcome::Pass, Some("ok".into()), true));
+        assert_eq!(
+            decided(r#"{"mode": "dry-run"}"#, host("127.0.0.1")),
+            (Outcome::DryRun, Some("host-ip-literal".into()), false)
+        );
+    }
+
+    #[test]
+    fn a_bad_configuration_names_the_field() {
+        let err = compile(br#"{"rules": [{"header": "a", "contians": "b"}]}"#).unwrap_err();
+        assert!(err.to_string().starts_with("rules[0].contians"), "{err}");
+    }
 }

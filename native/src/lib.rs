@@ -13,9 +13,9 @@
 //! configuration pointer itself, so a request costs no allocation for the
 //! filter object and `on_http_filter_destroy` has nothing to free.
 
-pub mod abi;
-pub mod engine_api;
-pub mod filter;
+mod abi;
+mod engine_api;
+mod filter;
 
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
