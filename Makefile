@@ -154,11 +154,11 @@ compose-test: wasm envoy-image ## End-to-end tests against envoy/docker-compose.
 	ENVOY_IMAGE=$(ENVOY_LOCAL_IMAGE) scripts/compose-test.sh
 
 .PHONY: bench
-bench: wasm envoy bench-deps ## Benchmark vs no filter, empty wasm, RBAC, Lua (~25 min; writes bench/RESULTS.md)
+bench: wasm native envoy bench-deps ## Benchmark vs no filter, empty wasm, RBAC, Lua (~25 min; writes bench/RESULTS.md)
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 .PHONY: bench-quick
-bench-quick: wasm envoy bench-deps ## Benchmark smoke run, a few seconds per scenario (CI; fails only if a scenario breaks)
+bench-quick: wasm native envoy bench-deps ## Benchmark smoke run, a few seconds per scenario (CI; fails only if a scenario breaks)
 	$(PYTHON) bench/run.py --quick $(BENCH_ARGS)
 
 .PHONY: bench-deps

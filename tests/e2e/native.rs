@@ -376,11 +376,28 @@ fn native_invalid_config_is_refused_and_names_the_field() {
     assert!(!log.contains("panic"), "{log}");
 }
 
+#[test]
+fn native_rate_limit_drops_over_the_limit_per_key() {
+    if module().is_none() {
+        return;
+    }
+    let envoy = start(
+        r#"{"rules": [{"name": "per-client", "rate_limit": {"key": ["header:x-client"], "rate": 2, "per": "minute"}}]}"#,
+    );
+    for _ in 0..2 {
+        assert_served(&envoy, &get(Some("localhost"), &["X-Client: a"]));
+    }
+    assert_dropped(&envoy, &get(Some("localhost"), &["X-Client: a"]));
+    // Another key has its own bucket.
+    assert_served(&envoy, &get(Some("localhost"), &["X-Client: b"]));
+    assert_eq!(counter(&envoy, "rate_limited"), 1);
+    assert_eq!(counter(&envoy, "rule.per_client"), 1);
+}
+
 // ------------------------------------------------------ raw HTTP/2 helpers
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
-const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const GOAWAY: u8 = 0x7;
