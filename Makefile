@@ -150,7 +150,7 @@ envoy-image: envoy ## Build drop444/envoy-local: FROM scratch, the PyPI Envoy bi
 	PYTHON="$(PYTHON)" scripts/envoy-image.sh $(ENVOY_LOCAL_IMAGE)
 
 .PHONY: compose-test
-compose-test: wasm envoy-image ## End-to-end tests against envoy/docker-compose.yaml (always torn down)
+compose-test: wasm native envoy-image ## End-to-end tests against envoy/docker-compose.yaml, then a native-module smoke check (always torn down)
 	ENVOY_IMAGE=$(ENVOY_LOCAL_IMAGE) scripts/compose-test.sh
 
 .PHONY: bench
