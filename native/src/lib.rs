@@ -226,3 +226,254 @@ unused_hooks!(
     envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark,
     envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark,
 );
+
+/// The hooks without Envoy: the few callbacks they may reach are defined here
+/// as recording stubs, so the panic and fail-closed paths run for real.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, clippy::undocumented_unsafe_blocks)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    static CALLS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn calls() -> Vec<String> {
+        std::mem::take(&mut *CALLS.lock().unwrap())
+    }
+
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_log(level: u32, message: abi::ModuleBuffer) {
+        let text = unsafe { abi::bytes(message.ptr, message.length) };
+        CALLS
+            .lock()
+            .unwrap()
+            .push(format!("log {level} {}", String::from_utf8_lossy(text)));
+    }
+
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_reset_stream(
+        _filter: FilterEnvoyPtr,
+        reason: u32,
+        details: abi::ModuleBuffer,
+    ) {
+        let text = unsafe { abi::bytes(details.ptr, details.length) };
+        CALLS
+            .lock()
+            .unwrap()
+            .push(format!("reset {reason} {}", String::from_utf8_lossy(text)));
+    }
+
+    /// The request headers the stub host holds (name, value).
+    static HEADERS: Mutex<Vec<(&'static str, &'static str)>> = Mutex::new(Vec::new());
+
+    fn record(call: String) {
+        CALLS.lock().unwrap().push(call);
+    }
+
+    fn text(buffer: abi::ModuleBuffer) -> String {
+        String::from_utf8_lossy(unsafe { abi::bytes(buffer.ptr, buffer.length) }).into_owned()
+    }
+
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_log_enabled(_level: u32) -> bool {
+        true
+    }
+
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        _config: ConfigEnvoyPtr,
+        _name: abi::ModuleBuffer,
+        _labels: *const abi::ModuleBuffer,
+        _labels_length: usize,
+        id: *mut usize,
+    ) -> u32 {
+        unsafe { *id = 1 };
+        abi::METRICS_SUCCESS
+    }
+
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        _filter: FilterEnvoyPtr,
+        _id: usize,
+        _labels: *const abi::ModuleBuffer,
+        _labels_length: usize,
+        _value: u64,
+    ) -> u32 {
+        abi::METRICS_SUCCESS
+    }
+
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_get_headers_size(
+        _filter: FilterEnvoyPtr,
+        _header_type: u32,
+    ) -> usize {
+        HEADERS.lock().unwrap().len()
+    }
+
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_get_headers(
+        _filter: FilterEnvoyPtr,
+        _header_type: u32,
+        result: *mut abi::EnvoyHeader,
+    ) -> bool {
+        for (i, (name, value)) in HEADERS.lock().unwrap().iter().enumerate() {
+            unsafe {
+                *result.add(i) = abi::EnvoyHeader {
+                    key_ptr: name.as_ptr().cast(),
+                    key_length: name.len(),
+                    value_ptr: value.as_ptr().cast(),
+                    value_length: value.len(),
+                }
+            };
+        }
+        true
+    }
+
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+        _filter: FilterEnvoyPtr,
+        _id: u32,
+        _result: *mut EnvoyBuffer,
+    ) -> bool {
+        false
+    }
+
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
+        _filter: FilterEnvoyPtr,
+        key: abi::ModuleBuffer,
+        value: abi::ModuleBuffer,
+    ) -> bool {
+        record(format!("state {}={}", text(key), text(value)));
+        true
+    }
+
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_send_go_away_and_close(
+        _filter: FilterEnvoyPtr,
+        graceful: bool,
+    ) {
+        record(format!("close graceful={graceful}"));
+    }
+
+    /// One test, so the shared call record is not interleaved.
+    #[test]
+    fn panics_are_contained_and_a_failed_decision_fails_closed() {
+        assert_eq!(
+            unsafe { std::ffi::CStr::from_ptr(envoy_dynamic_module_on_program_init()) },
+            c"v0.2.0"
+        );
+
+        // A panic inside a hook body: the fallback comes back, logged once.
+        let got = guarded("test_hook", 7, || -> i32 { panic!("boom") });
+        assert_eq!(got, 7);
+        assert_eq!(guarded("test_hook", 8, || -> i32 { panic!("again") }), 8);
+        assert_eq!(
+            calls(),
+            ["log 4 drop444: panic in test_hook contained; please report it"]
+        );
+        assert_eq!(guarded("test_hook", 0, || 9), 9);
+
+        // No configuration behind the filter: the stream is reset, not passed.
+        let status = unsafe {
+            envoy_dynamic_module_on_http_filter_request_headers(
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                true,
+            )
+        };
+        assert_eq!(status, abi::STOP_ITERATION);
+        assert_eq!(calls(), ["reset 0 drop444_reset"]);
+
+        // A bad configuration is refused (null) and the reason names the field.
+        let json = br#"{"rules": [{"header": "a", "contians": "b"}]}"#;
+        let name = b"drop444";
+        let config = unsafe {
+            envoy_dynamic_module_on_http_filter_config_new(
+                std::ptr::null_mut(),
+                EnvoyBuffer {
+                    ptr: name.as_ptr().cast(),
+                    length: name.len(),
+                },
+                EnvoyBuffer {
+                    ptr: json.as_ptr().cast(),
+                    length: json.len(),
+                },
+            )
+        };
+        assert!(config.is_null());
+        let logged = calls();
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert!(
+            logged[0].starts_with(
+                "log 4 drop444 (drop444): invalid configuration, filter not loaded: rules[0].contians"
+            ),
+            "{logged:?}"
+        );
+        unsafe { envoy_dynamic_module_on_http_filter_config_destroy(config) };
+
+        // A good one, then requests through the same hooks Envoy calls.
+        let json = br#"{"log": {"level": "off"}, "rules": [{"name": "kill", "header": "x-kill", "present": true, "scope": "connection"}, {"name": "probe", "header": "x-probe", "exact": "evil"}]}"#;
+        let config = unsafe {
+            envoy_dynamic_module_on_http_filter_config_new(
+                std::ptr::null_mut(),
+                EnvoyBuffer {
+                    ptr: name.as_ptr().cast(),
+                    length: name.len(),
+                },
+                EnvoyBuffer {
+                    ptr: json.as_ptr().cast(),
+                    length: json.len(),
+                },
+            )
+        };
+        assert!(!config.is_null());
+        calls();
+        let filter =
+            unsafe { envoy_dynamic_module_on_http_filter_new(config, std::ptr::null_mut()) };
+        let request = |headers: Vec<(&'static str, &'static str)>| {
+            *HEADERS.lock().unwrap() = headers;
+            let status = unsafe {
+                envoy_dynamic_module_on_http_filter_request_headers(
+                    std::ptr::null_mut(),
+                    filter,
+                    true,
+                )
+            };
+            (status, calls())
+        };
+        assert_eq!(
+            request(vec![(":authority", "localhost")]),
+            (abi::CONTINUE, vec![])
+        );
+        // A repeated header is seen whole.
+        assert_eq!(
+            request(vec![
+                (":authority", "localhost"),
+                ("x-probe", "fine"),
+                ("x-probe", "evil")
+            ]),
+            (
+                abi::STOP_ITERATION,
+                vec![
+                    "state drop444=probe".to_string(),
+                    "state drop444_status=444".to_string(),
+                    "reset 0 drop444_reset".to_string()
+                ]
+            )
+        );
+        assert_eq!(
+            request(vec![(":authority", "localhost"), ("x-kill", "1")]),
+            (
+                abi::STOP_ITERATION,
+                vec![
+                    "state drop444=kill".to_string(),
+                    "state drop444_status=444".to_string(),
+                    "close graceful=false".to_string()
+                ]
+            )
+        );
+        envoy_dynamic_module_on_http_filter_destroy(filter);
+        unsafe { envoy_dynamic_module_on_http_filter_config_destroy(config) };
+    }
+}
