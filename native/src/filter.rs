@@ -31,10 +31,6 @@ pub const STATUS_KEY: &[u8] = b"drop444_status";
 /// `%RESPONSE_CODE_DETAILS%` of a dropped request.
 pub const RESET_DETAILS: &[u8] = b"drop444_reset";
 
-/// Most request header fields read (a bound, like Envoy's own limit of 100
-/// by default; fields past it are not seen by the rules).
-const MAX_HEADERS: usize = 1024;
-
 /// One compiled configuration and what all its requests share.
 pub struct Config {
     engine: Engine,
@@ -45,6 +41,12 @@ pub struct Config {
     /// rules' slot counts.
     buckets: Mutex<HashMap<String, BucketState>>,
 }
+
+// Envoy calls the hooks of one configuration from every worker thread.
+const _: fn() = || {
+    fn shared_by_workers<T: Send + Sync>() {}
+    shared_by_workers::<Config>();
+};
 
 struct LogBudget {
     bucket: TokenBucket,
@@ -326,20 +328,18 @@ impl<'c> NativeRequest<'c> {
         let count = unsafe {
             abi::envoy_dynamic_module_callback_http_get_headers_size(filter, abi::REQUEST_HEADERS)
         };
-        let mut headers = vec![EnvoyHeader::EMPTY; count.min(MAX_HEADERS)];
-        if count > 0 && count <= MAX_HEADERS {
-            // SAFETY: `headers` has room for `count` entries, as Envoy requires.
-            let ok = unsafe {
+        // Envoy bounds the count (`max_headers_count`, 100 by default).
+        let mut headers = vec![EnvoyHeader::EMPTY; count];
+        // SAFETY: `headers` has room for `count` entries, as Envoy requires.
+        let ok = count > 0
+            && unsafe {
                 abi::envoy_dynamic_module_callback_http_get_headers(
                     filter,
                     abi::REQUEST_HEADERS,
                     headers.as_mut_ptr(),
                 )
             };
-            if !ok {
-                headers.clear();
-            }
-        } else {
+        if !ok {
             headers.clear();
         }
         NativeRequest {
