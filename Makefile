@@ -154,7 +154,7 @@ compose-test: wasm native envoy-image ## End-to-end tests against envoy/docker-c
 	ENVOY_IMAGE=$(ENVOY_LOCAL_IMAGE) scripts/compose-test.sh
 
 .PHONY: bench
-bench: wasm native envoy bench-deps ## Benchmark vs no filter, empty wasm, RBAC, Lua (~25 min; writes bench/RESULTS.md)
+bench: wasm native envoy bench-deps ## Benchmark drop444 (wasm and native) vs no filter, empty wasm, RBAC, Lua (~30 min; writes bench/RESULTS.md)
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 .PHONY: bench-quick
