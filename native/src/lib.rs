@@ -4,10 +4,11 @@
 //! - [`abi`]: the hand-written declarations of the few ABI functions used;
 //! - [`engine_api`]: the only file that names the engine's API;
 //! - [`filter`]: configuration, counters, logging and the per-request adapter;
-//! - this file: the event hooks Envoy calls. Every one runs its body inside
-//!   `catch_unwind`, so a panic can never unwind into Envoy (and the release
-//!   profile unwinds rather than aborts). A bad configuration is refused (the
-//!   hook returns null and Envoy rejects the filter config), never a crash.
+//! - this file: the event hooks Envoy calls. Every hook that runs code runs it
+//!   inside `catch_unwind`, so a panic can never unwind into Envoy (and the
+//!   release profile unwinds rather than aborts); the others only return a
+//!   constant or their argument. A bad configuration is refused (the hook
+//!   returns null and Envoy rejects the filter config), never a crash.
 //!
 //! The filter keeps no per-stream state: `on_http_filter_new` returns the
 //! configuration pointer itself, so a request costs no allocation for the
