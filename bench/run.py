@@ -51,6 +51,10 @@ EMPTY_DIR = BENCH / "empty-filter"
 EMPTY_WASM = EMPTY_DIR / "target/wasm32-wasip1/release/empty_filter.wasm"
 ENGINE_DIR = BENCH / "engine-bench"
 ENGINE_BIN = ENGINE_DIR / "target/release/engine-bench"
+# The native module (`make native`, docs/native.md); Envoy finds it through
+# ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+NATIVE_DIR = ROOT / "target/native/lib"
+NATIVE_SO = NATIVE_DIR / "libdrop444.so"
 ENVOY_CPU, LOAD_CPU = "0", "1"
 H1_CONNECTIONS = 16
 H2_CONNECTIONS, H2_STREAMS = 4, 16
@@ -70,7 +74,7 @@ def log(msg: str) -> None:
 @dataclass(frozen=True)
 class Scenario:
     proto: str                 # "h1" (wrk) | "h2" (h2load)
-    filter: str                # none | empty | floor | drop444 | drop444rl | rbac | lua
+    filter: str                # none | empty | floor | drop444 | drop444rl | native | rbac | lua
     n: int = 0                 # rule count
     request: str = "allowed"   # allowed | dropped
     upstream: bool = False     # route to a real upstream instead of direct_response
@@ -94,7 +98,17 @@ class Scenario:
         """What every request must get: 200, 403, or reset (no response)."""
         if self.request == "allowed":
             return "200"
-        return "reset" if self.filter in ("drop444", "drop444rl") else "403"
+        return "reset" if self.filter in ("drop444", "drop444rl", "native") else "403"
+
+
+def native_scenarios(proto: str, sizes: list[int], quick: bool) -> list[Scenario]:
+    """The native module at each size, its drop path at 1,000 rules, and RBAC
+    with 8 rules: what any native filter costs (the issue's yardstick)."""
+    out = [Scenario(proto, "native", n) for n in sizes]
+    out += [Scenario(proto, "native", 1000, "dropped"), Scenario(proto, "rbac", 8)]
+    if proto == "h1" and not quick:
+        out += [Scenario(proto, "native", 1000, close=True)]
+    return out
 
 
 def scenarios(quick: bool) -> list[Scenario]:
@@ -112,6 +126,7 @@ def scenarios(quick: bool) -> list[Scenario]:
         # The same 1,000 rules plus a rate-limited rule that never limits:
         # the cost of the shared-data bucket update on every request.
         out += [Scenario(proto, "drop444rl", 1000)]
+        out += native_scenarios(proto, sizes, quick)
         if proto == "h1":
             out += [Scenario(proto, "drop444", 1000, close=True)]
         for n in sizes:
@@ -142,6 +157,18 @@ def wasm_filter(name: str, path: Path, configuration: str) -> dict:
         })}
 
 
+def native_filter(configuration: str) -> dict:
+    """drop444 as a dynamic module, with the same JSON configuration."""
+    if not NATIVE_SO.exists():
+        raise Broken(f"{NATIVE_SO} missing: run `make native` first")
+    # Inherited by every Envoy this run starts.
+    os.environ["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(NATIVE_DIR)
+    return {"name": "drop444", "typed_config": typed(
+        "envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        dynamic_module_config={"name": "drop444"}, filter_name="drop444",
+        filter_config=typed("google.protobuf.StringValue", value=configuration))}
+
+
 def http_filters(sc: Scenario) -> list[dict]:
     filters: list[dict] = []
     if sc.filter == "empty":
@@ -152,6 +179,8 @@ def http_filters(sc: Scenario) -> list[dict]:
         filters.append(wasm_filter("drop444", DROP444_WASM, rules.drop444_config(rules.rule_set(sc.n))))
     elif sc.filter == "drop444rl":
         filters.append(wasm_filter("drop444", DROP444_WASM, rules.drop444_config(rules.rule_set(sc.n), rate_limited=True)))
+    elif sc.filter == "native":
+        filters.append(native_filter(rules.drop444_config(rules.rule_set(sc.n))))
     elif sc.filter == "rbac":
         filters.append({"name": "envoy.filters.http.rbac", "typed_config": rules.rbac_config(rules.rule_set(sc.n))})
     elif sc.filter == "lua":
@@ -570,9 +599,30 @@ def targets(results: dict, engine: list[dict]) -> list[str]:
         growth = by_n[top] / by_n[10]
         out.append(f"| engine cost 10 → {top:,} rules (callgrind, allowed request) | ≤ 1.2× | "
                    f"{growth:,.1f}× ({'met' if growth <= 1.2 else 'missed'}) |")
+    out += native_targets(r, verdict)
     size = DROP444_WASM.stat().st_size
     out.append(f"| drop444.wasm size | ≤ 300 KB | {size / 1000:.0f} KB "
                f"({'met' if size <= 300_000 else 'missed'}) |")
+    return out
+
+
+def native_targets(r, verdict) -> list[str]:
+    """The native module's targets (issue 18), from the same run's ratios."""
+    out = []
+    for proto in ("h1", "h2"):
+        n = Scenario(proto, "native", 1000)
+        out.append(f"| native 1,000 rules vs RBAC with 8 rules, {proto} | ≥ 0.95× | "
+                   f"{verdict(r(n, Scenario(proto, 'rbac', 8)), 0.95)} |")
+        out.append(f"| native vs RBAC at 1,000 rules, {proto} | ≥ 2.5× | "
+                   f"{verdict(r(n, Scenario(proto, 'rbac', 1000)), 2.5)} |")
+        out.append(f"| native vs Lua at 1,000 rules, {proto} | ≥ 1.5× | "
+                   f"{verdict(r(n, Scenario(proto, 'lua', 1000)), 1.5)} |")
+        out.append(f"| native vs drop444.wasm at 1,000 rules, {proto} | informs | "
+                   f"{verdict(r(n, Scenario(proto, 'drop444', 1000)), 1.0)} |")
+    out.append(f"| native drop path vs 200, h2 (drops/s ÷ 200s/s, 1,000 rules) | > 1× | "
+               f"{verdict(r(Scenario('h2', 'native', 1000, 'dropped'), Scenario('h2', 'native', 1000)), 1.0, strict=True)} |")
+    out.append(f"| native drop path vs 200, h1 (drops/s ÷ no-filter 200s/s with `Connection: close`) | > 1× | "
+               f"{verdict(r(Scenario('h1', 'native', 1000, 'dropped'), Scenario('h1', 'none', close=True)), 1.0, strict=True)} |")
     return out
 
 

@@ -32,6 +32,15 @@ compose() {
 		--file envoy/docker-compose.yaml --file tests/compose/docker-compose.test.yaml "$@"
 }
 
+# The native module's smoke check (at the end): the same stack with the
+# override envoy/docker-compose.native.yaml, as its own project.
+native_so=$repo/target/native/lib/libdrop444.so
+native_up=0
+compose_native() {
+	DROP444_NATIVE=$native_so docker-compose --project-name "$project-native" \
+		--file envoy/docker-compose.yaml --file envoy/docker-compose.native.yaml "$@"
+}
+
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
@@ -41,6 +50,10 @@ cleanup() {
 	fi
 	echo "== docker-compose down -v"
 	compose down -v --remove-orphans --timeout 5 || true
+	if [ "$native_up" = 1 ]; then
+		[ "$rc" -eq 0 ] || compose_native logs --no-color --tail=25 >&2 || true
+		compose_native down -v --remove-orphans --timeout 5 || true
+	fi
 	rm -rf "$work"
 	exit "$rc"
 }
@@ -68,7 +81,7 @@ compose up --detach --no-build
 
 port() { # service container-port -> 127.0.0.1:NNNNN
 	local addr
-	addr=$(compose port "$1" "$2")
+	addr=$(${COMPOSE:-compose} port "$1" "$2")
 	[ -n "$addr" ] || { echo "no published port for $1:$2" >&2; return 1; }
 	echo "$addr"
 }
@@ -77,17 +90,37 @@ default_admin=$(port envoy 9901)
 rules_listener=$(port envoy-rules 10000)
 rules_admin=$(port envoy-rules 9901)
 
-for admin in "$default_admin" "$rules_admin"; do
-	until curl -fsS --max-time 2 "http://$admin/ready" >/dev/null 2>&1; do
-		if [ $((SECONDS - start)) -ge "$ready_timeout" ]; then
-			echo "Envoy (admin $admin) not ready after ${ready_timeout}s" >&2
-			exit 1
-		fi
-		sleep 0.5
+wait_ready() { # admin addresses...
+	local admin
+	for admin in "$@"; do
+		until curl -fsS --max-time 2 "http://$admin/ready" >/dev/null 2>&1; do
+			if [ $((SECONDS - start)) -ge "$ready_timeout" ]; then
+				echo "Envoy (admin $admin) not ready after ${ready_timeout}s" >&2
+				exit 1
+			fi
+			sleep 0.5
+		done
 	done
-done
+}
+wait_ready "$default_admin" "$rules_admin"
 echo "== ready after $((SECONDS - start))s: envoy $default_listener, envoy-rules $rules_listener"
 
 export DROP444_E2E_TARGETS="listener=$default_listener,admin=$default_admin;listener=$rules_listener,admin=$rules_admin,access_log=$DROP444_LOG_DIR/access.log"
 echo "== end-to-end tests, external mode"
 cargo test --features e2e --test e2e -- --show-output
+
+echo "== native module smoke check (envoy/docker-compose.native.yaml)"
+[ -f "$native_so" ] || { echo "$native_so is missing: run make native" >&2; exit 1; }
+native_up=1
+start=$SECONDS
+compose_native up --detach --no-build
+native_listener=$(COMPOSE=compose_native port envoy 10000)
+native_admin=$(COMPOSE=compose_native port envoy 9901)
+wait_ready "$native_admin"
+passed=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H 'Host: localhost' "http://$native_listener/")
+dropped=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' --max-time 5 "http://$native_listener/" || true)
+counter=$(curl -fsS --max-time 2 "http://$native_admin/stats" | grep -x 'dynamicmodulescustom.drop444.requests_dropped: [0-9]*' || true)
+echo "native: Host localhost -> $passed; IP-literal Host -> $dropped (code, bytes); $counter"
+[ "$passed" = 200 ] || { echo "native: want 200 from upstream, got $passed" >&2; exit 1; }
+[ "$dropped" = "000 0" ] || { echo "native: want a drop (no response), got $dropped" >&2; exit 1; }
+[ "$counter" = "dynamicmodulescustom.drop444.requests_dropped: 1" ] || { echo "native: counter: $counter" >&2; exit 1; }

@@ -1,0 +1,451 @@
+//! The adapter between Envoy's HTTP dynamic-module hooks and the engine:
+//! one [`Config`] per filter configuration (shared by every worker), and per
+//! request a [`NativeRequest`] the engine reads from.
+//!
+//! Per request it reads the request headers once (two ABI calls: count, then
+//! all fields; repeated fields are all seen, joined with `,` like Envoy's
+//! `request.headers` attribute), asks the engine, then acts:
+//!
+//! - drop: record the rule in filter state (`drop444`, `drop444_status`), then
+//!   reset the stream (HTTP/1: the connection is closed without a byte; HTTP/2:
+//!   RST_STREAM), or for `scope: connection` close the whole connection;
+//! - dry-run drop / `log` match: same counters and log line, request goes on;
+//! - pass / allow: continue.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::abi::{self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer};
+use crate::engine_api::{
+    self, client_from_xff, key_hash, parse_address, BucketState, Decided, Engine, LogLevel,
+    Outcome, RateLimit, RequestSource, TokenBucket,
+};
+
+/// Filter-state keys, readable in access logs as `%FILTER_STATE(drop444:PLAIN)%`
+/// (the rule) and `%FILTER_STATE(drop444_status:PLAIN)%` (`444` or `dry-run`).
+pub const RULE_KEY: &[u8] = b"drop444";
+pub const STATUS_KEY: &[u8] = b"drop444_status";
+/// `%RESPONSE_CODE_DETAILS%` of a dropped request.
+pub const RESET_DETAILS: &[u8] = b"drop444_reset";
+
+/// One compiled configuration and what all its requests share.
+pub struct Config {
+    engine: Engine,
+    stats: Stats,
+    log: Mutex<LogBudget>,
+    /// Rate-limit buckets, `<rule>.<slot>` → state. Shared by every worker,
+    /// so a client cannot multiply its budget across workers; bounded by the
+    /// rules' slot counts.
+    buckets: Mutex<HashMap<String, BucketState>>,
+}
+
+// Envoy calls the hooks of one configuration from every worker thread.
+const _: fn() = || {
+    fn shared_by_workers<T: Send + Sync>() {}
+    shared_by_workers::<Config>();
+};
+
+struct LogBudget {
+    bucket: TokenBucket,
+    /// Lines not written since the last one that was.
+    suppressed: u64,
+}
+
+/// Counter ids; `None` where Envoy refused to define one.
+struct Stats {
+    seen: Option<usize>,
+    dropped: Option<usize>,
+    passed: Option<usize>,
+    allowed: Option<usize>,
+    dry_run: Option<usize>,
+    log_hits: Option<usize>,
+    suppressed: Option<usize>,
+    rate_limited: Option<usize>,
+    rules: HashMap<String, usize>,
+}
+
+impl Config {
+    /// Compiles `json`; defines the counters through `config_ptr`.
+    pub fn new(config_ptr: abi::ConfigEnvoyPtr, json: &[u8]) -> Result<Config, String> {
+        let engine = engine_api::compile(json).map_err(|e| e.to_string())?;
+        let stats = Stats::define(config_ptr, &engine);
+        let per_second = engine.log_settings().max_per_second;
+        Ok(Config {
+            log: Mutex::new(LogBudget {
+                bucket: TokenBucket::new(per_second, per_second, now_ns()),
+                suppressed: 0,
+            }),
+            stats,
+            buckets: Mutex::new(HashMap::new()),
+            engine,
+        })
+    }
+
+    pub fn summary(&self) -> String {
+        engine_api::summary(&self.engine)
+    }
+
+    /// The request-headers hook: decide and act. Returns the hook status.
+    pub fn on_request_headers(&self, filter: FilterEnvoyPtr) -> u32 {
+        let mut request = NativeRequest::read(filter, self);
+        let decided = engine_api::decide(&self.engine, &mut request);
+        self.record(&decided, &mut request);
+        let rule = decided.rule.unwrap_or_default();
+        match decided.outcome {
+            Outcome::Pass => abi::CONTINUE,
+            Outcome::DryRun => {
+                set_filter_state(filter, rule, "dry-run");
+                abi::CONTINUE
+            }
+            Outcome::DropStream => {
+                // Filter state first: the access log line is written after the reset.
+                set_filter_state(filter, rule, "444");
+                reset_stream(filter);
+                abi::STOP_ITERATION
+            }
+            Outcome::DropConnection => {
+                set_filter_state(filter, rule, "444");
+                close_connection(filter);
+                abi::STOP_ITERATION
+            }
+        }
+    }
+
+    /// Counters and the structured log line for one verdict.
+    fn record(&self, decided: &Decided<'_>, request: &mut NativeRequest<'_>) {
+        let s = &self.stats;
+        let filter = request.filter;
+        let bump = |id: Option<usize>| bump(filter, id);
+        bump(s.seen);
+        match decided.outcome {
+            Outcome::Pass | Outcome::DryRun => bump(s.passed),
+            Outcome::DropStream | Outcome::DropConnection => bump(s.dropped),
+        }
+        if decided.allowed {
+            bump(s.allowed);
+        }
+        if decided.outcome == Outcome::DryRun {
+            bump(s.dry_run);
+        }
+        for _ in 0..request.over_limit {
+            bump(s.rate_limited);
+        }
+        if let Some(rule) = decided.rule {
+            bump(s.rules.get(rule).copied());
+        }
+        for logged in &decided.logged {
+            bump(s.log_hits);
+            bump(s.rules.get(*logged).copied());
+            self.log_line("log", logged, request);
+        }
+        if let (Some(event), Some(rule)) = (decided.event, decided.rule) {
+            self.log_line(event, rule, request);
+        }
+    }
+
+    /// Writes one JSON line to Envoy's log if the budget allows; otherwise
+    /// counts it.
+    fn log_line(&self, event: &str, rule: &str, request: &mut NativeRequest<'_>) {
+        let settings = self.engine.log_settings();
+        let level = match settings.level {
+            LogLevel::Off => return,
+            LogLevel::Trace => abi::level::TRACE,
+            LogLevel::Debug => abi::level::DEBUG,
+            LogLevel::Info => abi::level::INFO,
+            LogLevel::Warn => abi::level::WARN,
+            LogLevel::Error => abi::level::ERROR,
+        };
+        let suppressed = {
+            let Ok(mut budget) = self.log.lock() else {
+                return;
+            };
+            if !budget.bucket.take(now_ns()) {
+                budget.suppressed = budget.suppressed.saturating_add(1);
+                drop(budget);
+                bump(request.filter, self.stats.suppressed);
+                return;
+            }
+            std::mem::take(&mut budget.suppressed)
+        };
+        // SAFETY: no pointers.
+        if !unsafe { abi::envoy_dynamic_module_callback_log_enabled(level) } {
+            return;
+        }
+        let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
+        let peer = request.peer_address().and_then(|p| parse_address(&p));
+        let hops = self.engine.xff_trusted_hops();
+        let xff = if hops > 0 {
+            request.header("x-forwarded-for")
+        } else {
+            None
+        };
+        let client = client_from_xff(xff.as_deref(), hops, peer);
+        let mut user_agent = text(request.header("user-agent"));
+        if let Some(ua) = user_agent.as_mut() {
+            truncate(ua, settings.user_agent_max as usize);
+        }
+        let line = DropLine {
+            drop444: event,
+            rule,
+            method: text(request.header(":method")),
+            host: text(request.header(":authority")),
+            path: text(request.header(":path")),
+            client: client.map(|c| c.to_string()),
+            user_agent,
+            suppressed_before: suppressed,
+        };
+        let json = serde_json::to_string(&line).unwrap_or_default();
+        log(level, &json);
+    }
+
+    /// One token from the shared bucket of `key` under `limit`; true when it
+    /// is empty (over the limit).
+    fn over_limit(&self, limit: &RateLimit, key: &[u8], now: u64) -> bool {
+        let hash = key_hash(key);
+        let slot = hash.checked_rem(u64::from(limit.slots)).unwrap_or(0);
+        let name = format!("{}.{slot}", limit.rule);
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return false;
+        };
+        let stored = buckets.get(&name).copied();
+        let (state, granted) = BucketState::take(stored, &limit.rate, hash, now);
+        if granted {
+            buckets.insert(name, state);
+        }
+        !granted
+    }
+}
+
+impl Stats {
+    fn define(config_ptr: abi::ConfigEnvoyPtr, engine: &Engine) -> Stats {
+        let (prefix, rules) = engine_api::stat_names(engine);
+        let counter = |name: &str| define_counter(config_ptr, name);
+        let total = |name: &str| counter(&format!("{prefix}.{name}"));
+        Stats {
+            seen: total("requests_seen"),
+            dropped: total("requests_dropped"),
+            passed: total("requests_passed"),
+            allowed: total("requests_allowed"),
+            dry_run: total("dry_run_drops"),
+            log_hits: total("log_rule_hits"),
+            suppressed: total("drop_logs_suppressed"),
+            rate_limited: total("rate_limited"),
+            rules: rules
+                .into_iter()
+                .filter_map(|(rule, metric)| counter(&metric).map(|id| (rule.to_string(), id)))
+                .collect(),
+        }
+    }
+}
+
+fn define_counter(config_ptr: abi::ConfigEnvoyPtr, name: &str) -> Option<usize> {
+    let mut id = 0usize;
+    // SAFETY: the name is valid for the call, no labels, `id` is writable.
+    let result = unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_config_define_counter(
+            config_ptr,
+            ModuleBuffer::of(name.as_bytes()),
+            std::ptr::null(),
+            0,
+            &mut id,
+        )
+    };
+    (result == abi::METRICS_SUCCESS).then_some(id)
+}
+
+fn bump(filter: FilterEnvoyPtr, id: Option<usize>) {
+    if let Some(id) = id {
+        // SAFETY: `filter` is the live filter of the current hook; no labels.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_increment_counter(
+                filter,
+                id,
+                std::ptr::null(),
+                0,
+                1,
+            );
+        }
+    }
+}
+
+fn set_filter_state(filter: FilterEnvoyPtr, rule: &str, status: &str) {
+    for (key, value) in [(RULE_KEY, rule.as_bytes()), (STATUS_KEY, status.as_bytes())] {
+        // SAFETY: both buffers are valid for the call; `filter` is live.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                filter,
+                ModuleBuffer::of(key),
+                ModuleBuffer::of(value),
+            );
+        }
+    }
+}
+
+/// Resets the request stream: no response is ever encoded.
+pub fn reset_stream(filter: FilterEnvoyPtr) {
+    // SAFETY: `filter` is live; the details buffer is valid for the call.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_reset_stream(
+            filter,
+            abi::RESET_LOCAL,
+            ModuleBuffer::of(RESET_DETAILS),
+        );
+    }
+}
+
+/// Closes the whole downstream connection (not gracefully: at once).
+fn close_connection(filter: FilterEnvoyPtr) {
+    // SAFETY: `filter` is live.
+    unsafe { abi::envoy_dynamic_module_callback_http_filter_send_go_away_and_close(filter, false) }
+}
+
+/// Writes a line to Envoy's log (`[dynamic_modules]` logger).
+pub fn log(level: u32, message: &str) {
+    // SAFETY: the message buffer is valid for the call.
+    unsafe { abi::envoy_dynamic_module_callback_log(level, ModuleBuffer::of(message.as_bytes())) }
+}
+
+/// The request as the engine sees it: the header fields Envoy holds, read
+/// once; the peer address and protocol asked for only when a rule needs them.
+pub struct NativeRequest<'c> {
+    filter: FilterEnvoyPtr,
+    config: &'c Config,
+    /// Borrowed from Envoy's header map: valid until the hook returns, and
+    /// this value never outlives the hook.
+    headers: Vec<EnvoyHeader>,
+    peer: Option<Option<Vec<u8>>>,
+    now_ns: Option<u64>,
+    /// Rate-limit checks that found the bucket empty.
+    over_limit: u32,
+}
+
+impl<'c> NativeRequest<'c> {
+    fn read(filter: FilterEnvoyPtr, config: &'c Config) -> Self {
+        // SAFETY: `filter` is the live filter of the current hook.
+        let count = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_headers_size(filter, abi::REQUEST_HEADERS)
+        };
+        // Envoy bounds the count (`max_headers_count`, 100 by default).
+        let mut headers = vec![EnvoyHeader::EMPTY; count];
+        // SAFETY: `headers` has room for `count` entries, as Envoy requires.
+        let ok = count > 0
+            && unsafe {
+                abi::envoy_dynamic_module_callback_http_get_headers(
+                    filter,
+                    abi::REQUEST_HEADERS,
+                    headers.as_mut_ptr(),
+                )
+            };
+        if !ok {
+            headers.clear();
+        }
+        NativeRequest {
+            filter,
+            config,
+            headers,
+            peer: None,
+            now_ns: None,
+            over_limit: 0,
+        }
+    }
+
+    fn attribute(&self, id: u32) -> Option<Vec<u8>> {
+        let mut out = EnvoyBuffer {
+            ptr: std::ptr::null(),
+            length: 0,
+        };
+        // SAFETY: `filter` is live; `out` is writable.
+        let found = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(
+                self.filter,
+                id,
+                &mut out,
+            )
+        };
+        // SAFETY: Envoy keeps the attribute's bytes valid during the hook.
+        found.then(|| unsafe { abi::bytes(out.ptr, out.length) }.to_vec())
+    }
+}
+
+impl RequestSource for NativeRequest<'_> {
+    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        let mut joined: Option<Vec<u8>> = None;
+        for field in &self.headers {
+            // SAFETY: header buffers stay valid until the hook returns, and
+            // this request does not outlive the hook.
+            let key = unsafe { abi::bytes(field.key_ptr, field.key_length) };
+            if !key.eq_ignore_ascii_case(name.as_bytes()) {
+                continue;
+            }
+            // SAFETY: as above.
+            let value = unsafe { abi::bytes(field.value_ptr, field.value_length) };
+            match joined.as_mut() {
+                None => joined = Some(value.to_vec()),
+                Some(all) => {
+                    all.push(b',');
+                    all.extend_from_slice(value);
+                }
+            }
+        }
+        joined
+    }
+
+    fn peer_address(&mut self) -> Option<Vec<u8>> {
+        if self.peer.is_none() {
+            self.peer = Some(self.attribute(abi::attribute::SOURCE_ADDRESS));
+        }
+        self.peer.clone().flatten()
+    }
+
+    fn protocol(&mut self) -> Option<Vec<u8>> {
+        self.attribute(abi::attribute::REQUEST_PROTOCOL)
+    }
+
+    fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {
+        let now = *self.now_ns.get_or_insert_with(now_ns);
+        let over = self.config.over_limit(limit, key, now);
+        if over {
+            self.over_limit = self.over_limit.saturating_add(1);
+        }
+        over
+    }
+}
+
+/// One structured drop log line (the same fields as the wasm filter's).
+#[derive(Serialize)]
+struct DropLine<'a> {
+    drop444: &'a str,
+    rule: &'a str,
+    method: Option<String>,
+    host: Option<String>,
+    path: Option<String>,
+    client: Option<String>,
+    user_agent: Option<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    suppressed_before: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Cuts a string to at most `max` bytes, on a character boundary.
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
