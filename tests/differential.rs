@@ -944,7 +944,10 @@ fn reference_agrees_with_the_documented_examples() {
     let exempt = req(&[(":path", b"/healthz"), ("x-probe", b"evil")]);
     assert_eq!(reference(&allow, &exempt).0, "allow");
     let detour = req(&[(":path", b"/admin/..%2fhealthz"), ("x-probe", b"evil")]);
-    assert_eq!(reference(&allow, &detour).1.as_deref(), Some("host-missing"));
+    assert_eq!(
+        reference(&allow, &detour).1.as_deref(),
+        Some("host-missing")
+    );
     assert_eq!(
         path_readings(b"/a/%252e%252e/b;x"),
         [
