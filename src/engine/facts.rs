@@ -80,30 +80,85 @@ pub(crate) fn path_views(raw: &[u8]) -> Views {
     views
 }
 
-/// Every distinct reading of path and query: each path reading with the raw
-/// query, the raw target itself, and the main path with the query
-/// percent-decoded.
-pub(crate) fn path_and_query_views(path: &Views, target: &[u8], query: Option<&[u8]>) -> Views {
-    let join = |p: &[u8]| {
-        let mut v = Vec::with_capacity(p.len().saturating_add(1));
-        v.extend_from_slice(p);
-        if let Some(q) = query {
-            v.push(b'?');
-            v.extend_from_slice(q);
+/// The readings of path and query: each path reading with the raw query
+/// (the raw one is the target itself), and the main path with the query
+/// percent-decoded. Only the main one and the decoded-query one are stored;
+/// the others are joined when visited, so they cost no memory per reading.
+#[derive(Debug, Default)]
+pub(crate) struct PqViews {
+    main: Vec<u8>,
+    raw_differs: bool,
+    decoded_query: Option<Vec<u8>>,
+}
+
+impl PqViews {
+    fn new(path: &Views, target: &[u8], query: Option<&[u8]>) -> Self {
+        let main = join(&path.main, query);
+        let raw_differs = target != main.as_slice();
+        let decoded_query = query.filter(|q| q.contains(&b'%')).and_then(|q| {
+            let decoded = request::percent_decode(q, false);
+            let view = join(&path.main, Some(&decoded));
+            (view != main && view != target).then_some(view)
+        });
+        PqViews {
+            main,
+            raw_differs,
+            decoded_query,
         }
-        v
-    };
-    let mut views = Views::new(join(&path.main), target);
-    for p in &path.more {
-        views.push_distinct(target, join(p));
     }
-    if let Some(q) = query.filter(|q| q.contains(&b'%')) {
-        let mut v = path.main.clone();
+
+    fn count(&self, path: &Views) -> usize {
+        1usize
+            .saturating_add(usize::from(self.raw_differs))
+            .saturating_add(path.more.len())
+            .saturating_add(usize::from(self.decoded_query.is_some()))
+    }
+
+    /// Main, raw (the target), each further path reading with the query,
+    /// the decoded query.
+    fn visit(&self, path: &Views, target: &[u8], f: &mut dyn FnMut(usize, &[u8]) -> bool) {
+        if f(0, &self.main) {
+            return;
+        }
+        let mut at = 1usize;
+        if self.raw_differs {
+            if f(at, target) {
+                return;
+            }
+            at = at.saturating_add(1);
+        }
+        let (_, query) = request::split_target(target);
+        let mut joined = Vec::new();
+        for p in &path.more {
+            joined.clear();
+            joined.extend_from_slice(p);
+            if let Some(q) = query {
+                joined.push(b'?');
+                joined.extend_from_slice(q);
+            }
+            if f(at, &joined) {
+                return;
+            }
+            at = at.saturating_add(1);
+        }
+        if let Some(view) = &self.decoded_query {
+            f(at, view);
+        }
+    }
+}
+
+/// `path` `?` `query` (just the path without a query).
+fn join(path: &[u8], query: Option<&[u8]>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(
+        path.len()
+            .saturating_add(query.map_or(0, |q| q.len().saturating_add(1))),
+    );
+    v.extend_from_slice(path);
+    if let Some(q) = query {
         v.push(b'?');
-        v.extend_from_slice(&request::percent_decode(q, false));
-        views.push_distinct(target, v);
+        v.extend_from_slice(q);
     }
-    views
+    v
 }
 
 /// The query's readings: form-decoded (main), then percent-decoded with `+`
@@ -163,7 +218,7 @@ pub(crate) struct Facts<'e, 's> {
     host: Option<HostForm>,
     host_value: Option<Option<Vec<u8>>>,
     path: Option<Views>,
-    path_and_query: Option<Views>,
+    path_and_query: Option<PqViews>,
     query: Option<QueryViews>,
     /// The method upper-cased, when that differs from the method as sent.
     method_upper: Option<Option<Vec<u8>>>,
@@ -241,7 +296,7 @@ impl<'e, 's> Facts<'e, 's> {
                     let views = self
                         .path
                         .as_ref()
-                        .map(|path| path_and_query_views(path, target, query));
+                        .map(|path| PqViews::new(path, target, query));
                     self.path_and_query = views;
                 }
                 if matches!(subject, Subject::Query(_)) && self.query.is_none() {
@@ -325,10 +380,13 @@ impl<'e, 's> Facts<'e, 's> {
                     views.count()
                 })
             }
-            Subject::PathAndQuery => self.path_and_query.as_ref().map_or(0, |views| {
-                views.visit(self.target(), f);
-                views.count()
-            }),
+            Subject::PathAndQuery => match (&self.path_and_query, &self.path) {
+                (Some(views), Some(path)) => {
+                    views.visit(path, self.target(), f);
+                    views.count(path)
+                }
+                _ => 0,
+            },
             Subject::Query(q) => {
                 let Some(views) = &self.query else {
                     return 0;
