@@ -10,7 +10,7 @@
 
 use super::host::HostForm;
 use super::request::{
-    self, ClientAddress, KeyPart, QueryReading, RateLimit, RequestSource, PATH_READINGS,
+    self, ClientAddress, KeyPart, PathReading, QueryReading, RateLimit, RequestSource,
 };
 use super::rules::{Node, Subject};
 use super::Engine;
@@ -72,10 +72,8 @@ impl Views {
 /// Every distinct reading of a raw path (without query).
 pub(crate) fn path_views(raw: &[u8]) -> Views {
     let mut views = Views::new(request::normalize_path(raw), raw);
-    for reading in PATH_READINGS {
-        if reading.may_differ(raw) {
-            views.push_distinct(raw, request::normalize_path_as(raw, reading));
-        }
+    for reading in PathReading::may_differ(raw) {
+        views.push_distinct(raw, request::normalize_path_as(raw, reading));
     }
     views
 }
@@ -405,6 +403,30 @@ impl<'e, 's> Facts<'e, 's> {
         }
     }
 
+    /// Has the (prepared) subject one reading with at most one value?
+    /// (Then "on any reading" and "on every reading" are the same question.)
+    fn single(&self, subject: Subject) -> bool {
+        match subject {
+            Subject::Path => self.path.as_ref().is_none_or(|v| v.count() == 1),
+            Subject::PathAndQuery => match (&self.path_and_query, &self.path) {
+                (Some(pq), Some(path)) => pq.count(path) == 1,
+                _ => true,
+            },
+            Subject::Method => self.method_upper.as_ref().is_none_or(Option::is_none),
+            Subject::Query(q) => self.query.as_ref().is_none_or(|views| {
+                let name = self.engine.query_names.get(q);
+                views.more.is_empty()
+                    && views
+                        .form
+                        .iter()
+                        .filter(|(n, _)| Some(n) == name)
+                        .nth(1)
+                        .is_none()
+            }),
+            _ => true,
+        }
+    }
+
     /// Does `check` pass on some value of some reading (`every` false), or
     /// on every value of every reading, each reading having one (`every`)?
     fn check(
@@ -414,7 +436,7 @@ impl<'e, 's> Facts<'e, 's> {
         check: &mut dyn FnMut(&[u8]) -> bool,
     ) -> bool {
         self.prepare(subject);
-        if !every {
+        if !every || self.single(subject) {
             let mut found = false;
             self.visit(subject, &mut |_, v| {
                 found = check(v);
@@ -458,13 +480,8 @@ impl<'e, 's> Facts<'e, 's> {
                 Some((subject, matcher)) => {
                     self.prepare(*subject);
                     let list = subject.is_list();
-                    let mut values = 0usize;
-                    let readings = self.visit(*subject, &mut |_, _| {
-                        values = values.saturating_add(1);
-                        false
-                    });
                     let mut any = Vec::new();
-                    let every = if readings <= 1 && values <= 1 {
+                    let every = if self.single(*subject) {
                         self.visit(*subject, &mut |_, v| {
                             matcher.search(v, list, &mut any);
                             false
@@ -474,7 +491,7 @@ impl<'e, 's> Facts<'e, 's> {
                         None
                     } else {
                         let (mut seen, mut all, mut found) = (0u32, None::<Vec<u32>>, Vec::new());
-                        self.visit(*subject, &mut |r, v| {
+                        let readings = self.visit(*subject, &mut |r, v| {
                             seen |= bit(r);
                             found.clear();
                             matcher.search(v, list, &mut found);

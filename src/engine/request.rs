@@ -78,23 +78,36 @@ pub const PATH_READINGS: [PathReading; 4] = [
 ];
 
 impl PathReading {
-    /// Can this reading differ from [`PathReading::Decoded`] for this raw
-    /// path? When not, it is not computed (no work, no allocation).
-    pub fn may_differ(self, raw: &[u8]) -> bool {
-        match self {
-            PathReading::Decoded => false,
-            PathReading::Rfc3986 => raw.contains(&b'%'),
-            PathReading::BackslashLiteral => raw.contains(&b'\\') || contains_ci(raw, b"%5c"),
-            PathReading::ParamsStripped => raw.contains(&b';'),
-            PathReading::DecodedTwice => raw.windows(3).any(|w| w == b"%25"),
+    /// The readings that can differ from [`PathReading::Decoded`] for this
+    /// raw path (one scan of it). Those that cannot are not computed (no
+    /// work, no allocation).
+    pub fn may_differ(raw: &[u8]) -> impl Iterator<Item = PathReading> {
+        let (mut percent, mut backslash, mut params, mut twice) = (false, false, false, false);
+        let mut at = 0usize;
+        while let Some(&b) = raw.get(at) {
+            match b {
+                b'%' => {
+                    percent = true;
+                    match escape_at(raw, at) {
+                        Some(b'%') => twice = true,
+                        Some(b'\\') => backslash = true,
+                        _ => {}
+                    }
+                }
+                b'\\' => backslash = true,
+                b';' => params = true,
+                _ => {}
+            }
+            at = at.saturating_add(1);
         }
+        PATH_READINGS.into_iter().filter(move |r| match r {
+            PathReading::Decoded => false,
+            PathReading::Rfc3986 => percent,
+            PathReading::BackslashLiteral => backslash,
+            PathReading::ParamsStripped => params,
+            PathReading::DecodedTwice => twice,
+        })
     }
-}
-
-fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Normalises a request path (without query) the main way rules see it:
