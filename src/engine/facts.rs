@@ -303,14 +303,12 @@ impl<'e, 's> Facts<'e, 's> {
                     self.query = Some(views);
                 }
             }
-            Subject::Method => {
-                if self.method_upper.is_none() {
-                    let method = self.slot_value(self.engine.slots.method);
-                    let upper = method
-                        .filter(|m| m.iter().any(u8::is_ascii_lowercase))
-                        .map(<[u8]>::to_ascii_uppercase);
-                    self.method_upper = Some(upper);
-                }
+            Subject::Method if self.method_upper.is_none() => {
+                let method = self.slot_value(self.engine.slots.method);
+                let upper = method
+                    .filter(|m| m.iter().any(u8::is_ascii_lowercase))
+                    .map(<[u8]>::to_ascii_uppercase);
+                self.method_upper = Some(upper);
             }
             Subject::Scheme => {
                 self.slot_value(self.engine.slots.scheme);
