@@ -448,7 +448,7 @@ impl<'e, 's> Facts<'e, 's> {
             failed = !check(v);
             failed
         });
-        !failed && seen == all_bits(readings)
+        readings > 0 && !failed && seen == all_bits(readings)
     }
 
     /// `present` (or `absent`) on some reading, or on every reading.
@@ -462,7 +462,7 @@ impl<'e, 's> Facts<'e, 's> {
         let all = all_bits(readings);
         let matching = if present { seen } else { all & !seen };
         if every {
-            matching == all
+            readings > 0 && matching == all
         } else {
             matching != 0
         }
@@ -507,7 +507,7 @@ impl<'e, 's> Facts<'e, 's> {
                         });
                         any.sort_unstable();
                         any.dedup();
-                        Some(if seen == all_bits(readings) {
+                        Some(if readings > 0 && seen == all_bits(readings) {
                             all.unwrap_or_default()
                         } else {
                             Vec::new()
