@@ -14,8 +14,10 @@
 //! readings machinery: the same condition moved onto a plain header that
 //! carries that one reading. The readings are listed from the documented
 //! table (docs/configuration.md), through the public normalisation
-//! functions. Values are built without `,`, space or tab, on which header and
-//! path matching differ.
+//! functions. Header and path matching differ on `,`, space and tab (header
+//! values are lists), so the oracle is not asked about a reading containing
+//! one (they come from decoding `%2c`, `%20`, `%09`; targets are built
+//! without them).
 
 use drop444::engine::request::{normalize_path_as, split_target, PathReading, PATH_READINGS};
 use drop444::engine::{Decision, Engine, HeaderList};
@@ -169,7 +171,10 @@ impl Checker {
             .engine
             .decide(&mut HeaderList::new().with(":path", target));
         let index = |name: &str| name.trim_start_matches('r').parse::<usize>().ok();
-        let views = readings(target);
+        let views: Vec<Vec<u8>> = readings(target)
+            .into_iter()
+            .filter(|v| !v.iter().any(|b| matches!(b, b',' | b' ' | b'\t')))
+            .collect();
         let shown = String::from_utf8_lossy(target);
         for (i, (action, oracle)) in self.rules.iter().enumerate() {
             let name = format!("r{i}");
