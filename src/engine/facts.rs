@@ -17,9 +17,9 @@ use super::Engine;
 
 type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// The distinct readings of the path (or path and query): the main
-/// (decoded, normalised) one, whether the raw one (the header's bytes)
-/// differs from it, and further ones that differ from both and each other.
+/// The distinct readings of the path: the main (decoded, normalised) one,
+/// whether the raw one (the request target's bytes before `?`) differs from
+/// it, and further ones that differ from both and each other.
 #[derive(Debug, Default)]
 pub(crate) struct Views {
     main: Vec<u8>,
