@@ -178,7 +178,7 @@ soak: wasm envoy ## Soak: 1,000,000 requests (max 10 min) against real Envoy; me
 		cargo test --release --features e2e --test e2e soak -- --nocapture
 
 # Fuzzing (docs/hardening.md): cargo-fuzz on nightly, installed when missing.
-FUZZ_TARGETS := config decide
+FUZZ_TARGETS := config decide views
 FUZZ_SECONDS ?= 600
 FUZZ_FLAGS    = -rss_limit_mb=2048 -timeout=10 -max_len=4096 -len_control=0 -print_final_stats=1
 

@@ -92,21 +92,18 @@ fn decode(raw: &[u8], plus: bool) -> Vec<u8> {
     out
 }
 
-/// Path normalisation as the docs list it: decode once, `\` is `/`, runs of
-/// `/` collapse, `.` / `..` segments go (never above the root).
-fn normalise(path: &[u8]) -> Vec<u8> {
-    let decoded: Vec<u8> = decode(path, false)
-        .into_iter()
-        .map(|b| if b == b'\\' { b'/' } else { b })
-        .collect();
+/// The dot-segment step every path reading ends with (docs): split on `/`
+/// (and on `\` when it is a separator), drop empty and `.` segments, `..`
+/// removes the one before (never above the root), re-join with a leading
+/// `/`, keeping a trailing `/`.
+fn segments(decoded: &[u8], backslash: bool) -> Vec<u8> {
     let mut stack: Vec<Vec<u8>> = Vec::new();
-    let parts: Vec<&[u8]> = decoded.split(|b| *b == b'/').collect();
     let mut dir = false;
-    for part in &parts {
+    for part in decoded.split(|b| *b == b'/' || (backslash && *b == b'\\')) {
         dir = false;
-        if part.is_empty() || *part == b"." {
+        if part.is_empty() || part == b"." {
             dir = true;
-        } else if *part == b".." {
+        } else if part == b".." {
             stack.pop();
             dir = true;
         } else {
@@ -122,6 +119,59 @@ fn normalise(path: &[u8]) -> Vec<u8> {
         out.push(b'/');
     }
     out
+}
+
+/// The main reading as the docs list it: decode once, `\` is `/`, runs of
+/// `/` collapse, `.` / `..` segments go (never above the root).
+fn normalise(path: &[u8]) -> Vec<u8> {
+    segments(&decode(path, false), true)
+}
+
+/// Every reading of a raw path, as the docs' table lists them (duplicates
+/// included: they change nothing).
+fn path_readings(raw: &[u8]) -> Vec<Vec<u8>> {
+    let unreserved = {
+        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < raw.len() {
+            if raw[i] == b'%' && i + 2 < raw.len() {
+                if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
+                    let c = h * 16 + l;
+                    if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                        out.push(c);
+                        i += 3;
+                        continue;
+                    }
+                }
+            }
+            out.push(raw[i]);
+            i += 1;
+        }
+        out
+    };
+    // `;` parameters: from a `;` to the end of its segment.
+    let mut stripped = Vec::new();
+    for seg in raw.split_inclusive(|b| *b == b'/' || *b == b'\\') {
+        let end = seg.iter().position(|b| *b == b';');
+        match end {
+            Some(at) => {
+                stripped.extend_from_slice(&seg[..at]);
+                if let Some(sep) = seg.last().filter(|b| **b == b'/' || **b == b'\\') {
+                    stripped.push(*sep);
+                }
+            }
+            None => stripped.extend_from_slice(seg),
+        }
+    }
+    vec![
+        normalise(raw),
+        raw.to_vec(),
+        segments(&unreserved, true),
+        segments(&decode(raw, false), false),
+        normalise(&stripped),
+        normalise(&decode(raw, false)),
+    ]
 }
 
 fn target(req: &Req) -> (Vec<u8>, Option<Vec<u8>>) {
@@ -150,61 +200,93 @@ fn parse_ip(text: &[u8]) -> Option<IpAddr> {
     text.rsplit_once(':')?.0.parse().ok()
 }
 
-fn client_ip(req: &Req, hops: u32) -> Option<IpAddr> {
+/// The client address: `Ok(None)` when there is none, `Err(())` when the
+/// trusted `X-Forwarded-For` entry is not an address (unknown).
+fn client_ip(req: &Req, hops: u32) -> Result<Option<IpAddr>, ()> {
     let peer = req.peer.as_deref().and_then(|p| parse_ip(p.as_bytes()));
     if hops == 0 {
-        return peer;
+        return Ok(peer);
     }
     let Some(xff) = req.header("x-forwarded-for") else {
-        return peer;
+        return Ok(peer);
     };
     let entries: Vec<&[u8]> = xff.split(|b| *b == b',').collect();
     if entries.len() < hops as usize {
-        return peer;
+        return Ok(peer);
     }
     parse_ip(entries[entries.len() - hops as usize])
+        .map(Some)
+        .ok_or(())
 }
 
-/// The values a subject has for this request, and whether it is a list.
-fn values(cond: &Value, req: &Req) -> (Vec<Vec<u8>>, bool) {
+/// The readings of a subject for this request (each a list of values), and
+/// whether values are lists (headers).
+fn readings(cond: &Value, req: &Req) -> (Vec<Vec<Vec<u8>>>, bool) {
     if let Some(h) = cond["header"].as_str() {
-        return (req.header(h).into_iter().collect(), true);
+        return (vec![req.header(h).into_iter().collect()], true);
     }
     if let Some(q) = cond["query"].as_str() {
         let (_, query) = target(req);
         let mut out = Vec::new();
-        for pair in query.unwrap_or_default().split(|b| *b == b'&') {
-            if pair.is_empty() {
-                continue;
-            }
-            let (n, v) = match pair.iter().position(|b| *b == b'=') {
-                Some(e) => (&pair[..e], &pair[e + 1..]),
-                None => (pair, &b""[..]),
+        // form-decoded, percent-decoded with `+` kept, raw
+        for mode in 0..3 {
+            let read = |part: &[u8]| match mode {
+                0 => decode(part, true),
+                1 => decode(part, false),
+                _ => part.to_vec(),
             };
-            if decode(n, true) == q.as_bytes() {
-                out.push(decode(v, true));
+            let mut values = Vec::new();
+            for pair in query.clone().unwrap_or_default().split(|b| *b == b'&') {
+                if pair.is_empty() {
+                    continue;
+                }
+                let (n, v) = match pair.iter().position(|b| *b == b'=') {
+                    Some(e) => (&pair[..e], &pair[e + 1..]),
+                    None => (pair, &b""[..]),
+                };
+                if read(n) == q.as_bytes() {
+                    values.push(read(v));
+                }
             }
+            out.push(values);
         }
         return (out, false);
     }
     let field = cond["field"].as_str().unwrap();
     let authority = req.header(":authority");
     let form = classify_host(authority.as_deref());
-    let v = match field {
-        "path" => Some(normalise(&target(req).0)),
+    let one = |v: Option<Vec<u8>>| vec![v.into_iter().collect::<Vec<_>>()];
+    let r = match field {
+        "path" => path_readings(&target(req).0)
+            .into_iter()
+            .map(|p| vec![p])
+            .collect(),
         "path_and_query" => {
             let (p, q) = target(req);
-            let mut v = normalise(&p);
-            if let Some(q) = q {
-                v.push(b'?');
-                v.extend_from_slice(&q);
-            }
-            Some(v)
+            let join = |mut v: Vec<u8>, q: &Option<Vec<u8>>| {
+                if let Some(q) = q {
+                    v.push(b'?');
+                    v.extend_from_slice(q);
+                }
+                v
+            };
+            let mut out: Vec<Vec<Vec<u8>>> = path_readings(&p)
+                .into_iter()
+                .map(|r| vec![join(r, &q)])
+                .collect();
+            out.push(vec![req.header(":path").unwrap_or_else(|| b"/".to_vec())]);
+            let decoded_q = q.as_ref().map(|q| decode(q, false));
+            out.push(vec![join(normalise(&p), &decoded_q)]);
+            out
         }
-        "method" => req.header(":method"),
-        "scheme" => req.header(":scheme"),
-        "protocol" => req.protocol.clone().map(String::into_bytes),
-        "host_kind" => Some(
+        "method" => {
+            let m = req.header(":method");
+            let upper = m.as_ref().map(|m| m.to_ascii_uppercase());
+            vec![m.into_iter().collect(), upper.into_iter().collect()]
+        }
+        "scheme" => one(req.header(":scheme")),
+        "protocol" => one(req.protocol.clone().map(String::into_bytes)),
+        "host_kind" => one(Some(
             match form {
                 HostForm::Missing | HostForm::Empty => "missing",
                 HostForm::Invalid => "invalid",
@@ -212,18 +294,18 @@ fn values(cond: &Value, req: &Req) -> (Vec<Vec<u8>>, bool) {
                 HostForm::Name(_) => "name",
             }
             .into(),
-        ),
-        "host" => match form {
+        )),
+        "host" => one(match form {
             HostForm::Name(n) => Some(n.into_bytes()),
             HostForm::IpLiteral(Some(ip)) => Some(ip.to_string().into_bytes()),
             HostForm::IpLiteral(None) => {
                 Some(trim(authority.as_deref().unwrap_or_default()).to_ascii_lowercase())
             }
             _ => None,
-        },
+        }),
         other => panic!("field {other}"),
     };
-    (v.into_iter().collect(), false)
+    (r, false)
 }
 
 // ------------------------------------------------------ reference: operators
@@ -302,27 +384,58 @@ fn host_allowed(list: &[Value], form: &HostForm) -> bool {
         })
 }
 
-fn eval(cond: &Value, req: &Req, hops: u32) -> bool {
+/// Is `at` a path-segment start (value start, after `/`, or on a `/`)?
+fn segment_start(v: &[u8], at: usize) -> bool {
+    at == 0 || v.get(at) == Some(&b'/') || v[at - 1] == b'/'
+}
+
+/// Is `at` a path-segment end (value end, before `/` `;` `?`, or after `/`)?
+fn segment_end(v: &[u8], at: usize) -> bool {
+    at == v.len() || b"/;?".contains(&v[at]) || (at > 0 && v[at - 1] == b'/')
+}
+
+/// A literal with `"boundary": "segment"` (paths only): an occurrence placed
+/// as the operator says that starts and ends on segment boundaries.
+fn segment_literal(op: &str, pattern: &[u8], v: &[u8], ci: bool) -> bool {
+    let (p, v) = (fold(pattern, ci), fold(v, ci));
+    if v.len() < p.len() {
+        return false;
+    }
+    (0..=v.len() - p.len())
+        .filter(|&s| v[s..s + p.len()] == p[..])
+        .filter(|&s| match op {
+            "prefix" => s == 0,
+            "suffix" => s + p.len() == v.len(),
+            _ => true,
+        })
+        .any(|s| segment_start(&v, s) && segment_end(&v, s + p.len()))
+}
+
+/// A condition on any reading (`every` false: drop and log rules) or on
+/// every reading (`every`: allow rules); `not` swaps them (docs).
+fn eval(cond: &Value, req: &Req, hops: u32, every: bool) -> bool {
     if let Some(all) = cond["all"].as_array() {
-        return all.iter().all(|c| eval(c, req, hops));
+        return all.iter().all(|c| eval(c, req, hops, every));
     }
     if let Some(any) = cond["any"].as_array() {
-        return any.iter().any(|c| eval(c, req, hops));
+        return any.iter().any(|c| eval(c, req, hops, every));
     }
     if !cond["not"].is_null() {
-        return !eval(&cond["not"], req, hops);
+        return !eval(&cond["not"], req, hops, !every);
     }
     if let Some(name) = cond["preset"].as_str() {
         return preset(name)
             .iter()
-            .any(|entry| eval(&entry["match"], req, hops));
+            .any(|entry| eval(&entry["match"], req, hops, every));
     }
     let ci = cond["case_insensitive"].as_bool().unwrap_or(false);
     if cond["field"] == "client_ip" {
-        let Some(ip) = client_ip(req, hops) else {
-            return false;
+        let ip = match client_ip(req, hops) {
+            Ok(Some(ip)) => ip.to_canonical(),
+            Ok(None) => return false,
+            // Unknown: any address for a drop, none for an allow.
+            Err(()) => return !every,
         };
-        let ip = ip.to_canonical();
         return cond["in"].as_array().unwrap().iter().any(|n| {
             let n = n.as_str().unwrap();
             match n.parse::<ipnet::IpNet>() {
@@ -335,16 +448,26 @@ fn eval(cond: &Value, req: &Req, hops: u32) -> bool {
         let form = classify_host(req.header(":authority").as_deref());
         return host_allowed(cond["in"].as_array().unwrap(), &form);
     }
-    let (vals, list) = values(cond, req);
+    let (readings, list) = readings(cond, req);
+    let quantify = |per_reading: &dyn Fn(&Vec<Vec<u8>>) -> bool| {
+        if every {
+            readings.iter().all(per_reading)
+        } else {
+            readings.iter().any(per_reading)
+        }
+    };
     if cond["present"] == true {
-        return !vals.is_empty();
+        return quantify(&|vals| !vals.is_empty());
     }
     if cond["absent"] == true {
-        return vals.is_empty();
+        return quantify(&|vals| vals.is_empty());
     }
-    vals.iter().any(|v| {
+    let matches = |v: &Vec<u8>| {
         for op in ["exact", "prefix", "suffix", "contains"] {
             if let Some(p) = cond[op].as_str() {
+                if cond["boundary"] == "segment" {
+                    return segment_literal(op, p.as_bytes(), v, ci);
+                }
                 return literal(op, p.as_bytes(), v, ci, list);
             }
         }
@@ -359,7 +482,15 @@ fn eval(cond: &Value, req: &Req, hops: u32) -> bool {
             .build()
             .unwrap();
         re.is_match(v) || (list && elements(v).iter().any(|e| re.is_match(e)))
-    })
+    };
+    // Any reading, any value; or every reading with a value, every value.
+    if every {
+        readings
+            .iter()
+            .all(|vals| !vals.is_empty() && vals.iter().all(&matches))
+    } else {
+        readings.iter().any(|vals| vals.iter().any(&matches))
+    }
 }
 
 fn preset(name: &str) -> Vec<Value> {
@@ -416,13 +547,13 @@ fn reference(config: &Value, req: &Req) -> (&'static str, Option<String>, Vec<St
         rules.push((name, action, cond));
     }
     for (name, action, cond) in &rules {
-        if action == "allow" && eval(cond, req, hops) {
+        if action == "allow" && eval(cond, req, hops, true) {
             return ("allow", Some(name.clone()), Vec::new());
         }
     }
     let mut logged = Vec::new();
     for (name, action, cond) in &rules {
-        if action == "allow" || !eval(cond, req, hops) {
+        if action == "allow" || !eval(cond, req, hops, false) {
             continue;
         }
         if action == "log" {
@@ -457,6 +588,13 @@ const TOKENS: &[&str] = &[
     "%2E",
     "%2f",
     "%5C",
+    "%5c",
+    "%252e",
+    "%2F",
+    ";",
+    "..;",
+    "%3b",
+    "unknown",
     "%41",
     "%",
     "%g1",
@@ -563,6 +701,10 @@ fn leaf() -> impl Strategy<Value = Value> {
         match op {
             0..=3 => {
                 m.insert(lit.into(), json!(t));
+                let pathy = subject == "path" || subject == "path_and_query";
+                if pathy && lit != "exact" && t.len() % 2 == 0 {
+                    m.insert("boundary".into(), json!("segment"));
+                }
             }
             4 => {
                 m.insert("regex".into(), json!(re));
@@ -782,11 +924,41 @@ fn reference_agrees_with_the_documented_examples() {
         reference(&config, &ip_host).1.as_deref(),
         Some("host-ip-literal")
     );
-    let fine = req(&[
-        (":authority", b"example.com"),
-        (":path", b"/administrator/../ok"),
-    ]);
+    let fine = req(&[(":authority", b"example.com"), (":path", b"/x/../ok")]);
     assert_eq!(reference(&config, &fine), ("pass", None, vec![]));
+    // Every reading (docs table): Envoy routes these under /admin as written.
+    for spelled in [
+        &b"/administrator/../ok"[..],
+        b"/admin/..%2fx",
+        b"/admin%5c..%5cx",
+        b"/foo/..;/admin",
+    ] {
+        let r = req(&[(":authority", b"example.com"), (":path", spelled)]);
+        assert_eq!(reference(&config, &r).1.as_deref(), Some("admin"));
+    }
+    // An allow rule holds only on every reading.
+    let allow = json!({"rules": [
+        {"name": "healthz", "action": "allow", "field": "path", "exact": "/healthz"},
+        {"name": "evil", "header": "x-probe", "exact": "evil"},
+    ]});
+    let exempt = req(&[(":path", b"/healthz"), ("x-probe", b"evil")]);
+    assert_eq!(reference(&allow, &exempt).0, "allow");
+    let detour = req(&[(":path", b"/admin/..%2fhealthz"), ("x-probe", b"evil")]);
+    assert_eq!(
+        reference(&allow, &detour).1.as_deref(),
+        Some("host-missing")
+    );
+    assert_eq!(
+        path_readings(b"/a/%252e%252e/b;x"),
+        [
+            &b"/a/%2e%2e/b;x"[..],
+            b"/a/%252e%252e/b;x",
+            b"/a/%252e%252e/b;x",
+            b"/a/%2e%2e/b;x",
+            b"/a/%2e%2e/b",
+            b"/b;x"
+        ]
+    );
     let across = req(&[(":authority", b"example.com"), ("x-probe", b"x, a, b, y")]);
     let comma = json!({"rules": [{"name": "ab", "header": "x-probe", "exact": "a, b"}]});
     assert_eq!(reference(&comma, &across).1.as_deref(), Some("ab"));
@@ -798,6 +970,8 @@ fn reference_agrees_with_the_documented_examples() {
         (&config, &path),
         (&comma, &across),
         (&config, &fine),
+        (&allow, &exempt),
+        (&allow, &detour),
     ] {
         let engine = Engine::from_json(config.to_string().as_bytes()).unwrap();
         assert_eq!(engine_says(&engine, req), reference(config, req));

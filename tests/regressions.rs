@@ -118,3 +118,98 @@ fn header_regex_sees_the_trimmed_element_without_a_comma() {
     }
     assert_eq!(decide(config, &host().with("x-p", " ab")), "Pass");
 }
+
+// ------------------------------------------------ issue 14: one request, one view
+
+/// The filter decided on the decoded, dot-resolved path while Envoy's router
+/// routes the path as written: `/admin/..%2fhealthz` was `/healthz` to the
+/// exact `/healthz` allow rule (exempt from the host policy and every drop
+/// rule) and `/admin` to the router. An allow condition now has to hold on
+/// every reading, a drop condition on one.
+#[test]
+fn an_allow_rule_is_not_reached_through_an_encoded_detour() {
+    let config = r#"{"rules":[
+        {"name":"healthz","action":"allow","field":"path","exact":"/healthz"},
+        {"name":"sqlmap","header":"user-agent","contains":"sqlmap"},
+        {"name":"admin","field":"path","prefix":"/admin"}]}"#;
+    let req = |path: &str| {
+        HeaderList::new()
+            .with(":authority", "127.0.0.1")
+            .with(":path", path)
+            .with("user-agent", "sqlmap")
+    };
+    assert_eq!(
+        decide(config, &req("/healthz")),
+        "Allow { rule: \"healthz\" }"
+    );
+    for path in [
+        "/admin/..%2fhealthz",
+        "/admin%5c..%5chealthz",
+        "/x/..;/healthz",
+    ] {
+        assert_eq!(decide(config, &req(path)), "drop host-ip-literal", "{path}");
+    }
+    let ok_host = |path: &str| host().with(":path", path);
+    for path in [
+        "/admin/..%2fx",
+        "/admin%2f%2e%2e%2fx",
+        "/admin\\..\\x",
+        "/foo/..;/admin",
+    ] {
+        assert_eq!(decide(config, &ok_host(path)), "drop admin", "{path}");
+    }
+}
+
+/// Preset path prefixes had no segment boundary: `/bin/sh` dropped
+/// `/bin/shop`, `/actuator` dropped `/actuators/linear-12v`.
+#[test]
+fn preset_paths_stop_at_segment_boundaries() {
+    let config = r#"{"rules":[{"name":"p","preset":"exploit-paths"}]}"#;
+    for path in [
+        "/bin/shop",
+        "/actuators/linear-12v",
+        "/server-status-page",
+        "/manager/html5-intro",
+        "/solr/administration",
+    ] {
+        assert_eq!(
+            decide(config, &host().with(":path", path)),
+            "Pass",
+            "{path}"
+        );
+    }
+    for path in [
+        "/bin/sh",
+        "/actuator;x",
+        "/manager;/html",
+        "/wp-login.php/x",
+        "/xmlrpc.php/",
+    ] {
+        assert_eq!(
+            decide(config, &host().with(":path", path)),
+            "drop p",
+            "{path}"
+        );
+    }
+}
+
+/// An unparsable `X-Forwarded-For` entry at the trusted position made the
+/// client address unknown, and a CIDR deny rule never matched an unknown
+/// address: it failed open.
+#[test]
+fn an_unknown_client_address_does_not_escape_a_cidr_deny_rule() {
+    let config = r#"{"client_ip":{"xff_trusted_hops":1},"rules":[{"name":"deny","field":"client_ip","in":["192.0.2.0/24"]}]}"#;
+    let req = |xff: &str| host().peer("10.0.0.1:1").with("x-forwarded-for", xff);
+    assert_eq!(decide(config, &req("unknown")), "drop deny");
+    assert_eq!(decide(config, &req("203.0.113.1")), "Pass");
+}
+
+/// Over HTTP/2 Envoy forwards a lower-case `trace` as sent; a `TRACE` rule
+/// missed it.
+#[test]
+fn a_method_rule_sees_the_upper_cased_method_too() {
+    let config = r#"{"rules":[{"name":"trace","field":"method","in":["TRACE","TRACK"]}]}"#;
+    let req = |m: &str| host().with(":method", m).protocol("HTTP/2");
+    assert_eq!(decide(config, &req("trace")), "drop trace");
+    assert_eq!(decide(config, &req("get")), "Pass");
+}

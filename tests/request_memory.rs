@@ -108,3 +108,36 @@ fn presets_on_a_60k_request_stay_bounded() {
         );
     }
 }
+
+/// Every reading of path, path and query and query at once (issue 14): a
+/// request built so that no two readings are equal still stays bounded.
+#[test]
+fn every_reading_on_a_60k_request_stays_bounded() {
+    let _serial = SERIAL.lock().unwrap();
+    let config = json!({"rules": [
+        {"name": "p", "field": "path", "contains": "zz", "action": "log"},
+        {"name": "pq", "field": "path_and_query", "contains": "zz", "action": "log"},
+        {"name": "q", "query": "id", "contains": "zz", "action": "log"},
+        {"name": "e", "preset": "exploit-paths", "action": "log"},
+        {"name": "a", "action": "allow", "field": "path_and_query", "prefix": "/zz"},
+    ]});
+    let engine = Engine::from_json(config.to_string().as_bytes()).unwrap();
+    let unit = "a%252f;b\\c%5c/..%2f+%41";
+    let path = unit.repeat(REQUEST_HEADERS_MAX / 2 / unit.len());
+    let query = format!(
+        "id={}",
+        unit.repeat(REQUEST_HEADERS_MAX / 2 / unit.len() - 2)
+    );
+    let request = HeaderList::new()
+        .with(":authority", "example.com")
+        .with(":path", format!("/{path}?{query}"));
+    let peak = peak_of_decide(&engine, &request);
+    eprintln!(
+        "every reading: peak {peak} bytes for a {} byte request",
+        path.len() + query.len()
+    );
+    assert!(
+        peak < BOUND,
+        "deciding allocated {peak} bytes (bound {BOUND})"
+    );
+}

@@ -513,3 +513,73 @@ pub fn check_verdict(engine: &Engine, request: &HeaderList) {
         assert!(engine.rule_source(name).is_some(), "no source for {name}");
     }
 }
+
+pub mod views;
+
+/// A generated path condition for the `views` target (depth at most 3).
+pub fn path_cond(u: &mut Unstructured<'_>, depth: usize) -> Result<views::Cond> {
+    use views::Cond;
+    let kind = if depth >= 3 {
+        0
+    } else {
+        u.int_in_range(0..=5)?
+    };
+    Ok(match kind {
+        3 | 4 => {
+            let n = u.int_in_range(1..=3)?;
+            let mut c = Vec::new();
+            for _ in 0..n {
+                c.push(path_cond(u, depth + 1)?);
+            }
+            if kind == 3 {
+                Cond::All(c)
+            } else {
+                Cond::Any(c)
+            }
+        }
+        5 => Cond::Not(Box::new(path_cond(u, depth + 1)?)),
+        _ => {
+            let op = *u.choose(&["exact", "prefix", "suffix", "contains", "regex"])?;
+            let pattern = if op == "regex" {
+                (*u.choose(views::REGEXES)?).to_string()
+            } else {
+                (*u.choose(views::PATTERNS)?).to_string()
+            };
+            Cond::Leaf {
+                op,
+                pattern,
+                case_insensitive: u.arbitrary()?,
+            }
+        }
+    })
+}
+
+/// Input of the `views` target: a few path rules, then the request target
+/// verbatim (the rest of the input, so dictionary entries land in it as is).
+#[derive(Debug)]
+pub struct ViewsInput {
+    pub rules: Vec<views::Rule>,
+    pub target: Vec<u8>,
+}
+
+impl ViewsInput {
+    /// Rules from the front of the input, the target from the rest.
+    pub fn from_bytes(data: &[u8]) -> Result<Self> {
+        let mut u = Unstructured::new(data);
+        let n = u.int_in_range(1..=4)?;
+        let mut rules = Vec::new();
+        for _ in 0..n {
+            rules.push(views::Rule {
+                action: *u.choose(&["drop", "allow", "log"])?,
+                cond: path_cond(&mut u, 0)?,
+            });
+        }
+        let mut target = b"/".to_vec();
+        target.extend(
+            u.take_rest()
+                .iter()
+                .filter(|b| !matches!(b, b',' | b' ' | b'\t')),
+        );
+        Ok(ViewsInput { rules, target })
+    }
+}

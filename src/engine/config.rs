@@ -200,6 +200,16 @@ pub enum Action {
     Log,
 }
 
+/// `"boundary": "segment"`: a literal on a path matches only whole
+/// segments: it starts at the start of the value or of a segment (after `/`,
+/// or itself starting with `/`) and ends at the end of the value or of a
+/// segment (before `/`, `;` or `?`, or itself ending with `/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Boundary {
+    Segment,
+}
+
 /// A rule, or a condition inside `all` / `any` / `not`: one struct for both so
 /// a condition reads the same wherever it is. `name` and `action` are only
 /// valid on rules (checked in `compile`).
@@ -234,6 +244,8 @@ pub(crate) struct NodeSpec {
     pub absent: Option<bool>,
     #[serde(default)]
     pub case_insensitive: bool,
+    /// Where a `prefix` / `suffix` / `contains` match must sit in a path.
+    pub boundary: Option<Boundary>,
 
     // Combinators.
     pub all: Option<Vec<NodeSpec>>,

@@ -157,9 +157,17 @@ fn path_and_query_method_scheme_protocol() {
                 .with(":path", "/"),
             Some("trace"),
         ),
+        // Envoy forwards HTTP/2's lower-case `trace` as is; a server that
+        // upper-cases methods reads TRACE: a drop rule sees both readings.
         (
             HeaderList::new()
                 .with(":method", "trace")
+                .with(":path", "/"),
+            Some("trace"),
+        ),
+        (
+            HeaderList::new()
+                .with(":method", "tracee")
                 .with(":path", "/"),
             None,
         ),
@@ -729,9 +737,17 @@ mod properties {
                 }
                 raw.push_str(seg);
             }
+            // No spelling escapes the rule. (A spelling may be caught where
+            // the normal form is not: `/admin/..` is `/` decoded, but Envoy
+            // routes it under `/admin/` as written.)
             let want = dropped(&e, &HeaderList::new().with(":path", normalize_path(canonical.as_bytes())));
             let got = dropped(&e, &HeaderList::new().with(":path", &raw));
-            prop_assert_eq!(got, want, "raw {} canonical {}", raw, canonical);
+            if want.is_some() {
+                prop_assert_eq!(got, want, "raw {} canonical {}", raw, canonical);
+            }
+            if raw.starts_with("/admin/") {
+                prop_assert_eq!(got, Some("p"), "raw {}: Envoy routes it under /admin/", raw);
+            }
         }
     }
 }
@@ -935,5 +951,529 @@ fn rate_limit_dry_run_and_config_errors() {
         let err = Engine::from_json(config.as_bytes()).unwrap_err();
         assert_eq!(err.path(), *path, "{config}: {err}");
         assert!(err.message().contains(phrase), "{config}: {err}");
+    }
+}
+
+// ------------------------------------------------------------------ readings
+// One request, one view (issue 14): a drop or log condition matches when it
+// matches on any reading a router or backend may give the request; an allow
+// condition only when it matches on every reading; `not` swaps the two.
+
+fn readings(raw: &str) -> Vec<String> {
+    let views = super::facts::path_views(raw.as_bytes());
+    views
+        .all(raw.as_bytes())
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[test]
+fn path_readings_are_distinct_and_cost_nothing_when_equal() {
+    let cases: &[(&str, &[&str])] = &[
+        // One reading: no extra view is even computed.
+        ("/index.html", &["/index.html"]),
+        ("/a/b/", &["/a/b/"]),
+        // (main: decoded; raw; RFC 3986 / Envoy normalize_path; `\` literal;
+        // `;` stripped; decoded twice), duplicates left out.
+        ("/admin/..%2fx", &["/x", "/admin/..%2fx"]),
+        (
+            "/admin%2f%2e%2e%2fx",
+            &["/x", "/admin%2f%2e%2e%2fx", "/admin%2f..%2fx"],
+        ),
+        ("/admin/.%2e/x", &["/x", "/admin/.%2e/x"]),
+        ("/admin\\..\\x", &["/x", "/admin\\..\\x"]),
+        ("/a\\b/../c", &["/a/c", "/a\\b/../c", "/c"]),
+        (
+            "/admin%5c..%5cx",
+            &["/x", "/admin%5c..%5cx", "/admin\\..\\x"],
+        ),
+        ("/foo/..;/admin", &["/foo/..;/admin", "/admin"]),
+        ("/;/admin", &["/;/admin", "/admin"]),
+        ("/.env;", &["/.env;", "/.env"]),
+        ("/a/%252e%252e/b", &["/a/%2e%2e/b", "/a/%252e%252e/b", "/b"]),
+        ("//admin", &["/admin", "//admin"]),
+        ("/%61dmin", &["/admin", "/%61dmin"]),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(readings(raw), *want, "{raw}");
+    }
+    // Equal readings allocate nothing beyond the main one.
+    for raw in ["/index.html", "/a/b/c.css", "/", "/search"] {
+        let views = super::facts::path_views(raw.as_bytes());
+        assert_eq!(views.extra(), 0, "{raw}");
+        assert_eq!(views.all(raw.as_bytes()).len(), 1, "{raw}");
+    }
+}
+
+/// The README configuration plus a `/admin` prefix rule and an exact
+/// `/healthz` allow rule: the issue's bypasses, each with its verdict.
+fn readme_with_admin() -> Engine {
+    engine(
+        r#"{"host": {"allow": ["example.com", "*.example.com"]},
+            "rules": [
+              {"name": "healthz", "action": "allow", "field": "path", "exact": "/healthz"},
+              {"name": "scanners", "preset": "scanners"},
+              {"name": "exploit-paths", "preset": "exploit-paths"},
+              {"name": "admin", "field": "path", "prefix": "/admin"}
+            ]}"#,
+    )
+}
+
+#[test]
+fn no_spelling_walks_around_a_path_rule() {
+    let e = readme_with_admin();
+    for path in [
+        "/admin",
+        "/admin/..%2fx",
+        "/admin%2f%2e%2e%2fx",
+        "/admin/x%2f..%2f..",
+        "/admin%5c..%5cx",
+        "/admin\\..\\x",
+        "/admin/.%2e/x",
+        "/admin/%2e%2e/x",
+        "/admin/../x",
+        "/foo/..;/admin",
+        "/;/admin",
+        "/x/%252e%252e/admin",
+        "//admin",
+        "/%61dmin",
+        "/x/..%2fadmin",
+    ] {
+        assert_eq!(dropped(&e, &get(path)), Some("admin"), "{path}");
+    }
+    for path in ["/", "/x", "/administration/../x"] {
+        // `/administration/../x`: every reading is `/administration/..` or
+        // `/x`, which `/admin` does prefix-match on the raw reading.
+        let want = path.starts_with("/admin").then_some("admin");
+        assert_eq!(dropped(&e, &get(path)), want, "{path}");
+    }
+}
+
+#[test]
+fn an_allow_rule_cannot_be_reached_by_traversal_encoding_or_parameters() {
+    let e = readme_with_admin();
+    let verdict = |req: &HeaderList| e.decide(&mut req.clone()).decision;
+    let sqlmap = |path: &str| get(path).with("user-agent", "sqlmap/1.7");
+    // The real health check is exempt, even with a bad Host and UA.
+    let probe = get("/healthz")
+        .with(":authority", "127.0.0.1")
+        .with("user-agent", "sqlmap");
+    assert_eq!(verdict(&probe), Decision::Allow { rule: "healthz" });
+    // The issue's worst case: Host 127.0.0.1 and sqlmap used to be exempt.
+    let worst = HeaderList::new()
+        .with(":authority", "127.0.0.1")
+        .with(":path", "/admin/..%2fhealthz")
+        .with("user-agent", "sqlmap");
+    assert_eq!(
+        verdict(&worst),
+        Decision::Drop {
+            rule: "host-ip-literal"
+        }
+    );
+    for path in [
+        "/admin/..%2fhealthz",
+        "/admin%2f..%2fhealthz",
+        "/admin\\..\\healthz",
+        "/x/../healthz",
+        "/healthz;x",
+        "/x/..;/healthz",
+        "/%68ealthz",
+        "/x/%252e%252e/healthz",
+        "//healthz",
+    ] {
+        let d = verdict(&sqlmap(path));
+        assert!(
+            matches!(d, Decision::Drop { .. }),
+            "{path}: not exempt, so dropped: {d:?}"
+        );
+    }
+    // A flat `any` allow rule is judged per reading too.
+    let e = engine(
+        r#"{"rules": [
+              {"name": "probes", "action": "allow", "any": [
+                 {"field": "path", "exact": "/healthz"}, {"field": "path", "exact": "/ready"}]},
+              {"name": "all", "header": "user-agent", "present": true}]}"#,
+    );
+    let ua = |path: &str| get(path).with("user-agent", "x");
+    assert_eq!(
+        e.decide(&mut ua("/ready")).decision,
+        Decision::Allow { rule: "probes" }
+    );
+    assert_eq!(dropped(&e, &ua("/healthz;/../ready")), Some("all"));
+    assert_eq!(dropped(&e, &ua("/healthz/..%2fready")), Some("all"));
+}
+
+#[test]
+fn not_swaps_any_and_every() {
+    // Drop everything not under /public: a detour through /public is no way out.
+    let e = rules(r#"{"name": "private", "not": {"field": "path", "prefix": "/public"}}"#);
+    assert_eq!(dropped(&e, &get("/public/app.js")), None);
+    for path in [
+        "/public/..%2fadmin",
+        "/public/..;/admin",
+        "/public\\..\\admin",
+    ] {
+        assert_eq!(dropped(&e, &get(path)), Some("private"), "{path}");
+    }
+    // Allow everything that is not under /admin: no reading may be under it.
+    let e = rules(
+        r#"{"name": "not-admin", "action": "allow", "not": {"field": "path", "prefix": "/admin"}},
+           {"name": "rest", "field": "path", "prefix": "/"}"#,
+    );
+    let decision = |path: &str| e.decide(&mut get(path)).decision;
+    assert_eq!(decision("/shop"), Decision::Allow { rule: "not-admin" });
+    for path in [
+        "/shop/..%2fadmin",
+        "/shop/..;/admin",
+        "/admin",
+        "/x/%2e%2e/admin",
+    ] {
+        assert_eq!(decision(path), Decision::Drop { rule: "rest" }, "{path}");
+    }
+    // Nested: all [not, …] inside a drop; any inside an allow's not.
+    let e = rules(
+        r#"{"name": "post-outside-api", "all": [
+              {"field": "method", "exact": "POST"},
+              {"not": {"any": [{"field": "path", "prefix": "/api/"}, {"field": "path", "exact": "/login"}]}}]}"#,
+    );
+    let post = |path: &str| {
+        HeaderList::new()
+            .with(":method", "POST")
+            .with(":path", path)
+    };
+    assert_eq!(dropped(&e, &post("/api/x")), None);
+    assert_eq!(dropped(&e, &post("/login")), None);
+    assert_eq!(
+        dropped(&e, &post("/api/..%2fadmin")),
+        Some("post-outside-api")
+    );
+    assert_eq!(
+        dropped(&e, &post("/login;/../admin")),
+        Some("post-outside-api")
+    );
+    assert_eq!(dropped(&e, &post("/x")), Some("post-outside-api"));
+}
+
+#[test]
+fn query_and_path_and_query_readings() {
+    let e = rules(
+        r#"{"name": "sqli", "query": "id", "regex": "union\\s+select", "case_insensitive": true},
+           {"name": "debug", "query": "debug", "present": true},
+           {"name": "pq", "field": "path_and_query", "contains": "?cmd=rm"}"#,
+    );
+    for (target, want) in [
+        ("/?id=union+select", Some("sqli")),
+        ("/?id=union%20select", Some("sqli")),
+        ("/?%69d=UNION%09SELECT", Some("sqli")),
+        ("/?de%62ug", Some("debug")),
+        ("/?debug=0", Some("debug")),
+        ("/?%63md=rm", Some("pq")),
+        ("/x?cmd=%72m", Some("pq")),
+        ("/?id=1", None),
+        ("/?debugx=1", None),
+    ] {
+        assert_eq!(dropped(&e, &get(target)), want, "{target}");
+    }
+    // An allow condition on a query parameter holds only when every reading
+    // and every occurrence agree (a backend may read the first or the last).
+    let e = rules(
+        r#"{"name": "token", "action": "allow", "query": "token", "exact": "s3cret"},
+           {"name": "rest", "field": "path", "prefix": "/"}"#,
+    );
+    let decision = |target: &str| e.decide(&mut get(target)).decision;
+    assert_eq!(
+        decision("/?token=s3cret"),
+        Decision::Allow { rule: "token" }
+    );
+    assert_eq!(
+        decision("/?a=1&token=s3cret"),
+        Decision::Allow { rule: "token" }
+    );
+    for target in [
+        "/?token=s3cret&token=x",
+        "/?token=s3%63ret",
+        "/?tok%65n=s3cret",
+        "/",
+    ] {
+        assert_eq!(
+            decision(target),
+            Decision::Drop { rule: "rest" },
+            "{target}"
+        );
+    }
+}
+
+#[test]
+fn methods_are_read_as_sent_and_upper_cased() {
+    let e = rules(
+        r#"{"name": "get-ok", "action": "allow", "field": "method", "exact": "GET"},
+           {"name": "trace", "field": "method", "exact": "TRACE"},
+           {"name": "rest", "field": "path", "prefix": "/"}"#,
+    );
+    let decision = |m: &str| {
+        let mut r = HeaderList::new().with(":method", m).with(":path", "/");
+        e.decide(&mut r).decision
+    };
+    assert_eq!(decision("GET"), Decision::Allow { rule: "get-ok" });
+    // `get` is GET to a server that upper-cases, but not to one that does
+    // not: not exempt.
+    assert_eq!(decision("get"), Decision::Drop { rule: "rest" });
+    assert_eq!(decision("trace"), Decision::Drop { rule: "trace" });
+    assert_eq!(decision("TrAcE"), Decision::Drop { rule: "trace" });
+    assert_eq!(decision("TRACE"), Decision::Drop { rule: "trace" });
+}
+
+#[test]
+fn an_unparsable_trusted_forwarded_for_entry_fails_closed() {
+    let e = engine(
+        r#"{"host": {"drop_missing": false}, "client_ip": {"xff_trusted_hops": 1},
+            "rules": [
+              {"name": "office", "action": "allow", "field": "client_ip", "in": ["10.0.0.0/8"]},
+              {"name": "blocked", "field": "client_ip", "in": ["192.0.2.0/24"]},
+              {"name": "only-known", "not": {"field": "client_ip", "in": ["0.0.0.0/0", "::/0"]}}
+            ]}"#,
+    );
+    let req = |xff: &str| {
+        HeaderList::new()
+            .peer("203.0.113.1:1")
+            .with("x-forwarded-for", xff)
+    };
+    let decision = |xff: &str| e.decide(&mut req(xff)).decision;
+    assert_eq!(decision("10.1.2.3"), Decision::Allow { rule: "office" });
+    assert_eq!(decision("192.0.2.9"), Decision::Drop { rule: "blocked" });
+    assert_eq!(decision("198.51.100.1"), Decision::Pass);
+    // Unknown: in every network for a drop rule, in none for an allow rule.
+    for xff in ["unknown", "garbage", "10.1.2.3.4", "", "1.2.3.4, _hidden"] {
+        assert_eq!(
+            decision(xff),
+            Decision::Drop { rule: "blocked" },
+            "xff {xff:?}"
+        );
+    }
+    // And `not` over it: "not in any network" still drops an unknown client.
+    let e = engine(
+        r#"{"host": {"drop_missing": false}, "client_ip": {"xff_trusted_hops": 1},
+            "rules": [{"name": "outsiders", "not": {"field": "client_ip", "in": ["10.0.0.0/8"]}}]}"#,
+    );
+    assert_eq!(dropped(&e, &req("10.0.0.1")), None);
+    assert_eq!(dropped(&e, &req("unknown")), Some("outsiders"));
+    // No XFF at all: the direct peer, as before.
+    let direct = HeaderList::new().peer("192.0.2.1:1");
+    assert_eq!(
+        dropped(
+            &engine(
+                r#"{"host": {"drop_missing": false}, "client_ip": {"xff_trusted_hops": 1},
+            "rules": [{"name": "blocked", "field": "client_ip", "in": ["192.0.2.0/24"]}]}"#,
+            ),
+            &direct
+        ),
+        Some("blocked")
+    );
+}
+
+#[test]
+fn segment_boundaries() {
+    let e = rules(
+        r#"{"name": "actuator", "field": "path", "prefix": "/actuator", "boundary": "segment", "case_insensitive": true},
+           {"name": "config", "field": "path", "suffix": "config", "boundary": "segment"},
+           {"name": "login", "field": "path", "contains": "/wp-login.php", "boundary": "segment"},
+           {"name": "api", "field": "path_and_query", "prefix": "/api", "boundary": "segment"},
+           {"name": "git", "field": "path", "prefix": "/.git/", "boundary": "segment"}"#,
+    );
+    let cases: &[(&str, Option<&str>)] = &[
+        ("/actuator", Some("actuator")),
+        ("/actuator/", Some("actuator")),
+        ("/actuator/env", Some("actuator")),
+        ("/ACTUATOR;x", Some("actuator")),
+        ("/actuators/linear-12v", None),
+        ("/actuatorx", None),
+        ("/news/actuator", None),
+        ("/x/config", Some("config")),
+        ("/config", Some("config")),
+        ("/x/myconfig", None),
+        ("/x/config/y", None),
+        ("/wp-login.php", Some("login")),
+        ("/blog/wp-login.php/x", Some("login")),
+        ("/wp-login.php;jsessionid=1", Some("login")),
+        ("/wp-login.php.bak", None),
+        ("/wp-login-help", None),
+        ("/xwp-login.php", None),
+        ("/api", Some("api")),
+        ("/api?x=1", Some("api")),
+        ("/api/v1", Some("api")),
+        ("/apis", None),
+        ("/.git/HEAD", Some("git")),
+    ];
+    for (path, want) in cases {
+        assert_eq!(dropped(&e, &get(path)), *want, "{path}");
+    }
+    for (config, path, phrase) in [
+        (
+            r#"{"header": "x", "prefix": "a", "boundary": "segment"}"#,
+            "rules[0].boundary",
+            "applies to the `path` and `path_and_query` fields",
+        ),
+        (
+            r#"{"field": "path", "exact": "/a", "boundary": "segment"}"#,
+            "rules[0].boundary",
+            "goes with `prefix`, `suffix` or `contains`",
+        ),
+        (
+            r#"{"field": "path", "prefix": "/a", "boundary": "word"}"#,
+            "rules[0].boundary",
+            "unknown variant `word`",
+        ),
+        (
+            r#"{"all": [{"field": "path", "prefix": "/a"}], "boundary": "segment"}"#,
+            "rules[0]",
+            "takes no operator",
+        ),
+    ] {
+        let err = Engine::from_json(format!(r#"{{"rules": [{config}]}}"#).as_bytes()).unwrap_err();
+        assert_eq!(err.path(), path, "{config}: {err}");
+        assert!(err.message().contains(phrase), "{config}: {err}");
+    }
+}
+
+/// Legitimate paths that look like probe paths: no preset may drop them.
+const LOOK_ALIKES: &[&str] = &[
+    "/actuators/linear-12v",
+    "/actuators",
+    "/actuator-parts/catalog",
+    "/products/actuator",
+    "/bin/shop",
+    "/bin/shell-scripting-guide",
+    "/bin/s",
+    "/server-status-page",
+    "/server-statuses",
+    "/manager/html5-intro",
+    "/manager/htmlx",
+    "/manager/htm",
+    "/solr/administration",
+    "/solr/admin-guide",
+    "/administration-guide",
+    "/wp-login-help",
+    "/docs/wp-login.php.html",
+    "/wp-admin-tips",
+    "/wp-administrator-course",
+    "/wp-includes-explained",
+    "/wp-content/plugins-list",
+    "/phpmyadmin-tutorial",
+    "/phpmyadmin-vs-adminer",
+    "/pma-guide",
+    "/myadmin-panel",
+    "/mysqladmin-docs",
+    "/.environment",
+    "/.envrc-docs",
+    "/.env-example",
+    "/api/.environment",
+    "/git/config-guide",
+    "/blog/git-config",
+    "/.github/workflows/ci.yml",
+    "/.gitignore",
+    "/.gitattributes",
+    "/.gitlab-ci.yml",
+    "/jolokia-docs",
+    "/telescope/requests-log",
+    "/nacos-intro",
+    "/cgi-binary",
+    "/vpns-compared",
+    "/dana-navigation",
+    "/boaformat",
+    "/hnap1-docs",
+    "/setup.cgi.html",
+    "/owa/auth/x.json",
+    "/remote/fgt_language",
+    "/api/jsonws/invoker",
+    "/_ignition/execute-solutions",
+    "/mifs-guide",
+    "/xmlrpc.php.txt",
+    "/xmlrpc-php-explained",
+    "/eval-stdin.phps",
+    "/phpinfo.php.html",
+    "/keys/id_rsa.pub",
+    "/.htaccess-generator",
+    "/config.php.bak.txt",
+    "/wp-config.php-sample",
+    "/web-information",
+    "/etc/passwords-guide",
+    "/vendor/phpunit-docs",
+    "/.ds_store_app",
+    "/.svn-guide",
+    "/.aws-tips",
+    "/.ssh-keys-guide",
+    "/.vscode-tips",
+    "/.idea-board",
+    "/gponforms",
+    "/containers/jsonl",
+    "/druid/index.html5",
+    "/news/server-status",
+    "/blog/actuator;review",
+];
+
+#[test]
+fn presets_match_path_entries_on_segment_boundaries() {
+    let e = rules(
+        r#"{"name": "scanners", "preset": "scanners"},
+           {"name": "exploit-paths", "preset": "exploit-paths"},
+           {"name": "bad-bots", "preset": "bad-bots"}"#,
+    );
+    let browser = |path: &str| {
+        get(path).with(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+        )
+    };
+    assert!(LOOK_ALIKES.len() >= 50);
+    for path in LOOK_ALIKES {
+        assert_eq!(dropped(&e, &browser(path)), None, "look-alike {path}");
+    }
+    for path in [
+        "/actuator",
+        "/actuator/",
+        "/actuator/env",
+        "/actuator;x",
+        "/;/actuator/env",
+        "/ACTUATOR/health",
+        "/bin/sh",
+        "/bin/sh/x",
+        "/server-status",
+        "/server-status?auto",
+        "/manager/html",
+        "/manager;/html",
+        "/manager/html/list",
+        "/solr/admin/cores",
+        "/wp-login.php",
+        "/wp-login.php/x",
+        "/blog/wp-login.php",
+        "/xmlrpc.php/",
+        "/xmlrpc.php;x",
+        "/.env",
+        "/.env;",
+        "/api/.env",
+        "/.env/x",
+        "/.env.production",
+        "/.git",
+        "/.git/config",
+        "/.git;/config",
+        "/.git/HEAD",
+        "/wp-admin",
+        "/wp-admin/setup-config.php",
+        "/phpmyadmin/",
+        "/static/..%2f..%2f.env",
+        "/x/..;/.env",
+        "/%2e%65nv",
+        "/cgi-bin/.%2e/.%2e/.%2e/.%2e/bin/sh",
+        "/eval-stdin.php/x",
+        "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
+        "/keys/id_rsa",
+        "/phpinfo.php/x",
+    ] {
+        assert_eq!(
+            dropped(&e, &browser(path)),
+            Some("exploit-paths"),
+            "probe {path}"
+        );
     }
 }

@@ -38,16 +38,26 @@ pub(crate) struct IndexBuilder {
 struct LiteralBuilder {
     ids: HashMap<Vec<u8>, usize>,
     patterns: Vec<Vec<u8>>,
-    targets: Vec<Vec<(Kind, u32)>>,
+    targets: Vec<Vec<Target>>,
+}
+
+/// One leaf using a literal pattern: how it must sit, and whether only on
+/// path-segment boundaries.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    kind: Kind,
+    segment: bool,
+    leaf: u32,
 }
 
 impl IndexBuilder {
-    /// Registers a literal leaf.
+    /// Registers a literal leaf (`segment`: on path-segment boundaries only).
     pub(crate) fn literal(
         &mut self,
         pattern: &[u8],
         kind: Kind,
         case_insensitive: bool,
+        segment: bool,
         leaf: u32,
     ) {
         let [sensitive, insensitive] = &mut self.literals;
@@ -72,7 +82,11 @@ impl IndexBuilder {
             }
         };
         if let Some(targets) = lit.targets.get_mut(id) {
-            targets.push((kind, leaf));
+            targets.push(Target {
+                kind,
+                segment,
+                leaf,
+            });
         }
     }
 
@@ -132,7 +146,7 @@ pub(crate) fn regex_set<'a>(
 struct Literals {
     automaton: AhoCorasick,
     /// Per pattern id: the leaves that use it, and how.
-    targets: Vec<Vec<(Kind, u32)>>,
+    targets: Vec<Vec<Target>>,
 }
 
 /// All literal and regex leaves on one subject.
@@ -159,15 +173,17 @@ impl SubjectIndex {
                 // Boundaries only when a target needs them (they scan OWS).
                 let starts = || starts_element(value, m.start(), elements);
                 let ends = || ends_element(value, m.end(), elements);
-                for (kind, leaf) in targets {
-                    let ok = match kind {
+                for target in targets {
+                    let ok = match target.kind {
                         Kind::Contains => true,
                         Kind::Prefix => starts(),
                         Kind::Suffix => ends(),
                         Kind::Exact => starts() && ends(),
                     };
-                    if ok {
-                        hits.push(*leaf);
+                    let bounded = !target.segment
+                        || (segment_start(value, m.start()) && segment_end(value, m.end()));
+                    if ok && bounded {
+                        hits.push(target.leaf);
                     }
                 }
                 if hits.len() >= compact_at {
@@ -196,6 +212,28 @@ impl SubjectIndex {
             }
         }
     }
+}
+
+/// Does a match starting at `at` start a path segment (start of the value,
+/// after `/`, or on the `/` itself)?
+fn segment_start(value: &[u8], at: usize) -> bool {
+    at == 0
+        || value.get(at) == Some(&b'/')
+        || at
+            .checked_sub(1)
+            .and_then(|i| value.get(i))
+            .is_some_and(|b| *b == b'/')
+}
+
+/// Does a match ending at `at` end a path segment (end of the value, before
+/// `/`, `;` or `?`, or after a `/` it ends with)?
+fn segment_end(value: &[u8], at: usize) -> bool {
+    at >= value.len()
+        || matches!(value.get(at), Some(b'/' | b';' | b'?'))
+        || at
+            .checked_sub(1)
+            .and_then(|i| value.get(i))
+            .is_some_and(|b| *b == b'/')
 }
 
 fn is_ows(b: u8) -> bool {

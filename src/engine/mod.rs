@@ -414,7 +414,7 @@ impl Engine {
             };
             match *unit {
                 Unit::Index { index, .. } => {
-                    for &leaf in facts.hits(index) {
+                    for &leaf in facts.hits(index, allow_phase) {
                         if let Some(&rule) = self.leaf_rule.get(leaf as usize) {
                             if self.flat_in_phase(rule, allow_phase) {
                                 consider(rule, &mut best);
@@ -424,7 +424,7 @@ impl Engine {
                 }
                 Unit::Rule(rule) => {
                     let matched = self.rules.get(rule as usize).is_some_and(|r| {
-                        facts.eval(&r.node)
+                        facts.eval(&r.node, allow_phase)
                             && r.limit.as_ref().is_none_or(|limit| facts.over_limit(limit))
                     });
                     if matched {

@@ -49,34 +49,160 @@ pub(crate) enum KeyPart {
     Header(usize),
 }
 
-/// Normalises a request path (without query) the one way every rule sees it:
+/// How one reading of a raw path turns it into the path a router or backend
+/// acts on. Every reading reads `..` and `.` segments (RFC 3986 §5.2.4, never
+/// above the root) and merges runs of `/`; they differ in what they decode,
+/// whether `\` separates segments and whether `;` parameters are stripped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathReading {
+    /// Decoded once, `\` read as `/` (the main reading, [`normalize_path`]).
+    Decoded,
+    /// Envoy's `normalize_path` + `merge_slashes`: only unreserved characters
+    /// (`A-Z a-z 0-9 - . _ ~`) decoded, so `%2F` and `%5C` stay escaped.
+    Rfc3986,
+    /// Decoded once, `\` an ordinary byte (nginx, most Linux servers).
+    BackslashLiteral,
+    /// `;` path parameters stripped from every segment, then decoded
+    /// (Tomcat, Jetty, Spring: `/..;/`, `/manager;/html`).
+    ParamsStripped,
+    /// Decoded twice (servers that decode again: `%252e` is `.`).
+    DecodedTwice,
+}
+
+/// The further readings, in the order views are listed.
+pub const PATH_READINGS: [PathReading; 4] = [
+    PathReading::Rfc3986,
+    PathReading::BackslashLiteral,
+    PathReading::ParamsStripped,
+    PathReading::DecodedTwice,
+];
+
+impl PathReading {
+    /// The readings that can differ from [`PathReading::Decoded`] for this
+    /// raw path (one scan of it). Those that cannot are not computed (no
+    /// work, no allocation).
+    pub fn may_differ(raw: &[u8]) -> impl Iterator<Item = PathReading> {
+        let (mut percent, mut backslash, mut params, mut twice) = (false, false, false, false);
+        let mut at = 0usize;
+        while let Some(&b) = raw.get(at) {
+            match b {
+                b'%' => {
+                    percent = true;
+                    match escape_at(raw, at) {
+                        Some(b'%') => twice = true,
+                        Some(b'\\') => backslash = true,
+                        _ => {}
+                    }
+                }
+                b'\\' => backslash = true,
+                b';' => params = true,
+                _ => {}
+            }
+            at = at.saturating_add(1);
+        }
+        PATH_READINGS.into_iter().filter(move |r| match r {
+            PathReading::Decoded => false,
+            PathReading::Rfc3986 => percent,
+            PathReading::BackslashLiteral => backslash,
+            PathReading::ParamsStripped => params,
+            PathReading::DecodedTwice => twice,
+        })
+    }
+}
+
+/// Normalises a request path (without query) the main way rules see it:
 /// percent-decoding (once), `\` read as `/`, runs of `/` collapsed, `.` and
 /// `..` segments removed (RFC 3986 §5.2.4, never above the root). The result
 /// starts with `/`. So `/a/%2e%2e//b`, `/a/../b` and `\b` are all `/b`.
 pub fn normalize_path(raw: &[u8]) -> Vec<u8> {
-    let decoded = percent_decode(raw, false);
-    let mut segments: Vec<&[u8]> = Vec::new();
+    normalize_path_as(raw, PathReading::Decoded)
+}
+
+/// The path as one [`PathReading`] reads it.
+pub fn normalize_path_as(raw: &[u8], reading: PathReading) -> Vec<u8> {
+    let decoded = match reading {
+        PathReading::Decoded | PathReading::BackslashLiteral => percent_decode(raw, false),
+        PathReading::Rfc3986 => decode_unreserved(raw),
+        PathReading::ParamsStripped => percent_decode(&strip_params(raw), false),
+        PathReading::DecodedTwice => percent_decode(&percent_decode(raw, false), false),
+    };
+    let backslash = reading != PathReading::BackslashLiteral;
+    // Segments are written straight to the output; `..` cuts back to the
+    // previous `/` (segments never contain one). No list of segments: that
+    // would cost 16 bytes per segment, 8× a path of one-letter segments.
+    let mut out = Vec::with_capacity(decoded.len().saturating_add(1));
     let mut trailing_slash = false;
-    for segment in decoded.split(|b| *b == b'/' || *b == b'\\') {
+    for segment in decoded.split(|b| *b == b'/' || (backslash && *b == b'\\')) {
         trailing_slash = false;
         match segment {
             b"" | b"." => trailing_slash = true,
             b".." => {
-                segments.pop();
+                let cut = out.iter().rposition(|b| *b == b'/').unwrap_or(0);
+                out.truncate(cut);
                 trailing_slash = true;
             }
-            other => segments.push(other),
+            other => {
+                out.push(b'/');
+                out.extend_from_slice(other);
+            }
         }
-    }
-    let mut out = Vec::with_capacity(decoded.len().saturating_add(1));
-    for segment in &segments {
-        out.push(b'/');
-        out.extend_from_slice(segment);
     }
     if out.is_empty() || trailing_slash {
         out.push(b'/');
     }
     out
+}
+
+/// Removes `;` parameters from every segment (`/a;x=1/b;` → `/a/b`); `\`
+/// ends a segment too.
+fn strip_params(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut in_params = false;
+    for &b in raw {
+        if b == b'/' || b == b'\\' {
+            in_params = false;
+        } else if b == b';' {
+            in_params = true;
+        }
+        if !in_params {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// Decodes only escapes of unreserved characters (RFC 3986 §2.3, §6.2.2.2);
+/// every other escape, `%2F` and `%5C` included, stays as written.
+fn decode_unreserved(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0usize;
+    while let Some(&b) = raw.get(i) {
+        let escaped = escape_at(raw, i)
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~'));
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i = i.saturating_add(3);
+            }
+            None => {
+                out.push(b);
+                i = i.saturating_add(1);
+            }
+        }
+    }
+    out
+}
+
+/// The byte a valid `%XX` escape at `i` stands for.
+fn escape_at(raw: &[u8], i: usize) -> Option<u8> {
+    match (
+        raw.get(i),
+        raw.get(i.saturating_add(1)),
+        raw.get(i.saturating_add(2)),
+    ) {
+        (Some(b'%'), Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| (h << 4) | l),
+        _ => None,
+    }
 }
 
 /// Splits a request target into path and query (without the `?`). A fragment,
@@ -91,9 +217,32 @@ pub fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
+/// How the query string is read: names and values split the same way (on
+/// `&`, then the first `=`), decoded differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryReading {
+    /// `application/x-www-form-urlencoded`: `+` is a space, `%XX` decoded
+    /// (the main reading, [`parse_query`]).
+    Form,
+    /// `%XX` decoded, `+` kept (RFC 3986 readers).
+    Percent,
+    /// As sent, nothing decoded.
+    Raw,
+}
+
 /// `application/x-www-form-urlencoded` pairs: split on `&`, name and value
 /// split at the first `=`, `+` read as space, percent-decoded.
 pub fn parse_query(query: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    parse_query_as(query, QueryReading::Form)
+}
+
+/// The query's pairs as one [`QueryReading`] reads them.
+pub fn parse_query_as(query: &[u8], reading: QueryReading) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let read = |part: &[u8]| match reading {
+        QueryReading::Form => percent_decode(part, true),
+        QueryReading::Percent => percent_decode(part, false),
+        QueryReading::Raw => part.to_vec(),
+    };
     query
         .split(|b| *b == b'&')
         .filter(|pair| !pair.is_empty())
@@ -105,7 +254,7 @@ pub fn parse_query(query: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
                 ),
                 None => (pair, &b""[..]),
             };
-            (percent_decode(name, true), percent_decode(value, true))
+            (read(name), read(value))
         })
         .collect()
 }
@@ -116,15 +265,7 @@ pub fn percent_decode(raw: &[u8], plus: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0usize;
     while let Some(&b) = raw.get(i) {
-        let escaped = match (
-            b,
-            raw.get(i.saturating_add(1)),
-            raw.get(i.saturating_add(2)),
-        ) {
-            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| (h << 4) | l),
-            _ => None,
-        };
-        match escaped {
+        match escape_at(raw, i) {
             Some(byte) => {
                 out.push(byte);
                 i = i.saturating_add(3);
@@ -157,24 +298,55 @@ pub fn parse_address(text: &[u8]) -> Option<IpAddr> {
     text.rsplit_once(':').and_then(|(ip, _)| ip.parse().ok())
 }
 
+/// The client address `client_ip` conditions see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAddress {
+    Known(IpAddr),
+    /// The trusted `X-Forwarded-For` entry is there but is not an address
+    /// (`unknown`, garbage): it could be any address, so it is in every
+    /// network for a drop or log condition and in none for an allow
+    /// condition.
+    Unknown,
+    /// No address at all (the host gave no peer address).
+    None,
+}
+
 /// The client address with `trusted_hops` trusted proxies in front of us:
 /// each appended the address it saw to `X-Forwarded-For`, so the client is
 /// the `trusted_hops`-th entry from the right. Entries left of it are whatever
 /// the client sent and are never looked at. With fewer entries than trusted
 /// hops the request did not come through those proxies, and the direct peer
 /// is used.
+pub fn client_address(
+    xff: Option<&[u8]>,
+    trusted_hops: u32,
+    peer: Option<IpAddr>,
+) -> ClientAddress {
+    let from_peer = || peer.map_or(ClientAddress::None, ClientAddress::Known);
+    if trusted_hops == 0 {
+        return from_peer();
+    }
+    let Some(skip) = usize::try_from(trusted_hops)
+        .ok()
+        .map(|h| h.saturating_sub(1))
+    else {
+        return from_peer();
+    };
+    match xff.and_then(|list| list.rsplit(|b| *b == b',').nth(skip)) {
+        Some(entry) => parse_address(entry).map_or(ClientAddress::Unknown, ClientAddress::Known),
+        None => from_peer(),
+    }
+}
+
+/// [`client_address`] as an address, `None` when unknown (for logs).
 pub fn client_from_xff(
     xff: Option<&[u8]>,
     trusted_hops: u32,
     peer: Option<IpAddr>,
 ) -> Option<IpAddr> {
-    if trusted_hops == 0 {
-        return peer;
-    }
-    let skip = usize::try_from(trusted_hops).ok()?.saturating_sub(1);
-    match xff.and_then(|list| list.rsplit(|b| *b == b',').nth(skip)) {
-        Some(entry) => parse_address(entry),
-        None => peer,
+    match client_address(xff, trusted_hops, peer) {
+        ClientAddress::Known(ip) => Some(ip),
+        ClientAddress::Unknown | ClientAddress::None => None,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::config::{Action, NodeSpec, Per, RateLimitSpec, Scope};
+use super::config::{Action, Boundary, NodeSpec, Per, RateLimitSpec, Scope};
 use super::error::ConfigError;
 use super::header::header_name;
 use super::host::Allowlist;
@@ -239,7 +239,8 @@ impl Compiler {
             || spec.in_list.is_some()
             || spec.present.is_some()
             || spec.absent.is_some()
-            || spec.case_insensitive;
+            || spec.case_insensitive
+            || spec.boundary.is_some();
         let combinator = |name: &str| -> Result<(), ConfigError> {
             if has_operator {
                 Err(ConfigError::new(
@@ -347,6 +348,22 @@ impl Compiler {
 
     fn leaf(&mut self, spec: &NodeSpec, subject: Subject, path: &str) -> Result<Node, ConfigError> {
         let ci = spec.case_insensitive;
+        let segment = spec.boundary == Some(Boundary::Segment);
+        if segment {
+            let at = format!("{path}.boundary");
+            if !matches!(subject, Subject::Path | Subject::PathAndQuery) {
+                return Err(ConfigError::new(
+                    at,
+                    "`boundary` applies to the `path` and `path_and_query` fields",
+                ));
+            }
+            if spec.prefix.is_none() && spec.suffix.is_none() && spec.contains.is_none() {
+                return Err(ConfigError::new(
+                    at,
+                    "`boundary` goes with `prefix`, `suffix` or `contains`",
+                ));
+            }
+        }
         let mut ops: Vec<(&str, Node)> = Vec::new();
         let literal_ops = [
             ("exact", &spec.exact, Kind::Exact),
@@ -368,7 +385,7 @@ impl Compiler {
                 let leaf = self.new_leaf();
                 let index = self.index_for(subject);
                 if let Some(builder) = self.indexes.get_mut(index) {
-                    builder.literal(value.as_bytes(), kind, ci, leaf);
+                    builder.literal(value.as_bytes(), kind, ci, segment, leaf);
                 }
                 ops.push((op, Node::Indexed { index, leaf }));
             }
