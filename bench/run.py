@@ -46,7 +46,8 @@ import rules  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-DROP444_WASM = ROOT / "target/wasm32-wasip1/release/drop444.wasm"
+# DROP444_WASM in the environment benchmarks another build (e.g. a saved "before").
+DROP444_WASM = Path(os.environ.get("DROP444_WASM") or ROOT / "target/wasm32-wasip1/release/drop444.wasm")
 EMPTY_DIR = BENCH / "empty-filter"
 EMPTY_WASM = EMPTY_DIR / "target/wasm32-wasip1/release/empty_filter.wasm"
 ENGINE_DIR = BENCH / "engine-bench"
@@ -662,6 +663,7 @@ def main() -> int:
     ap.add_argument("--only", help="regex: run only scenarios whose group/name matches (baselines always run)")
     ap.add_argument("--out", type=Path, help="write the results here (default: bench/RESULTS.md; "
                     "quick mode writes target/bench/RESULTS-quick.md)")
+    ap.add_argument("--no-engine", action="store_true", help="skip the callgrind engine counts")
     ap.add_argument("--note", default="", help="a line to put at the top of the results")
     args = ap.parse_args()
     args.duration = max(1, args.duration or (2 if args.quick else 5))
@@ -708,9 +710,11 @@ def main() -> int:
                 results.setdefault(sc, []).append(sample)
                 lat = f", p50 {sample.p50_ms:.3f} ms, p99 {sample.p99_ms:.3f} ms" if sample.p50_ms else ""
                 log(f"  round {rnd + 1} {sc.group:12} {sc.name:22} {sample.rps:10,.0f} /s{lat}")
-        log("engine instruction counts (callgrind)")
-        sizes = [10, 1000] if args.quick else [10, 1000, 10000]
-        engine = engine_instructions(sizes, 100 if args.quick else 1000, run_dir)
+        engine = []
+        if not args.no_engine:
+            log("engine instruction counts (callgrind)")
+            sizes = [10, 1000] if args.quick else [10, 1000, 10000]
+            engine = engine_instructions(sizes, 100 if args.quick else 1000, run_dir)
     except Broken as e:
         log(f"BENCH BROKEN: {e}")
         return 1
