@@ -3,7 +3,7 @@
 //!
 //! This module never talks to a proxy. It reads requests through a
 //! [`RequestSource`], so it builds and is tested natively, and the proxy-wasm
-//! adapter (`src/filter.rs`) stays a thin shell around it.
+//! adapter (`src/wasm/http.rs`) stays a thin shell around it.
 //!
 //! All validation happens in [`Engine::from_json`]; [`Engine::decide`] has no
 //! error path and cannot panic (clippy denies `unwrap`, `expect`, indexing and

@@ -175,8 +175,7 @@ impl LogBudget {
         if granted {
             Some(self.suppressed.replace(0))
         } else {
-            self.suppressed
-                .set(self.suppressed.get().saturating_add(1));
+            self.suppressed.set(self.suppressed.get().saturating_add(1));
             None
         }
     }

@@ -316,7 +316,10 @@ impl Stats {
     }
 
     fn rule(&self, rule: RuleRef<'_>) -> Counter {
-        self.rules.get(rule.id as usize).copied().unwrap_or_default()
+        self.rules
+            .get(rule.id as usize)
+            .copied()
+            .unwrap_or_default()
     }
 }
 

@@ -183,7 +183,10 @@ fn second_header_line_is_seen_despite_the_first_line_quirk() {
             ..HostOptions::envoy_like()
         },
     );
-    assert_eq!(attributes_only.request(&request).action, Some(Action::Pause));
+    assert_eq!(
+        attributes_only.request(&request).action,
+        Some(Action::Pause)
+    );
 
     let mut no_attributes = Plugin::start(
         PROBE,
