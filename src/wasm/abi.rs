@@ -25,6 +25,7 @@ const REQUEST_HEADERS: u32 = 0;
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_close_stream(stream_type: u32) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_header_map_pairs(
         map_type: u32,
         return_data: *mut *mut u8,
@@ -52,6 +53,13 @@ extern "C" {
 pub fn reset_request() -> u32 {
     // SAFETY: no pointers; the host validates the stream type.
     unsafe { proxy_close_stream(HTTP_REQUEST) }
+}
+
+/// Asks for `on_tick` every `period`; the host's status code.
+pub fn set_tick_period(period: std::time::Duration) -> u32 {
+    let millis = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+    // SAFETY: no pointers.
+    unsafe { proxy_set_tick_period_milliseconds(millis) }
 }
 
 /// Every request header line in one host call (one allocation in the guest,
@@ -147,6 +155,41 @@ impl Counter {
     pub fn bump(self) {
         if let Some(id) = self.0 {
             let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+}
+
+/// A counter counted in wasm memory and added to the host's only by
+/// [`Batched::flush`] (on the plugin's tick): the request path makes no host
+/// call for it. The host's value lags by at most one tick period.
+#[derive(Debug, Default)]
+pub struct Batched {
+    counter: Counter,
+    pending: Cell<u64>,
+}
+
+impl Batched {
+    pub fn define(name: &str) -> Self {
+        Batched {
+            counter: Counter::define(name),
+            pending: Cell::new(0),
+        }
+    }
+
+    /// Adds one, in wasm memory.
+    pub fn bump(&self) {
+        self.pending.set(self.pending.get().saturating_add(1));
+    }
+
+    /// Hands what was counted since the last flush to the host (one host call
+    /// if anything was).
+    pub fn flush(&self) {
+        let pending = self.pending.replace(0);
+        if pending == 0 {
+            return;
+        }
+        if let Some(id) = self.counter.0 {
+            let _ = hostcalls::increment_metric(id, i64::try_from(pending).unwrap_or(i64::MAX));
         }
     }
 }

@@ -18,7 +18,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType, Status};
 use serde::Serialize;
 
-use super::abi::{self, Counter, LogBudget};
+use super::abi::{self, Batched, LogBudget};
 use crate::engine::request::{client_from_xff, parse_address};
 use crate::engine::{self, Decision, Engine, RateLimit, RequestSource, RuleRef, Scope, Verdict};
 use crate::limiter::{key_hash, BucketState};
@@ -55,6 +55,11 @@ impl Plugin {
         }
     }
 
+    /// Hands the counts of this worker to the host (on the tick).
+    pub fn flush(&self) {
+        self.stats.flush();
+    }
+
     /// The plugin for this configuration; `None` (after an error log naming
     /// the bad field) for an invalid one, which makes the host refuse it.
     pub fn configure(config: &[u8]) -> Option<Self> {
@@ -73,6 +78,14 @@ impl Plugin {
                 None
             }
         }
+    }
+}
+
+impl Drop for Plugin {
+    /// A plugin replaced by a new configuration (or shut down) hands over
+    /// what it counted since its last tick.
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -183,12 +196,14 @@ impl Plugin {
                 Some("drop")
             }
         };
-        if let Some(rule) = verdict.rule {
-            s.rule(rule).bump();
+        if let Some(counter) = verdict.rule.and_then(|r| s.rule(r)) {
+            counter.bump();
         }
         for logged in &verdict.logged_rules {
             s.log_hits.bump();
-            s.rule(*logged).bump();
+            if let Some(counter) = s.rule(*logged) {
+                counter.bump();
+            }
             self.log_line("log", logged.name, request);
         }
         if let (Some(event), Some(rule)) = (event, verdict.rule) {
@@ -275,27 +290,33 @@ fn truncate(text: &mut String, max: usize) {
     }
 }
 
-/// Counters, defined once per configuration. Per-rule counters are indexed
-/// by the rule id a verdict carries ([`RuleRef::id`]).
+/// Counters, defined once per configuration, counted in wasm memory and
+/// handed to the host on the plugin's tick ([`TICK`]): a request makes no
+/// host call for them. Per-rule counters are indexed by the rule id a verdict
+/// carries ([`RuleRef::id`]).
 struct Stats {
-    seen: Counter,
-    dropped: Counter,
-    passed: Counter,
-    allowed: Counter,
-    dry_run: Counter,
-    log_hits: Counter,
-    suppressed: Counter,
-    reset_failed: Counter,
-    fallback: Counter,
-    rate_limited: Counter,
-    contention: Counter,
-    rules: Vec<Counter>,
+    seen: Batched,
+    dropped: Batched,
+    passed: Batched,
+    allowed: Batched,
+    dry_run: Batched,
+    log_hits: Batched,
+    suppressed: Batched,
+    reset_failed: Batched,
+    fallback: Batched,
+    rate_limited: Batched,
+    contention: Batched,
+    rules: Vec<Batched>,
 }
+
+/// How often counters reach the host: Envoy's counters lag drop444's by at
+/// most this (plus the time to the worker's next event).
+pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Stats {
     fn define(engine: &Engine) -> Self {
         let (prefix, rules) = engine.stat_names();
-        let total = |name: &str| Counter::define(&format!("{prefix}.{name}"));
+        let total = |name: &str| Batched::define(&format!("{prefix}.{name}"));
         Stats {
             seen: total("requests_seen"),
             dropped: total("requests_dropped"),
@@ -310,16 +331,36 @@ impl Stats {
             contention: total("ratelimit_contention"),
             rules: rules
                 .iter()
-                .map(|(_, metric)| Counter::define(metric))
+                .map(|(_, metric)| Batched::define(metric))
                 .collect(),
         }
     }
 
-    fn rule(&self, rule: RuleRef<'_>) -> Counter {
-        self.rules
-            .get(rule.id as usize)
-            .copied()
-            .unwrap_or_default()
+    fn rule(&self, rule: RuleRef<'_>) -> Option<&Batched> {
+        self.rules.get(rule.id as usize)
+    }
+
+    /// Hands every count to the host; `requests_seen` last, so a reader that
+    /// sees it at N sees every other counter of those N requests.
+    fn flush(&self) {
+        for counter in [
+            &self.dropped,
+            &self.passed,
+            &self.allowed,
+            &self.dry_run,
+            &self.log_hits,
+            &self.suppressed,
+            &self.reset_failed,
+            &self.fallback,
+            &self.rate_limited,
+            &self.contention,
+        ]
+        .into_iter()
+        .chain(&self.rules)
+        {
+            counter.flush();
+        }
+        self.seen.flush();
     }
 }
 

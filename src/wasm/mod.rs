@@ -53,11 +53,23 @@ impl RootContext for Root {
         };
         match root {
             Some(root) => {
+                if let Root::Http(_) = root {
+                    let status = abi::set_tick_period(http::TICK);
+                    if status != abi::OK {
+                        log::warn!("no tick (status {status}): counters reach the host only when the configuration changes");
+                    }
+                }
                 *self = root;
                 true
             }
             // Returning false makes Envoy reject the plugin: fail closed.
             None => false,
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Root::Http(plugin) = self {
+            plugin.flush();
         }
     }
 

@@ -95,6 +95,7 @@ fn a_client_at_five_times_its_limit_gets_about_its_limit_across_workers() {
     );
 
     // The counters agree with what the clients saw.
+    envoy.wait_counters_flushed(ok + dropped + quiet_ok + quiet_dropped);
     let stats = envoy.stats();
     let get = |name: &str| {
         stats
@@ -186,6 +187,7 @@ fn a_flood_of_distinct_keys_keeps_memory_bounded() {
         dropped_total.load(Ordering::Relaxed),
     );
     assert_eq!(served + dropped, keys);
+    envoy.wait_counters_flushed(keys);
     assert!(
         dropped < keys / 4,
         "{dropped} of {keys} distinct keys dropped: slots shared too often"

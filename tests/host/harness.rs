@@ -743,6 +743,16 @@ impl Plugin {
         }
     }
 
+    /// The root context's timer fires (`proxy_on_tick`), as Envoy does every
+    /// tick period the module asked for; the host calls it made.
+    pub fn tick(&mut self) -> Vec<Record> {
+        let before = self.store.data().calls.len();
+        if let Err(e) = self.call("proxy_on_tick", &[ROOT_CONTEXT as i32]) {
+            panic!("proxy_on_tick trapped: {e:#}");
+        }
+        self.store.data().calls[before..].to_vec()
+    }
+
     pub fn state(&self) -> &HostState {
         self.store.data()
     }
