@@ -46,7 +46,10 @@ import rules  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-DROP444_WASM = ROOT / "target/wasm32-wasip1/release/drop444.wasm"
+# DROP444_WASM in the environment benchmarks another build (e.g. a saved "before").
+DROP444_WASM = Path(os.environ.get("DROP444_WASM") or ROOT / "target/wasm32-wasip1/release/drop444.wasm")
+# --before: a second drop444 build measured next to this one, in the same run.
+BEFORE_WASM = Path("/nonexistent")
 EMPTY_DIR = BENCH / "empty-filter"
 EMPTY_WASM = EMPTY_DIR / "target/wasm32-wasip1/release/empty_filter.wasm"
 ENGINE_DIR = BENCH / "engine-bench"
@@ -74,7 +77,7 @@ def log(msg: str) -> None:
 @dataclass(frozen=True)
 class Scenario:
     proto: str                 # "h1" (wrk) | "h2" (h2load)
-    filter: str                # none | empty | floor | drop444 | drop444rl | native | rbac | lua
+    filter: str                # none | empty | floor | drop444 | drop444rl | before | native | rbac | lua
     n: int = 0                 # rule count
     request: str = "allowed"   # allowed | dropped
     upstream: bool = False     # route to a real upstream instead of direct_response
@@ -98,7 +101,7 @@ class Scenario:
         """What every request must get: 200, 403, or reset (no response)."""
         if self.request == "allowed":
             return "200"
-        return "reset" if self.filter in ("drop444", "drop444rl", "native") else "403"
+        return "reset" if self.filter in ("drop444", "drop444rl", "before", "native") else "403"
 
 
 def native_scenarios(proto: str, sizes: list[int], quick: bool) -> list[Scenario]:
@@ -111,7 +114,7 @@ def native_scenarios(proto: str, sizes: list[int], quick: bool) -> list[Scenario
     return out
 
 
-def scenarios(quick: bool) -> list[Scenario]:
+def scenarios(quick: bool, before: bool = False) -> list[Scenario]:
     sizes = [10, 1000] if quick else [10, 1000, 10000]
     out: list[Scenario] = []
     for proto in ("h1", "h2"):
@@ -121,6 +124,9 @@ def scenarios(quick: bool) -> list[Scenario]:
             out += [Scenario(proto, "none", close=True)]
         for n in sizes:
             out += [Scenario(proto, "drop444", n)]
+            if before:
+                # Another build of drop444 (--before), same rules, same run.
+                out += [Scenario(proto, "before", n)]
             if not quick or n == 1000:
                 out += [Scenario(proto, "drop444", n, "dropped")]
         # The same 1,000 rules plus a rate-limited rule that never limits:
@@ -177,6 +183,8 @@ def http_filters(sc: Scenario) -> list[dict]:
         filters.append(wasm_filter("drop444", DROP444_WASM, rules.drop444_floor_config()))
     elif sc.filter == "drop444":
         filters.append(wasm_filter("drop444", DROP444_WASM, rules.drop444_config(rules.rule_set(sc.n))))
+    elif sc.filter == "before":
+        filters.append(wasm_filter("drop444", BEFORE_WASM, rules.drop444_config(rules.rule_set(sc.n))))
     elif sc.filter == "drop444rl":
         filters.append(wasm_filter("drop444", DROP444_WASM, rules.drop444_config(rules.rule_set(sc.n), rate_limited=True)))
     elif sc.filter == "native":
@@ -712,6 +720,9 @@ def main() -> int:
     ap.add_argument("--only", help="regex: run only scenarios whose group/name matches (baselines always run)")
     ap.add_argument("--out", type=Path, help="write the results here (default: bench/RESULTS.md; "
                     "quick mode writes target/bench/RESULTS-quick.md)")
+    ap.add_argument("--before", help="another drop444.wasm (e.g. a saved earlier build): its rows "
+                    "`before-N` run next to `drop444-N` in the same run")
+    ap.add_argument("--no-engine", action="store_true", help="skip the callgrind engine counts")
     ap.add_argument("--note", default="", help="a line to put at the top of the results")
     args = ap.parse_args()
     args.duration = max(1, args.duration or (2 if args.quick else 5))
@@ -727,7 +738,13 @@ def main() -> int:
     workdir = ROOT / "target/bench"
     workdir.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
-    order = scenarios(args.quick)
+    if args.before:
+        global BEFORE_WASM
+        BEFORE_WASM = Path(args.before).resolve()
+        if not BEFORE_WASM.exists():
+            log(f"BENCH BROKEN: {BEFORE_WASM} missing")
+            return 1
+    order = scenarios(args.quick, bool(args.before))
     if args.only:
         keep = re.compile(args.only)
         order = [s for s in order if s.filter in ("none", "empty") or keep.search(f"{s.group} {s.name}")]
@@ -758,9 +775,11 @@ def main() -> int:
                 results.setdefault(sc, []).append(sample)
                 lat = f", p50 {sample.p50_ms:.3f} ms, p99 {sample.p99_ms:.3f} ms" if sample.p50_ms else ""
                 log(f"  round {rnd + 1} {sc.group:12} {sc.name:22} {sample.rps:10,.0f} /s{lat}")
-        log("engine instruction counts (callgrind)")
-        sizes = [10, 1000] if args.quick else [10, 1000, 10000]
-        engine = engine_instructions(sizes, 100 if args.quick else 1000, run_dir)
+        engine = []
+        if not args.no_engine:
+            log("engine instruction counts (callgrind)")
+            sizes = [10, 1000] if args.quick else [10, 1000, 10000]
+            engine = engine_instructions(sizes, 100 if args.quick else 1000, run_dir)
     except Broken as e:
         log(f"BENCH BROKEN: {e}")
         return 1

@@ -1,6 +1,6 @@
 //! The host-free core of the L4 (network filter) plugin: its configuration and
 //! the HTTP/1 request-head inspector of the `malformed` mode. No proxy-wasm
-//! code, so it is unit-tested natively; `src/l4.rs` is the adapter.
+//! code, so it is unit-tested natively; `src/wasm/l4.rs` is the adapter.
 //!
 //! The inspector sees the bytes a client sends before Envoy's HTTP connection
 //! manager does, and says whether the request head is one Envoy would answer

@@ -2,8 +2,8 @@
 //!
 //! - [`engine`]: the pure rule engine (configuration → compiled rules →
 //!   decision). No proxy-wasm code; built and tested natively.
-//! - `filter` (wasm32 only): the proxy-wasm adapter, the one place that talks
-//!   to the host.
+//! - `wasm` (wasm32 only): the proxy-wasm host side (entry point, raw ABI,
+//!   the HTTP and L4 adapters), the one place that talks to the host.
 //!
 //! See `docs/DESIGN.md` for why it is cut this way.
 
@@ -16,6 +16,4 @@ pub mod limiter;
 // accident. The test build leaves the adapter out so that the engine's tests
 // run on wasm32 under a plain WASI runtime, without proxy-wasm imports.
 #[cfg(all(target_arch = "wasm32", not(test)))]
-mod filter;
-#[cfg(all(target_arch = "wasm32", not(test)))]
-mod l4;
+mod wasm;

@@ -3,7 +3,7 @@
 //!
 //! This module never talks to a proxy. It reads requests through a
 //! [`RequestSource`], so it builds and is tested natively, and the proxy-wasm
-//! adapter (`src/filter.rs`) stays a thin shell around it.
+//! adapter (`src/wasm/http.rs`) stays a thin shell around it.
 //!
 //! All validation happens in [`Engine::from_json`]; [`Engine::decide`] has no
 //! error path and cannot panic (clippy denies `unwrap`, `expect`, indexing and
@@ -65,12 +65,26 @@ pub enum Decision<'e> {
     DryRun { rule: &'e str },
 }
 
+/// A rule as a verdict hands it to an adapter: its `id` (index in evaluation
+/// order, the same order as [`Engine::rules`] and [`Engine::stat_names`], so
+/// per-rule counters can be a `Vec` indexed by it), its name and its scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleRef<'e> {
+    pub id: u32,
+    pub name: &'e str,
+    pub scope: Scope,
+}
+
 /// The decision plus the `log` rules that matched on the way to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict<'e> {
     pub decision: Decision<'e>,
     /// `log` rules that matched before the deciding rule, in rule order.
     pub logged: Vec<&'e str>,
+    /// The rule behind `decision` (`None` for [`Decision::Pass`]).
+    pub rule: Option<RuleRef<'e>>,
+    /// The rules of `logged`, same order.
+    pub logged_rules: Vec<RuleRef<'e>>,
 }
 
 impl Verdict<'_> {
@@ -372,19 +386,36 @@ impl Engine {
     /// reported.
     pub fn decide<'e>(&'e self, source: &mut dyn RequestSource) -> Verdict<'e> {
         let mut facts = Facts::new(self, source);
-        let mut logged = Vec::new();
+        let mut logged_rules = Vec::new();
         if let Some(rule) = self.first_match(&self.allow_plan, true, &mut facts, &mut Vec::new()) {
             return Verdict {
-                decision: Decision::Allow { rule },
-                logged,
+                decision: Decision::Allow { rule: rule.name },
+                logged: Vec::new(),
+                rule: Some(rule),
+                logged_rules,
             };
         }
-        let decision = match self.first_match(&self.drop_plan, false, &mut facts, &mut logged) {
+        let found = self.first_match(&self.drop_plan, false, &mut facts, &mut logged_rules);
+        let decision = match found {
             None => Decision::Pass,
-            Some(rule) if self.mode == Mode::DryRun => Decision::DryRun { rule },
-            Some(rule) => Decision::Drop { rule },
+            Some(rule) if self.mode == Mode::DryRun => Decision::DryRun { rule: rule.name },
+            Some(rule) => Decision::Drop { rule: rule.name },
         };
-        Verdict { decision, logged }
+        Verdict {
+            decision,
+            logged: logged_rules.iter().map(|r| r.name).collect(),
+            rule: found,
+            logged_rules,
+        }
+    }
+
+    /// The rule with this id (see [`RuleRef`]).
+    pub fn rule(&self, id: u32) -> Option<RuleRef<'_>> {
+        self.rules.get(id as usize).map(|r| RuleRef {
+            id,
+            name: r.name.as_str(),
+            scope: r.scope,
+        })
     }
 
     /// The first (lowest-index) rule of the plan that matches and is not a
@@ -394,8 +425,8 @@ impl Engine {
         plan: &[Unit],
         allow_phase: bool,
         facts: &mut Facts<'_, '_>,
-        logged: &mut Vec<&'e str>,
-    ) -> Option<&'e str> {
+        logged: &mut Vec<RuleRef<'e>>,
+    ) -> Option<RuleRef<'e>> {
         let mut best: Option<u32> = None;
         let mut log_hits: Vec<u32> = Vec::new();
         for unit in plan {
@@ -437,13 +468,10 @@ impl Engine {
         log_hits.dedup();
         for rule in log_hits {
             if best.is_none_or(|b| rule < b) {
-                if let Some(r) = self.rules.get(rule as usize) {
-                    logged.push(r.name.as_str());
-                }
+                logged.extend(self.rule(rule));
             }
         }
-        best.and_then(|b| self.rules.get(b as usize))
-            .map(|r| r.name.as_str())
+        best.and_then(|b| self.rule(b))
     }
 
     /// Is this a flat rule (decided by index hits alone) of the given phase?

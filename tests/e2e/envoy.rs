@@ -402,6 +402,18 @@ impl Envoy {
         self.stats().get(name).copied().unwrap_or(0)
     }
 
+    /// drop444 hands its counters to Envoy on a 1 s tick, `requests_seen`
+    /// last: waits until that reaches `requests`, after which every drop444
+    /// counter of those requests is exact (on every worker). Panics after 10 s.
+    pub fn wait_counters_flushed(&self, requests: u64) {
+        let name = "wasmcustom.drop444.requests_seen";
+        let seen = self.wait_counter(name, requests, Duration::from_secs(10));
+        assert!(
+            seen >= requests,
+            "drop444 counters not handed over: {name} {seen}, {requests} requests sent"
+        );
+    }
+
     /// Waits until `counter` reaches at least `value`; returns its last value.
     pub fn wait_counter(&self, name: &str, value: u64, wait: Duration) -> u64 {
         let deadline = Instant::now() + wait;

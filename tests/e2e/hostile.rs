@@ -1153,7 +1153,12 @@ fn hostile_corpus_never_bypasses_and_envoy_stays_healthy() {
         Seen::Status(200, true)
     );
     assert_eq!(http_get(envoy.admin, "/ready").expect("ready").0, 200);
-    let dropped = envoy.counter("wasmcustom.drop444.requests_dropped");
+    // Counters reach Envoy on drop444's 1 s tick.
+    let dropped = envoy.wait_counter(
+        "wasmcustom.drop444.requests_dropped",
+        filter_drops,
+        Duration::from_secs(10),
+    );
     assert!(
         (filter_drops..=drops).contains(&dropped),
         "filter counted {dropped} drops; expected drops {filter_drops}, drops seen {drops}"

@@ -65,6 +65,7 @@ fn counters_access_log_and_drop_log_after_a_known_sequence() {
     assert_dropped(&envoy, &request("other.com", "/", "Mozilla/5.0"));
     assert_dropped(&envoy, &request("1.2.3.4", "/", "Mozilla/5.0"));
 
+    envoy.wait_counters_flushed(7);
     let stats = envoy.stats();
     let get = |name: &str| stats.get(&format!("wasmcustom.drop444.{name}")).copied();
     for (name, want) in [
@@ -158,6 +159,7 @@ fn dry_run_passes_requests_and_counts_them_as_drops() {
     assert_served(&envoy, &request("example.com", "/", "sqlmap/1.7"));
     assert_served(&envoy, &request("10.0.0.1", "/", "Mozilla/5.0"));
     assert_served(&envoy, &request("example.com", "/", "Mozilla/5.0"));
+    envoy.wait_counters_flushed(3);
     let stats = envoy.stats();
     let get = |name: &str| stats.get(&format!("wasmcustom.drop444.{name}")).copied();
     for (name, want) in [
@@ -201,6 +203,7 @@ fn drop_log_is_rate_limited_and_counts_what_it_suppresses() {
         );
     }
     let elapsed = start.elapsed().as_secs_f64();
+    envoy.wait_counters_flushed(n);
     let suppressed = envoy.counter("wasmcustom.drop444.drop_logs_suppressed");
     let written =
         u64::try_from(wait_drop_lines(&envoy, usize::try_from(n - suppressed).unwrap()).len())

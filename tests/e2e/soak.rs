@@ -268,6 +268,7 @@ fn soak_keeps_memory_flat_and_answers_every_request_right() {
         total.div_ceil(THREADS as u64) * THREADS as u64,
         "stopped by the {limit:?} bound before all requests were sent"
     );
+    envoy.wait_counters_flushed(served + dropped);
     assert_eq!(
         envoy.counter("wasmcustom.drop444.requests_dropped"),
         dropped,

@@ -82,14 +82,29 @@ fn without_counters(stream: &crate::harness::Stream) -> Vec<&Call> {
         .collect()
 }
 
+/// A host without `proxy_get_header_map_pairs` (the adapter's one-call read):
+/// headers are read one at a time instead.
+fn without_pairs() -> HostOptions {
+    HostOptions {
+        header_map_pairs: false,
+        ..HostOptions::default()
+    }
+}
+
 #[test]
 fn headers_are_read_through_the_attribute_and_the_map_only_on_a_miss() {
-    let mut plugin = Plugin::start(PROBE, HostOptions::default());
+    let mut plugin = Plugin::start(PROBE, without_pairs());
     let stream = plugin.request(&Request::get("example.com").header("X-Probe", "fine"));
     assert_eq!(stream.action, Some(Action::Continue));
     assert_eq!(
         without_counters(&stream),
-        [&property(":authority"), &property("x-probe")]
+        [
+            &Call::GetHeaderMapPairs {
+                map: MAP_REQUEST_HEADERS
+            },
+            &property(":authority"),
+            &property("x-probe")
+        ]
     );
     // Absent (or, on Envoy, empty) header: the attribute misses, then the
     // header map is asked, which tells empty from absent.
@@ -98,6 +113,9 @@ fn headers_are_read_through_the_attribute_and_the_map_only_on_a_miss() {
     assert_eq!(
         without_counters(&stream),
         [
+            &Call::GetHeaderMapPairs {
+                map: MAP_REQUEST_HEADERS
+            },
             &property(":authority"),
             &property("x-probe"),
             &header_map("x-probe")
@@ -105,8 +123,8 @@ fn headers_are_read_through_the_attribute_and_the_map_only_on_a_miss() {
     );
     assert_eq!(
         stream.count("proxy_increment_metric"),
-        2,
-        "requests_seen and requests_passed"
+        0,
+        "counters are handed over on the tick"
     );
 }
 
@@ -119,7 +137,9 @@ fn a_host_policy_drop_reads_nothing_else() {
     assert_eq!(
         without_counters(&stream),
         [
-            &property(":authority"),
+            &Call::GetHeaderMapPairs {
+                map: MAP_REQUEST_HEADERS
+            },
             &Call::SetProperty {
                 path: vec!["drop444".into()],
                 value: b"host-ip-literal".to_vec()
@@ -135,20 +155,43 @@ fn a_host_policy_drop_reads_nothing_else() {
     );
 }
 
-/// Envoy's header map returns only the first line of a repeated header, so
-/// without the attribute a bad value on a second line would get through.
-/// With the attribute (Envoy) it is seen.
+/// Envoy's single-header read returns only the first line of a repeated
+/// header, so a bad value on a second line would get through it. The map of
+/// all lines (one call) and the attribute (the fallback) both see it.
 #[test]
-fn second_header_line_is_seen_through_the_attribute_despite_the_first_line_quirk() {
+fn second_header_line_is_seen_despite_the_first_line_quirk() {
     let request = Request::get("example.com")
         .header("X-Probe", "fine")
         .header("X-Probe", "evil");
     let mut envoy_like = Plugin::start(PROBE, HostOptions::envoy_like());
-    assert_eq!(envoy_like.request(&request).action, Some(Action::Pause));
+    let stream = envoy_like.request(&request);
+    assert_eq!(stream.action, Some(Action::Pause));
+    assert_eq!(stream.count("proxy_get_header_map_pairs"), 1);
+    assert_eq!(stream.count("proxy_get_header_map_value"), 0);
+    assert!(
+        !stream.proxy_calls().iter().any(|c| matches!(
+            c,
+            Call::GetProperty { path } if path.first().is_some_and(|p| p == "request")
+        )),
+        "no attribute read when the map answers: {stream:?}"
+    );
+
+    let mut attributes_only = Plugin::start(
+        PROBE,
+        HostOptions {
+            header_map_pairs: false,
+            ..HostOptions::envoy_like()
+        },
+    );
+    assert_eq!(
+        attributes_only.request(&request).action,
+        Some(Action::Pause)
+    );
 
     let mut no_attributes = Plugin::start(
         PROBE,
         HostOptions {
+            header_map_pairs: false,
             request_header_attributes: false,
             ..HostOptions::envoy_like()
         },

@@ -9,9 +9,11 @@
 //! (or `malloc`), then the pointer and size written where the guest asked.
 //!
 //! Knobs ([`HostOptions`]) let a test play a different host: one whose
-//! `proxy_close_stream` fails, one without Envoy's `request.headers.<name>`
-//! attribute, or Envoy's quirk of returning only the first line of a repeated
-//! header from `proxy_get_header_map_value`.
+//! `proxy_close_stream` fails, one without `proxy_get_header_map_pairs` or
+//! Envoy's `request.headers.<name>` attribute, or Envoy's quirk of returning
+//! only the first line of a repeated header from `proxy_get_header_map_value`.
+//! Every host call is recorded, and every VM re-entry to allocate a returned
+//! value is counted ([`Stream::allocations`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -202,6 +204,9 @@ pub struct HostOptions {
     /// Whether `proxy_get_property(["request", "headers", name])` is answered,
     /// as Envoy does; without it the property is `NotFound`.
     pub request_header_attributes: bool,
+    /// Whether `proxy_get_header_map_pairs` is answered (every header line in
+    /// one call, as Envoy does); without it the call is `Unimplemented`.
+    pub header_map_pairs: bool,
     /// What `proxy_get_current_time_nanoseconds` reports.
     pub now_nanos: u64,
     pub vm_configuration: Vec<u8>,
@@ -214,6 +219,7 @@ impl Default for HostOptions {
             set_unknown_property: Status::Ok,
             header_value: HeaderValue::Joined,
             request_header_attributes: true,
+            header_map_pairs: true,
             now_nanos: 1_700_000_000_000_000_000,
             vm_configuration: Vec::new(),
         }
@@ -428,6 +434,9 @@ pub struct HostState {
     pub tick_period_millis: u32,
     /// Bytes the module wrote to stdout/stderr through WASI.
     pub stdio: Vec<u8>,
+    /// Times the host re-entered the VM to allocate memory for a value it
+    /// returns (`proxy_on_memory_allocate` / `malloc`).
+    pub allocations: usize,
     /// Exports this host used: called, or read (`memory`, the ABI version).
     pub exports_used: BTreeSet<String>,
     random_counter: u8,
@@ -479,6 +488,10 @@ pub struct Stream {
     /// Host calls made while the host finished the context
     /// (`proxy_on_done`, `proxy_on_log`, `proxy_on_delete`).
     pub teardown_calls: Vec<Record>,
+    /// VM re-entries to allocate memory for returned values, during
+    /// context creation and `proxy_on_request_headers` (`teardown_calls`
+    /// make none: the teardown is checked to call nothing).
+    pub allocations: usize,
 }
 
 impl Stream {
@@ -603,6 +616,7 @@ impl Plugin {
                 metrics: Metrics::default(),
                 tick_period_millis: 0,
                 stdio: Vec::new(),
+                allocations: 0,
                 exports_used: BTreeSet::new(),
                 random_counter: 0,
                 memory: None,
@@ -690,6 +704,7 @@ impl Plugin {
         self.store.data_mut().request = Some(map);
 
         let before = self.store.data().calls.len();
+        let allocations_before = self.store.data().allocations;
         let created = self.call(
             "proxy_on_context_create",
             &[context as i32, ROOT_CONTEXT as i32],
@@ -701,6 +716,7 @@ impl Plugin {
             )
         });
         let calls = self.store.data().calls[before..].to_vec();
+        let allocations = self.store.data().allocations - allocations_before;
         let (action, trap) = match result {
             Ok(Some(0)) => (Some(Action::Continue), None),
             Ok(Some(1)) => (Some(Action::Pause), None),
@@ -723,7 +739,18 @@ impl Plugin {
             trap,
             calls,
             teardown_calls,
+            allocations,
         }
+    }
+
+    /// The root context's timer fires (`proxy_on_tick`), as Envoy does every
+    /// tick period the module asked for; the host calls it made.
+    pub fn tick(&mut self) -> Vec<Record> {
+        let before = self.store.data().calls.len();
+        if let Err(e) = self.call("proxy_on_tick", &[ROOT_CONTEXT as i32]) {
+            panic!("proxy_on_tick trapped: {e:#}");
+        }
+        self.store.data().calls[before..].to_vec()
     }
 
     pub fn state(&self) -> &HostState {
@@ -784,6 +811,7 @@ fn give(
         .clone()
         .ok_or_else(|| format_err!("module exports no proxy_on_memory_allocate/malloc"))?;
     caller.data_mut().exports_used.insert(name.to_string());
+    caller.data_mut().allocations += 1;
     let address = allocate.call(&mut *caller, data.len() as i32)?;
     if address == 0 && !data.is_empty() {
         bail!("guest allocation of {} bytes failed", data.len());
@@ -973,6 +1001,12 @@ fn linker(engine: &Engine, module: &Module) -> Result<Linker<HostState>> {
         "env",
         "proxy_get_header_map_pairs",
         |mut c: C<'_>, map: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
+            if !c.data().options.header_map_pairs {
+                return Ok(c.data_mut().record(
+                    Call::GetHeaderMapPairs { map: map as u32 },
+                    Status::Unimplemented,
+                ));
+            }
             let pairs = match (map as u32, c.data().request.clone()) {
                 (MAP_REQUEST_HEADERS, Some(pairs)) => pairs,
                 _ => Vec::new(),

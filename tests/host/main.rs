@@ -7,6 +7,8 @@
 //!   calls of each pass and drop.
 //! - `behaviour`: host variations (no attributes, Envoy's first-line quirk,
 //!   failing close-stream), lifecycle and memory.
+//! - `cost`: the host calls and VM re-entries (allocations) of a passed and
+//!   a dropped request, pinned.
 //! - `abi`: the module's imports and exports against `docs/abi.md`.
 //! - `harness_self_test`: the host's own semantics (maps, CAS, metrics).
 //!
@@ -29,6 +31,7 @@ mod cases;
 
 mod abi;
 mod behaviour;
+mod cost;
 mod decisions;
 mod harness;
 mod harness_self_test;

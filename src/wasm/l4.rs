@@ -25,15 +25,14 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
 use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MetricType, PeerType};
+use proxy_wasm::traits::{Context, StreamContext};
+use proxy_wasm::types::{Action, BufferType, PeerType};
 
+use super::abi::{Counter, LogBudget};
 use crate::l4core::{Inspector, L4Config, Step};
-use crate::limiter::TokenBucket;
 
 /// The `root_id` that makes a root context the L4 plugin.
 pub const L4_ROOT_ID: &str = "drop444-l4";
@@ -45,7 +44,7 @@ thread_local! {
     static CONNECTIONS: RefCell<HashMap<u64, bool>> = RefCell::new(HashMap::new());
     /// Counter for drops that wanted the connection closed but found no L4
     /// context; defined on first use.
-    static UNAVAILABLE: Cell<Option<Option<u32>>> = const { Cell::new(None) };
+    static UNAVAILABLE: Cell<Option<Counter>> = const { Cell::new(None) };
     /// The missing-L4 warning is written once per worker, not per request.
     static WARNED: Cell<bool> = const { Cell::new(false) };
 }
@@ -67,15 +66,12 @@ pub fn close_connection(rule: &str) -> bool {
     if !marked {
         let counter = UNAVAILABLE.with(|u| {
             u.get().unwrap_or_else(|| {
-                let name = "drop444.connection_close_unavailable";
-                let id = hostcalls::define_metric(MetricType::Counter, name).ok();
-                u.set(Some(id));
-                id
+                let counter = Counter::define("drop444.connection_close_unavailable");
+                u.set(Some(counter));
+                counter
             })
         });
-        if let Some(counter) = counter {
-            let _ = hostcalls::increment_metric(counter, 1);
-        }
+        counter.bump();
         if !WARNED.with(|w| w.replace(true)) {
             warn!(
                 "rule {rule} has scope connection, but this connection has no {L4_ROOT_ID} \
@@ -92,146 +88,48 @@ fn connection_id() -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
-/// Makes the root context of either plugin: `http` unless the plugin's
-/// `root_id` is [`L4_ROOT_ID`]. The proxy-wasm SDK has one root factory for
-/// every plugin of the module, and the root id is only known in
-/// `on_configure`, so the choice is made there.
-pub fn root(http: Box<dyn RootContext>) -> Box<dyn RootContext> {
-    Box::new(Root { http, l4: None })
-}
-
-struct Root {
-    http: Box<dyn RootContext>,
-    l4: Option<Rc<L4Plugin>>,
-}
-
 /// The L4 plugin's settings and counters (one per plugin and worker).
-struct L4Plugin {
+pub struct Plugin {
     config: L4Config,
-    closed_by_rule: Option<u32>,
-    closed_malformed: Option<u32>,
-    log_budget: Cell<TokenBucket>,
+    closed_by_rule: Counter,
+    closed_malformed: Counter,
+    log_budget: LogBudget,
 }
 
-impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, headers: usize, body: usize, trailers: usize) {
-        self.http
-            .on_http_call_response(token, headers, body, trailers)
-    }
-
-    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
-        self.http.on_grpc_call_response(token, status, size)
-    }
-
-    fn on_grpc_stream_initial_metadata(&mut self, token: u32, n: u32) {
-        self.http.on_grpc_stream_initial_metadata(token, n)
-    }
-
-    fn on_grpc_stream_message(&mut self, token: u32, size: usize) {
-        self.http.on_grpc_stream_message(token, size)
-    }
-
-    fn on_grpc_stream_trailing_metadata(&mut self, token: u32, n: u32) {
-        self.http.on_grpc_stream_trailing_metadata(token, n)
-    }
-
-    fn on_grpc_stream_close(&mut self, token: u32, status: u32) {
-        self.http.on_grpc_stream_close(token, status)
-    }
-
-    fn on_foreign_function(&mut self, function_id: u32, size: usize) {
-        self.http.on_foreign_function(function_id, size)
-    }
-
-    fn on_done(&mut self) -> bool {
-        self.http.on_done()
-    }
-}
-
-impl RootContext for Root {
-    fn on_vm_start(&mut self, size: usize) -> bool {
-        self.http.on_vm_start(size)
-    }
-
-    fn on_configure(&mut self, size: usize) -> bool {
-        let root_id = hostcalls::get_property(vec!["plugin_root_id"])
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if root_id != L4_ROOT_ID.as_bytes() {
-            return self.http.on_configure(size);
-        }
-        let text = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        match L4Config::from_json(&text) {
+impl Plugin {
+    /// The plugin for this configuration; `None` (after an error log) for an
+    /// invalid one, which makes the host refuse it.
+    pub fn configure(config: &[u8]) -> Option<Self> {
+        match L4Config::from_json(config) {
             Ok(config) => {
                 info!("{L4_ROOT_ID} configuration loaded: {config:?}");
-                let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
-                self.l4 = Some(Rc::new(L4Plugin {
+                Some(Plugin {
                     config,
-                    closed_by_rule: counter("drop444.l4.connections_closed_by_rule"),
-                    closed_malformed: counter("drop444.l4.malformed_requests_closed"),
-                    log_budget: Cell::new(TokenBucket::new(10, 10, now_ns())),
-                }));
-                true
+                    closed_by_rule: Counter::define("drop444.l4.connections_closed_by_rule"),
+                    closed_malformed: Counter::define("drop444.l4.malformed_requests_closed"),
+                    log_budget: LogBudget::new(10),
+                })
             }
             Err(err) => {
                 error!("invalid {L4_ROOT_ID} configuration, plugin not loaded: {err}");
-                false
+                None
             }
         }
     }
 
-    fn on_tick(&mut self) {
-        if self.l4.is_none() {
-            self.http.on_tick()
-        }
-    }
-
-    fn on_queue_ready(&mut self, queue_id: u32) {
-        if self.l4.is_none() {
-            self.http.on_queue_ready(queue_id)
-        }
-    }
-
-    fn on_log(&mut self) {
-        if self.l4.is_none() {
-            RootContext::on_log(self.http.as_mut())
-        }
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        match self.l4 {
-            Some(_) => None,
-            None => self.http.create_http_context(context_id),
-        }
-    }
-
-    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
-        match &self.l4 {
-            Some(plugin) => Some(Box::new(Connection {
-                plugin: Rc::clone(plugin),
-                id: None,
-                inspector: Inspector::new(&plugin.config),
-                closed: false,
-            })),
-            None => self.http.create_stream_context(context_id),
-        }
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        match self.l4 {
-            Some(_) => Some(ContextType::StreamContext),
-            None => self.http.get_type(),
+    pub fn connection(plugin: &Rc<Plugin>) -> Connection {
+        Connection {
+            plugin: Rc::clone(plugin),
+            id: None,
+            inspector: Inspector::new(&plugin.config),
+            closed: false,
         }
     }
 }
 
 /// One per downstream connection.
-struct Connection {
-    plugin: Rc<L4Plugin>,
+pub struct Connection {
+    plugin: Rc<Plugin>,
     id: Option<u64>,
     inspector: Option<Inspector>,
     /// Closed by this filter: every later write is held back too.
@@ -239,11 +137,9 @@ struct Connection {
 }
 
 impl Connection {
-    fn close(&mut self, counter: Option<u32>) -> Action {
+    fn close(&mut self, counter: Counter) -> Action {
         self.closed = true;
-        if let Some(counter) = counter {
-            let _ = hostcalls::increment_metric(counter, 1);
-        }
+        counter.bump();
         if let Err(status) = hostcalls::close_downstream() {
             error!("host cannot close the connection: {status:?}");
         }
@@ -290,14 +186,12 @@ impl StreamContext for Connection {
             Step::Pass => Action::Continue,
             Step::NeedMore => Action::Pause,
             Step::Close(reason) => {
-                let mut budget = self.plugin.log_budget.get();
-                if budget.take(now_ns()) {
+                if self.plugin.log_budget.take().is_some() {
                     info!(
                         "{{\"drop444\":\"close\",\"rule\":\"malformed-request\",\"reason\":\"{}\"}}",
                         reason.as_str()
                     );
                 }
-                self.plugin.log_budget.set(budget);
                 self.inspector = None;
                 self.close(self.plugin.closed_malformed)
             }
@@ -328,11 +222,4 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.forget();
     }
-}
-
-fn now_ns() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

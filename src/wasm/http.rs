@@ -1,0 +1,570 @@
+//! The HTTP adapter: per request it hands the engine a [`RequestSource`] over
+//! the request headers, fetched from the host in one call, then acts on the
+//! verdict:
+//!
+//! - drop: record the rule in filter state, reset the stream (Envoy closes an
+//!   HTTP/1 connection without writing a byte, or sends RST_STREAM on HTTP/2);
+//! - dry-run drop / `log` match: same counters and log line, request goes on;
+//! - pass / allow: continue.
+//!
+//! It never sends a local response (except the configured fallback on a host
+//! that cannot close a stream): that would put a real status on the wire.
+
+use std::rc::Rc;
+
+use log::{debug, error, info, warn};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType, Status};
+use serde::Serialize;
+
+use super::abi::{self, Batched, LogBudget};
+use crate::engine::request::{client_from_xff, parse_address};
+use crate::engine::{self, Decision, Engine, RateLimit, RequestSource, RuleRef, Scope, Verdict};
+use crate::limiter::{key_hash, BucketState};
+
+/// Compare-and-swap attempts on a rate-limit bucket before giving up (and
+/// letting the request through, counted in `ratelimit_contention`).
+const MAX_CAS_TRIES: usize = 8;
+
+/// Filter-state keys. Envoy exposes them as `%FILTER_STATE(wasm.drop444:PLAIN)%`
+/// (the rule) and `%FILTER_STATE(wasm.drop444_status:PLAIN)%` (`444` for a
+/// drop, `dry-run` for a dry-run drop) in access logs.
+const RULE_PROPERTY: &str = "drop444";
+const STATUS_PROPERTY: &str = "drop444_status";
+
+/// One per plugin and worker: the compiled configuration, its counters and
+/// the drop-log budget, shared by every request context of the plugin.
+pub struct Plugin {
+    engine: Engine,
+    stats: Stats,
+    log_budget: LogBudget,
+    /// Set once the host has shown it cannot close a stream (logged once).
+    cannot_close: std::cell::Cell<bool>,
+}
+
+impl Plugin {
+    pub fn new(engine: Engine) -> Self {
+        let stats = Stats::define(&engine);
+        let log_budget = LogBudget::new(engine.log_settings().max_per_second);
+        Plugin {
+            engine,
+            stats,
+            log_budget,
+            cannot_close: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Hands the counts of this worker to the host (on the tick).
+    pub fn flush(&self) {
+        self.stats.flush();
+    }
+
+    /// The plugin for this configuration; `None` (after an error log naming
+    /// the bad field) for an invalid one, which makes the host refuse it.
+    pub fn configure(config: &[u8]) -> Option<Self> {
+        match Engine::from_json(config) {
+            Ok(engine) => {
+                info!(
+                    "configuration loaded: {} rules, mode {:?}, reads {:?}",
+                    engine.rules().count(),
+                    engine.mode(),
+                    engine.header_names()
+                );
+                Some(Plugin::new(engine))
+            }
+            Err(err) => {
+                error!("invalid configuration, plugin not loaded: {err}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Plugin {
+    /// A plugin replaced by a new configuration (or shut down) hands over
+    /// what it counted since its last tick.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// One per HTTP request (stream).
+pub struct Request {
+    pub plugin: Rc<Plugin>,
+}
+
+impl Context for Request {}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let plugin = &*self.plugin;
+        let mut request = HostRequest::new(plugin.engine.stat_prefix());
+        let verdict = plugin.engine.decide(&mut request);
+        plugin.record(&verdict, &mut request);
+        for _ in 0..request.buckets.over_limit {
+            plugin.stats.rate_limited.bump();
+        }
+        for _ in 0..request.buckets.contention {
+            plugin.stats.contention.bump();
+        }
+        match (verdict.decision, verdict.rule) {
+            (Decision::DryRun { .. }, Some(rule)) => {
+                set_filter_state(rule.name, "dry-run");
+                Action::Continue
+            }
+            (Decision::Drop { .. }, Some(rule)) => {
+                // Filter state first: the access log line is written after the reset.
+                set_filter_state(rule.name, "444");
+                // Before the reset: its RST_STREAM is the write the L4 filter
+                // closes the connection on (docs/connection-close.md).
+                if rule.scope == Scope::Connection {
+                    super::l4::close_connection(rule.name);
+                }
+                plugin.close(rule.name);
+                Action::Pause
+            }
+            _ => Action::Continue,
+        }
+    }
+}
+
+/// Records the rule for the access log. Through the raw ABI: the SDK's
+/// wrapper panics (and so kills the VM) on hosts that refuse the property.
+fn set_filter_state(rule: &str, status: &str) {
+    for (key, value) in [(RULE_PROPERTY, rule), (STATUS_PROPERTY, status)] {
+        let code = abi::set_property(key, value.as_bytes());
+        if code != abi::OK {
+            debug!("could not set filter state {key}: status {code}");
+        }
+    }
+}
+
+impl Plugin {
+    /// Closes the request without a response. On a host that cannot (its
+    /// close-stream call fails), sends the configured minimal response with
+    /// `connection: close` instead: never passes the request on.
+    fn close(&self, rule: &str) {
+        let code = if self.engine.fallback_try_close() {
+            abi::reset_request()
+        } else {
+            abi::UNIMPLEMENTED
+        };
+        if code == abi::OK {
+            return;
+        }
+        self.stats.reset_failed.bump();
+        if !self.cannot_close.replace(true) {
+            warn!(
+                "this host cannot close a stream (proxy_close_stream status {code}): drops are answered with a {} response and connection: close instead of silence",
+                self.engine.fallback_status()
+            );
+        }
+        let sent = abi::send_local_response(
+            self.engine.fallback_status(),
+            "drop444_fallback",
+            &[("connection", "close")],
+        );
+        if sent == abi::OK {
+            self.stats.fallback.bump();
+        } else {
+            error!("host refused both closing and answering (status {sent}); request {rule} held, not passed");
+        }
+    }
+
+    /// Counters and the structured log line for one verdict.
+    fn record(&self, verdict: &Verdict<'_>, request: &mut HostRequest<'_>) {
+        let s = &self.stats;
+        s.seen.bump();
+        let event = match verdict.decision {
+            Decision::Pass => {
+                s.passed.bump();
+                None
+            }
+            Decision::Allow { .. } => {
+                s.passed.bump();
+                s.allowed.bump();
+                None
+            }
+            Decision::DryRun { .. } => {
+                s.passed.bump();
+                s.dry_run.bump();
+                Some("dry-run")
+            }
+            Decision::Drop { .. } => {
+                s.dropped.bump();
+                Some("drop")
+            }
+        };
+        if let Some(counter) = verdict.rule.and_then(|r| s.rule(r)) {
+            counter.bump();
+        }
+        for logged in &verdict.logged_rules {
+            s.log_hits.bump();
+            if let Some(counter) = s.rule(*logged) {
+                counter.bump();
+            }
+            self.log_line("log", logged.name, request);
+        }
+        if let (Some(event), Some(rule)) = (event, verdict.rule) {
+            self.log_line(event, rule.name, request);
+        }
+    }
+
+    /// Writes one JSON line if the budget allows; otherwise counts it. The
+    /// request items come from what the decision already fetched: with the
+    /// header map read in one call, a log line costs no further host read
+    /// (the peer address is read only if no rule did).
+    fn log_line(&self, event: &str, rule: &str, request: &mut HostRequest<'_>) {
+        let settings = self.engine.log_settings();
+        if settings.level == engine::LogLevel::Off {
+            return;
+        }
+        let Some(suppressed) = self.log_budget.take() else {
+            self.stats.suppressed.bump();
+            return;
+        };
+        let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
+        let peer = request.peer_address().and_then(|p| parse_address(&p));
+        let hops = self.engine.xff_trusted_hops();
+        let xff = if hops > 0 {
+            request.header("x-forwarded-for")
+        } else {
+            None
+        };
+        let client = client_from_xff(xff.as_deref(), hops, peer);
+        let mut user_agent = text(request.header("user-agent"));
+        if let Some(ua) = user_agent.as_mut() {
+            truncate(ua, settings.user_agent_max as usize);
+        }
+        let line = DropLine {
+            drop444: event,
+            rule,
+            method: text(request.header(":method")),
+            host: text(request.header(":authority")),
+            path: text(request.header(":path")),
+            client: client.map(|c| c.to_string()),
+            user_agent,
+            suppressed_before: suppressed,
+        };
+        let json = serde_json::to_string(&line).unwrap_or_default();
+        match settings.level {
+            engine::LogLevel::Trace => log::trace!("{json}"),
+            engine::LogLevel::Debug => debug!("{json}"),
+            engine::LogLevel::Info => info!("{json}"),
+            engine::LogLevel::Warn => warn!("{json}"),
+            engine::LogLevel::Error => error!("{json}"),
+            engine::LogLevel::Off => {}
+        }
+    }
+}
+
+/// One structured drop log line.
+#[derive(Serialize)]
+struct DropLine<'a> {
+    drop444: &'a str,
+    rule: &'a str,
+    method: Option<String>,
+    host: Option<String>,
+    path: Option<String>,
+    client: Option<String>,
+    user_agent: Option<String>,
+    /// Lines not written (over the rate limit) since the previous one.
+    #[serde(skip_serializing_if = "is_zero")]
+    suppressed_before: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Cuts a string to at most `max` bytes, on a character boundary.
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+}
+
+/// Counters, defined once per configuration, counted in wasm memory and
+/// handed to the host on the plugin's tick ([`TICK`]): a request makes no
+/// host call for them. Per-rule counters are indexed by the rule id a verdict
+/// carries ([`RuleRef::id`]).
+struct Stats {
+    seen: Batched,
+    dropped: Batched,
+    passed: Batched,
+    allowed: Batched,
+    dry_run: Batched,
+    log_hits: Batched,
+    suppressed: Batched,
+    reset_failed: Batched,
+    fallback: Batched,
+    rate_limited: Batched,
+    contention: Batched,
+    rules: Vec<Batched>,
+}
+
+/// How often counters reach the host: Envoy's counters lag drop444's by at
+/// most this (plus the time to the worker's next event).
+pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Stats {
+    fn define(engine: &Engine) -> Self {
+        let (prefix, rules) = engine.stat_names();
+        let total = |name: &str| Batched::define(&format!("{prefix}.{name}"));
+        Stats {
+            seen: total("requests_seen"),
+            dropped: total("requests_dropped"),
+            passed: total("requests_passed"),
+            allowed: total("requests_allowed"),
+            dry_run: total("dry_run_drops"),
+            log_hits: total("log_rule_hits"),
+            suppressed: total("drop_logs_suppressed"),
+            reset_failed: total("reset_failures"),
+            fallback: total("fallback_responses"),
+            rate_limited: total("rate_limited"),
+            contention: total("ratelimit_contention"),
+            rules: rules
+                .iter()
+                .map(|(_, metric)| Batched::define(metric))
+                .collect(),
+        }
+    }
+
+    fn rule(&self, rule: RuleRef<'_>) -> Option<&Batched> {
+        self.rules.get(rule.id as usize)
+    }
+
+    /// Hands every count to the host; `requests_seen` last, so a reader that
+    /// sees it at N sees every other counter of those N requests.
+    fn flush(&self) {
+        for counter in [
+            &self.dropped,
+            &self.passed,
+            &self.allowed,
+            &self.dry_run,
+            &self.log_hits,
+            &self.suppressed,
+            &self.reset_failed,
+            &self.fallback,
+            &self.rate_limited,
+            &self.contention,
+        ]
+        .into_iter()
+        .chain(&self.rules)
+        {
+            counter.flush();
+        }
+        self.seen.flush();
+    }
+}
+
+/// The request headers as the host returned them: one buffer in the
+/// proxy-wasm map layout (count; name and value lengths; NUL-terminated names
+/// and values), read in place, never copied line by line.
+struct HeaderPairs {
+    data: Vec<u8>,
+}
+
+impl HeaderPairs {
+    /// `None` if the buffer is not a well-formed map.
+    fn parse(data: Vec<u8>) -> Option<Self> {
+        let pairs = HeaderPairs { data };
+        if pairs.data.is_empty() {
+            return Some(pairs);
+        }
+        let count = usize::try_from(u32::from_le_bytes(*pairs.data.first_chunk()?)).ok()?;
+        let mut lines = pairs.lines()?;
+        let complete = lines.by_ref().take(count).count() == count && lines.table.is_empty();
+        complete.then_some(pairs)
+    }
+
+    fn lines(&self) -> Option<Lines<'_>> {
+        let count = match self.data.first_chunk::<4>() {
+            Some(count) => usize::try_from(u32::from_le_bytes(*count)).ok()?,
+            None => 0,
+        };
+        let table_end = count.checked_mul(8)?.checked_add(4)?;
+        Some(Lines {
+            table: self.data.get(4..table_end).unwrap_or_default(),
+            body: self.data.get(table_end..).unwrap_or_default(),
+        })
+    }
+
+    /// A header's value, every line of it joined with `,` (as Envoy's
+    /// `request.headers.<name>` attribute joins them); `None` if absent.
+    fn get(&self, name: &str) -> Option<Vec<u8>> {
+        let mut value: Option<Vec<u8>> = None;
+        for (n, v) in self.lines()? {
+            if n.eq_ignore_ascii_case(name.as_bytes()) {
+                match value.as_mut() {
+                    Some(joined) => {
+                        joined.push(b',');
+                        joined.extend_from_slice(v);
+                    }
+                    None => value = Some(v.to_vec()),
+                }
+            }
+        }
+        value
+    }
+}
+
+/// (name, value) lines of a [`HeaderPairs`] buffer.
+struct Lines<'a> {
+    table: &'a [u8],
+    body: &'a [u8],
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (sizes, rest) = self.table.split_first_chunk::<8>()?;
+        self.table = rest;
+        let (name_len, value_len) = sizes.split_first_chunk::<4>()?;
+        let name_len = usize::try_from(u32::from_le_bytes(*name_len)).ok()?;
+        let value_len = usize::try_from(u32::from_le_bytes(value_len.try_into().ok()?)).ok()?;
+        let name = self.body.get(..name_len)?;
+        let after_name = self.body.get(name_len.checked_add(1)?..)?;
+        let value = after_name.get(..value_len)?;
+        self.body = after_name.get(value_len.checked_add(1)?..)?;
+        Some((name, value))
+    }
+}
+
+/// The request as the engine reads it. The header map comes in one host call
+/// (`proxy_get_header_map_pairs`) at the first header a rule needs: it holds
+/// every field line, so a repeated header is seen whole (joined with `,`).
+///
+/// A host that refuses the map gets the old per-header reads instead: the
+/// attribute `request.headers.<name>` first (Envoy joins every line of a
+/// repeated header there, while `proxy_get_header_map_value` returns only the
+/// first line of a non-inline one), then the header map value when the
+/// attribute has none (hosts without attributes; and only the map tells an
+/// empty header from an absent one).
+struct HostRequest<'e> {
+    /// `None`: not fetched yet; `Some(None)`: the host refused the map.
+    pairs: Option<Option<HeaderPairs>>,
+    /// Per-header reads on a host without the map, remembered.
+    single: Vec<(String, Option<Vec<u8>>)>,
+    peer: Option<Option<Vec<u8>>>,
+    buckets: SharedBuckets<'e>,
+}
+
+impl<'e> HostRequest<'e> {
+    fn new(stat_prefix: &'e str) -> Self {
+        HostRequest {
+            pairs: None,
+            single: Vec::new(),
+            peer: None,
+            buckets: SharedBuckets::new(stat_prefix),
+        }
+    }
+
+    fn single_header(&mut self, name: &str) -> Option<Vec<u8>> {
+        if let Some((_, value)) = self.single.iter().find(|(n, _)| n == name) {
+            return value.clone();
+        }
+        let value = match hostcalls::get_property(vec!["request", "headers", name]) {
+            Ok(Some(value)) => Some(value),
+            _ => hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+                .ok()
+                .flatten(),
+        };
+        self.single.push((name.to_string(), value.clone()));
+        value
+    }
+}
+
+impl RequestSource for HostRequest<'_> {
+    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        let pairs = self
+            .pairs
+            .get_or_insert_with(|| abi::request_header_pairs().and_then(HeaderPairs::parse));
+        match pairs {
+            Some(pairs) => pairs.get(name),
+            None => self.single_header(name),
+        }
+    }
+
+    fn peer_address(&mut self) -> Option<Vec<u8>> {
+        self.peer
+            .get_or_insert_with(|| {
+                hostcalls::get_property(vec!["source", "address"])
+                    .ok()
+                    .flatten()
+            })
+            .clone()
+    }
+
+    fn protocol(&mut self) -> Option<Vec<u8>> {
+        hostcalls::get_property(vec!["request", "protocol"])
+            .ok()
+            .flatten()
+    }
+
+    fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {
+        self.buckets.over_limit(limit, key)
+    }
+}
+
+/// Rate-limit buckets in proxy-wasm shared data, so every Envoy worker draws
+/// from the same one: a client cannot multiply its budget by spreading
+/// connections over workers. Updates are compare-and-swap, retried on
+/// conflict. Keys are hashed into the rule's fixed number of slots, which
+/// bounds memory however many distinct keys arrive.
+struct SharedBuckets<'e> {
+    /// Shared-data keys are `<prefix>.rl.<rule>.<slot>`.
+    stat_prefix: &'e str,
+    now_ns: Option<u64>,
+    /// Checks that found the bucket empty.
+    over_limit: u32,
+    /// Checks abandoned after `MAX_CAS_TRIES` conflicts.
+    contention: u32,
+}
+
+impl<'e> SharedBuckets<'e> {
+    fn new(stat_prefix: &'e str) -> Self {
+        SharedBuckets {
+            stat_prefix,
+            now_ns: None,
+            over_limit: 0,
+            contention: 0,
+        }
+    }
+
+    /// Takes a token from `key`'s bucket; true if it was empty.
+    fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {
+        let hash = key_hash(key);
+        let slot = hash.checked_rem(u64::from(limit.slots)).unwrap_or(0);
+        let name = format!("{}.rl.{}.{slot}", self.stat_prefix, limit.rule);
+        let now = *self.now_ns.get_or_insert_with(abi::now_ns);
+        for _ in 0..MAX_CAS_TRIES {
+            let Ok((data, cas)) = hostcalls::get_shared_data(&name) else {
+                return false;
+            };
+            let stored = data.as_deref().and_then(BucketState::from_bytes);
+            let (state, granted) = BucketState::take(stored, &limit.rate, hash, now);
+            if !granted {
+                // Nothing taken, nothing to write: an empty bucket refills
+                // the same whether or not this moment is recorded, and a
+                // flood of over-limit requests then costs no writes.
+                self.over_limit = self.over_limit.saturating_add(1);
+                return true;
+            }
+            match hostcalls::set_shared_data(&name, Some(&state.to_bytes()), cas) {
+                Ok(()) => return false,
+                Err(Status::CasMismatch) => continue,
+                Err(_) => return false,
+            }
+        }
+        self.contention = self.contention.saturating_add(1);
+        false
+    }
+}
