@@ -22,6 +22,10 @@ const USAGE: &str = "usage:
   drop444 explain CONFIG --raw < request.txt     (a raw HTTP/1.x request head on stdin)
   drop444 presets
 
+Envoy's HTTP connection manager path settings (default: off / KEEP_UNCHANGED, as in Envoy),
+applied to --path and --raw before the filter sees the path:
+  --normalize-path  --merge-slashes  --escaped-slashes KEEP_UNCHANGED|REJECT_REQUEST
+
 CONFIG is the plugin configuration as a JSON file, or - for stdin.
 --raw reads the request the way Envoy 1.40's HTTP/1 codec does (default settings): repeated
 Host lines joined, an absolute-form target's authority used, folded lines joined, and the
@@ -124,6 +128,8 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
         protocol: "HTTP/1.1".into(),
         ..Request::default()
     };
+    let mut paths = http1::PathSettings::default();
+    let mut raw = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -148,17 +154,42 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
                     v.trim().as_bytes().to_vec(),
                 ));
             }
-            "--raw" => {
-                if let Some(reply) = parse_raw(&read_input("-")?, &mut request)? {
-                    println!(
-                        "ENVOY {}: Envoy answers {} itself ({}, response code details `{}`); the filter never runs",
-                        reply.status, reply.status, reply.why, reply.details
-                    );
-                    return Ok(ExitCode::from(3));
+            "--raw" => raw = true,
+            "--normalize-path" => paths.normalize_path = true,
+            "--merge-slashes" => paths.merge_slashes = true,
+            "--escaped-slashes" => {
+                paths.reject_escaped_slashes = match value()?.as_str() {
+                    "KEEP_UNCHANGED" | "IMPLEMENTATION_SPECIFIC_DEFAULT" => false,
+                    "REJECT_REQUEST" => true,
+                    other => {
+                        return Err(format!(
+                            "--escaped-slashes: {other:?} is not KEEP_UNCHANGED or REJECT_REQUEST\n{USAGE}"
+                        ))
+                    }
                 }
             }
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
+    }
+    let envoy_answers = if raw {
+        parse_raw(&read_input("-")?, &mut request, paths)?
+    } else if request.target.is_empty() {
+        None
+    } else {
+        match http1::apply_path_settings(&request.target, &paths) {
+            Ok(path) => {
+                request.target = path;
+                None
+            }
+            Err(reply) => Some(reply),
+        }
+    };
+    if let Some(reply) = envoy_answers {
+        println!(
+            "ENVOY {}: Envoy answers {} itself ({}, response code details `{}`); the filter never runs",
+            reply.status, reply.status, reply.why, reply.details
+        );
+        return Ok(ExitCode::from(3));
     }
 
     let mut source = HeaderList::new()
@@ -274,11 +305,19 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
 
 /// Reads a raw HTTP/1.x request head as Envoy's HTTP/1 codec presents it to
 /// the filters (`drop444::http1`). `Some` when Envoy answers it itself.
-fn parse_raw(raw: &[u8], request: &mut Request) -> Result<Option<http1::LocalReply>, String> {
+fn parse_raw(
+    raw: &[u8],
+    request: &mut Request,
+    path: http1::PathSettings,
+) -> Result<Option<http1::LocalReply>, String> {
+    let limits = http1::Limits {
+        path,
+        ..http1::Limits::default()
+    };
     // A head typed in a shell may lack the final empty line.
     let mut owned;
     let mut input = raw;
-    if let http1::Outcome::Incomplete = http1::parse(raw, &http1::Limits::default()) {
+    if let http1::Outcome::Incomplete = http1::parse(raw, &limits) {
         owned = raw.to_vec();
         owned.extend_from_slice(if raw.ends_with(b"\n") {
             b"\r\n"
@@ -287,7 +326,7 @@ fn parse_raw(raw: &[u8], request: &mut Request) -> Result<Option<http1::LocalRep
         });
         input = &owned;
     }
-    match http1::parse(input, &http1::Limits::default()) {
+    match http1::parse(input, &limits) {
         http1::Outcome::Incomplete => Err("the raw request is not a complete HTTP/1 request head".into()),
         http1::Outcome::Http2 => Err("the raw request starts like the HTTP/2 preface: Envoy would speak HTTP/2; --raw models HTTP/1 only".into()),
         http1::Outcome::Local(reply) => Ok(Some(reply)),
