@@ -11,7 +11,10 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use drop444::engine::request::{client_from_xff, normalize_path, parse_address, split_target};
+use drop444::engine::request::{
+    client_from_xff, normalize_path, normalize_path_as, parse_address, parse_query_as,
+    split_target, PathReading, QueryReading,
+};
 use drop444::engine::{classify_host, presets, Action, Decision, Engine, HeaderList, HostForm};
 use drop444::http1;
 
@@ -157,17 +160,13 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
             "--raw" => raw = true,
             "--normalize-path" => paths.normalize_path = true,
             "--merge-slashes" => paths.merge_slashes = true,
-            "--escaped-slashes" => {
-                paths.reject_escaped_slashes = match value()?.as_str() {
-                    "KEEP_UNCHANGED" | "IMPLEMENTATION_SPECIFIC_DEFAULT" => false,
-                    "REJECT_REQUEST" => true,
-                    other => {
-                        return Err(format!(
-                            "--escaped-slashes: {other:?} is not KEEP_UNCHANGED or REJECT_REQUEST\n{USAGE}"
-                        ))
-                    }
-                }
-            }
+            "--escaped-slashes" => paths.reject_escaped_slashes = match value()?.as_str() {
+                "KEEP_UNCHANGED" | "IMPLEMENTATION_SPECIFIC_DEFAULT" => false,
+                "REJECT_REQUEST" => true,
+                other => return Err(format!(
+                    "--escaped-slashes: {other:?} is not KEEP_UNCHANGED or REJECT_REQUEST\n{USAGE}"
+                )),
+            },
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
     }
@@ -192,24 +191,27 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
         return Ok(ExitCode::from(3));
     }
 
-    let mut source = HeaderList::new()
-        .with(":method", &request.method)
-        .with(":scheme", &request.scheme)
-        .protocol(&request.protocol);
-    // CONNECT has no :path.
-    if !request.target.is_empty() {
-        source = source.with(":path", &request.target);
-    }
-    if let Some(host) = &request.host {
-        source = source.with(":authority", host);
-    }
-    for (name, value) in &request.headers {
-        source = source.with(name, value);
-    }
-    if let Some(peer) = &request.peer {
-        source = source.peer(peer);
-    }
-    let verdict = engine.decide(&mut source.clone());
+    let build = |target: &[u8]| {
+        let mut source = HeaderList::new()
+            .with(":method", &request.method)
+            .with(":scheme", &request.scheme)
+            .protocol(&request.protocol);
+        // CONNECT has no :path.
+        if !target.is_empty() {
+            source = source.with(":path", target);
+        }
+        if let Some(host) = &request.host {
+            source = source.with(":authority", host);
+        }
+        for (name, value) in &request.headers {
+            source = source.with(name, value);
+        }
+        if let Some(peer) = &request.peer {
+            source = source.peer(peer);
+        }
+        source
+    };
+    let verdict = engine.decide(&mut build(&request.target));
 
     println!("request as drop444 sees it:");
     println!("  method      {}", request.method);
@@ -221,6 +223,67 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
     );
     if let Some(q) = query {
         println!("  query       {}", show(q));
+    }
+    // Every distinct reading the engine considers (docs/configuration.md):
+    // drop and log conditions match on any, allow conditions on every one.
+    let mut readings: Vec<(&str, Vec<u8>)> = vec![
+        (PathReading::Decoded.name(), normalize_path(raw_path)),
+        ("as Envoy forwards it", raw_path.to_vec()),
+    ];
+    for reading in PathReading::may_differ(raw_path) {
+        readings.push((reading.name(), normalize_path_as(raw_path, reading)));
+    }
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    println!(
+        "  path readings (a drop rule matching any of them drops; an allow rule must match all):"
+    );
+    for (name, value) in readings {
+        if seen.contains(&value) {
+            continue;
+        }
+        // The decision on this reading alone, where it has no further
+        // readings of its own (else it cannot be told apart).
+        let alone = if PathReading::may_differ(&value).next().is_none()
+            && normalize_path(&value) == value
+        {
+            let mut target = value.clone();
+            if let Some(q) = query {
+                target.push(b'?');
+                target.extend_from_slice(q);
+            }
+            match engine.decide(&mut build(&target)).decision {
+                Decision::Drop { rule } | Decision::DryRun { rule } => {
+                    format!("drop rule `{rule}` matches")
+                }
+                Decision::Allow { rule } => format!("allow rule `{rule}` matches"),
+                Decision::Pass => "no rule matches".into(),
+            }
+        } else {
+            "(has readings of its own)".into()
+        };
+        println!("    {:<48} {}  -> {alone}", name, show(&value));
+        seen.push(value);
+    }
+    if let Some(q) = query {
+        for (name, reading) in [
+            ("query, form-decoded (main)", QueryReading::Form),
+            ("query, percent-decoded, + kept", QueryReading::Percent),
+            ("query, raw", QueryReading::Raw),
+        ] {
+            let pairs = parse_query_as(q, reading);
+            let shown: Vec<String> = pairs
+                .iter()
+                .map(|(n, v)| format!("{}={}", show(n), show(v)))
+                .collect();
+            println!("    {name:<48} {}", shown.join(" & "));
+        }
+    }
+    if request.method.bytes().any(|b| b.is_ascii_lowercase()) {
+        println!(
+            "  method readings: {} and {} (method rules match either)",
+            request.method,
+            request.method.to_ascii_uppercase()
+        );
     }
     let form = classify_host(request.host.as_deref());
     let kind = match &form {

@@ -557,7 +557,10 @@ fn malformed_close_closes_every_class_envoy_answers_itself() {
         b"GET /a%0Ab%7f HTTP/1.1\r\nHost: localhost\r\n\r\n",
     ] {
         assert!(
-            matches!(http1::parse(near, &shipped_limits()), http1::Outcome::Request(_)),
+            matches!(
+                http1::parse(near, &shipped_limits()),
+                http1::Outcome::Request(_)
+            ),
             "model: {:?}",
             String::from_utf8_lossy(near)
         );
