@@ -909,7 +909,7 @@ fn canonical_segment(raw: &[u8], out: &mut Vec<u8>) -> Option<()> {
                 if b == b'%' {
                     lone.push(out.len());
                     out.push(b);
-                } else if b < 0x21 || b > 0x7e || b"\"<>^`{|}".contains(&b) {
+                } else if !(0x21..=0x7e).contains(&b) || b"\"<>^`{|}".contains(&b) {
                     push_escape(out, b);
                 } else {
                     out.push(b);
@@ -1487,6 +1487,29 @@ mod props {
             let limits = Limits { max_head_bytes: max, max_headers: headers, accept_http_10: ten, path: PathSettings::default() };
             let _ = parse(&data, &limits);
             let _ = parse(&data, &Limits::default());
+        }
+
+        /// Path settings never panic, keep the query as sent and, with
+        /// `merge_slashes`, leave no `//` in the path.
+        #[test]
+        fn path_settings_never_panic(path in "(/|\\\\|\\.|;|%|%2[eEfF]|%5[cC]|%00|%41|[a-z0-9]){0,24}",
+                                     query in proptest::option::of("[a-z%/.]{0,6}"),
+                                     normalize_path in any::<bool>(), merge_slashes in any::<bool>(),
+                                     reject in any::<bool>()) {
+            let settings = PathSettings { normalize_path, merge_slashes, reject_escaped_slashes: reject };
+            let mut target = format!("/{path}");
+            if let Some(q) = &query {
+                target.push('?');
+                target.push_str(q);
+            }
+            if let Ok(out) = apply_path_settings(target.as_bytes(), &settings) {
+                let (p, q) = out.split_at(out.iter().position(|b| *b == b'?').unwrap_or(out.len()));
+                prop_assert_eq!(q, target.find('?').map_or(&b""[..], |at| &target.as_bytes()[at..]));
+                prop_assert!(p.starts_with(b"/"));
+                if merge_slashes {
+                    prop_assert!(!p.windows(2).any(|w| w == b"//"), "{:?}", String::from_utf8_lossy(&out));
+                }
+            }
         }
 
         /// The L4 inspector may close on a partial head only if Envoy refuses

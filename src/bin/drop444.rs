@@ -160,13 +160,17 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
             "--raw" => raw = true,
             "--normalize-path" => paths.normalize_path = true,
             "--merge-slashes" => paths.merge_slashes = true,
-            "--escaped-slashes" => paths.reject_escaped_slashes = match value()?.as_str() {
-                "KEEP_UNCHANGED" | "IMPLEMENTATION_SPECIFIC_DEFAULT" => false,
-                "REJECT_REQUEST" => true,
-                other => return Err(format!(
+            "--escaped-slashes" => {
+                paths.reject_escaped_slashes = match value()?.as_str() {
+                    "KEEP_UNCHANGED" | "IMPLEMENTATION_SPECIFIC_DEFAULT" => false,
+                    "REJECT_REQUEST" => true,
+                    other => {
+                        return Err(format!(
                     "--escaped-slashes: {other:?} is not KEEP_UNCHANGED or REJECT_REQUEST\n{USAGE}"
-                )),
-            },
+                ))
+                    }
+                }
+            }
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
     }
