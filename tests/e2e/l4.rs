@@ -578,3 +578,35 @@ fn malformed_close_closes_every_class_envoy_answers_itself() {
     );
     assert_quiet_log(&envoy, from);
 }
+
+/// The L4 plugin's `hcm` in envoy/envoy-l4.yaml states the HCM's own path
+/// settings in the same file (a change to one must change the other).
+#[test]
+fn shipped_l4_hcm_settings_are_the_hcms() {
+    let yaml = std::fs::read_to_string(envoy::repo_root().join("envoy/envoy-l4.yaml")).unwrap();
+    let field = |name: &str| {
+        let values: Vec<&str> = yaml
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+            .collect();
+        assert_eq!(values.len(), 1, "{name}: {values:?}");
+        values[0].to_string()
+    };
+    let hcm = drop444::l4core::L4Config::from_json(L4_CONFIG.as_bytes())
+        .unwrap()
+        .hcm;
+    let from_yaml = drop444::l4core::L4Config::from_json(
+        format!(
+            r#"{{"hcm": {{"normalize_path": {}, "merge_slashes": {}, "path_with_escaped_slashes_action": "{}"}}}}"#,
+            field("normalize_path"),
+            field("merge_slashes"),
+            field("path_with_escaped_slashes_action")
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+    .hcm;
+    assert_eq!(hcm, from_yaml);
+    assert_eq!(hcm.settings(), shipped_limits().path);
+    assert!(hcm.settings().normalize_path && hcm.settings().reject_escaped_slashes);
+}
