@@ -40,10 +40,36 @@ pub struct PathSettings {
     pub normalize_path: bool,
     /// `merge_slashes`: runs of `/` merged, after `normalize_path`.
     pub merge_slashes: bool,
-    /// `path_with_escaped_slashes_action: REJECT_REQUEST`: a path with `%2F`,
-    /// `%2f`, `%5C` or `%5c` (before `?`) answered with 400. `false`:
-    /// `KEEP_UNCHANGED` (Envoy's default).
-    pub reject_escaped_slashes: bool,
+    /// `path_with_escaped_slashes_action`: what a path with `%2F`, `%2f`,
+    /// `%5C` or `%5c` (before `?`) gets.
+    pub escaped_slashes: EscapedSlashes,
+}
+
+/// The HCM's `path_with_escaped_slashes_action`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// `KEEP_UNCHANGED` (and `IMPLEMENTATION_SPECIFIC_DEFAULT`, Envoy's default).
+    #[default]
+    Keep,
+    /// `REJECT_REQUEST`: Envoy's 400.
+    Reject,
+    /// `UNESCAPE_AND_FORWARD`: `%2F` → `/`, `%5C` → `\`, then the other settings.
+    Forward,
+    /// `UNESCAPE_AND_REDIRECT`: Envoy's 307 to the unescaped, normalised path.
+    Redirect,
+}
+
+impl EscapedSlashes {
+    /// From Envoy's enum name.
+    pub fn from_envoy(name: &str) -> Option<EscapedSlashes> {
+        Some(match name {
+            "KEEP_UNCHANGED" | "IMPLEMENTATION_SPECIFIC_DEFAULT" => EscapedSlashes::Keep,
+            "REJECT_REQUEST" => EscapedSlashes::Reject,
+            "UNESCAPE_AND_FORWARD" => EscapedSlashes::Forward,
+            "UNESCAPE_AND_REDIRECT" => EscapedSlashes::Redirect,
+            _ => return None,
+        })
+    }
 }
 
 impl Default for Limits {
@@ -795,6 +821,11 @@ const ESCAPED_SLASH: LocalReply = reply(
     "path_normalization_failed",
     "`%2F` or `%5C` in the path and path_with_escaped_slashes_action: REJECT_REQUEST",
 );
+const ESCAPED_SLASH_REDIRECT: LocalReply = reply(
+    307,
+    "path_normalization_failed",
+    "`%2F` or `%5C` in the path and path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT (Location: the unescaped, normalised path)",
+);
 const NORMALIZATION_FAILED: LocalReply = reply(
     400,
     "path_normalization_failed",
@@ -803,22 +834,43 @@ const NORMALIZATION_FAILED: LocalReply = reply(
 
 /// The HCM's path settings applied to a `:path` (path and query) in Envoy's
 /// order: escaped slashes, `normalize_path`, `merge_slashes`. The query is
-/// never changed. Either the `:path` the filters see, or Envoy's 400.
+/// never changed. Either the `:path` the filters see, or Envoy's 400 (or the
+/// 307 of `UNESCAPE_AND_REDIRECT`, after a successful normalisation).
 pub fn apply_path_settings(target: &[u8], settings: &PathSettings) -> Result<Vec<u8>, LocalReply> {
     let split = target
         .iter()
         .position(|b| *b == b'?')
         .unwrap_or(target.len());
     let (path, query) = target.split_at(split);
-    if settings.reject_escaped_slashes
-        && path.windows(3).any(|w| {
-            w.first() == Some(&b'%')
-                && (w.get(1..).is_some_and(|x| x.eq_ignore_ascii_case(b"2f"))
-                    || w.get(1..).is_some_and(|x| x.eq_ignore_ascii_case(b"5c")))
-        })
-    {
-        return Err(ESCAPED_SLASH);
-    }
+    let escaped_slash = |at: usize| match path.get(at..at.saturating_add(3)) {
+        Some([b'%', b'2', b'f' | b'F']) => Some(b'/'),
+        Some([b'%', b'5', b'c' | b'C']) => Some(b'\\'),
+        _ => None,
+    };
+    let has_escaped_slash = (0..path.len()).any(|at| escaped_slash(at).is_some());
+    let unescaped;
+    let path = match settings.escaped_slashes {
+        EscapedSlashes::Reject if has_escaped_slash => return Err(ESCAPED_SLASH),
+        EscapedSlashes::Forward | EscapedSlashes::Redirect if has_escaped_slash => {
+            let mut out = Vec::with_capacity(path.len());
+            let mut at = 0usize;
+            while let Some(&b) = path.get(at) {
+                match escaped_slash(at) {
+                    Some(slash) => {
+                        out.push(slash);
+                        at = at.saturating_add(3);
+                    }
+                    None => {
+                        out.push(b);
+                        at = at.saturating_add(1);
+                    }
+                }
+            }
+            unescaped = out;
+            &unescaped[..]
+        }
+        _ => path,
+    };
     let mut out = if settings.normalize_path {
         canonical_path(path).ok_or(NORMALIZATION_FAILED)?
     } else {
@@ -828,6 +880,9 @@ pub fn apply_path_settings(target: &[u8], settings: &PathSettings) -> Result<Vec
         out.dedup_by(|a, b| *a == b'/' && *b == b'/');
     }
     out.extend_from_slice(query);
+    if settings.escaped_slashes == EscapedSlashes::Redirect && has_escaped_slash {
+        return Err(ESCAPED_SLASH_REDIRECT);
+    }
     Ok(out)
 }
 
@@ -1307,7 +1362,7 @@ mod tests {
         let shipped = PathSettings {
             normalize_path: true,
             merge_slashes: true,
-            reject_escaped_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
         };
         let cases: &[(&str, Option<&str>)] = &[
             ("/a/../b", Some("/b")),
@@ -1383,13 +1438,18 @@ mod tests {
             );
         }
         // Each setting on its own.
-        let only = |normalize_path, merge_slashes, reject_escaped_slashes, raw: &str| {
+        let only = |normalize_path, merge_slashes, reject: bool, raw: &str| {
+            let escaped_slashes = if reject {
+                EscapedSlashes::Reject
+            } else {
+                EscapedSlashes::Keep
+            };
             apply_path_settings(
                 raw.as_bytes(),
                 &PathSettings {
                     normalize_path,
                     merge_slashes,
-                    reject_escaped_slashes,
+                    escaped_slashes,
                 },
             )
             .map(|p| String::from_utf8_lossy(&p).into_owned())
@@ -1409,6 +1469,48 @@ mod tests {
             Ok("//a/%5C".into())
         );
         assert_eq!(only(true, false, false, "/%00"), Err(400));
+    }
+
+    /// Measured on Envoy 1.40.0 with `normalize_path` + `merge_slashes` and
+    /// the unescape actions: FORWARD hands the filter the unescaped,
+    /// normalised path; REDIRECT answers 307 with it as `Location`.
+    #[test]
+    fn unescape_actions_as_envoy_applies_them() {
+        let cases: &[(&str, &str)] = &[
+            ("/a%2Fb", "/a/b"),
+            ("/a%2fb/../c", "/a/c"),
+            ("/a%5Cb", "/a/b"),
+            ("/a%5c..%5cb", "/b"),
+            ("/x/..%2fadmin", "/admin"),
+            ("/a%2F%2F/b", "/a/b"),
+            ("/a%2F?x=%2F", "/a/?x=%2F"),
+            ("/%2F%2E%2E/x", "/x"),
+        ];
+        let with = |escaped_slashes| PathSettings {
+            normalize_path: true,
+            merge_slashes: true,
+            escaped_slashes,
+        };
+        for (raw, want) in cases {
+            let got = apply_path_settings(raw.as_bytes(), &with(EscapedSlashes::Forward)).unwrap();
+            assert_eq!(String::from_utf8_lossy(&got), *want, "{raw}");
+            let reply =
+                apply_path_settings(raw.as_bytes(), &with(EscapedSlashes::Redirect)).unwrap_err();
+            assert_eq!(
+                (reply.status, reply.details),
+                (307, "path_normalization_failed"),
+                "{raw}"
+            );
+        }
+        for action in [EscapedSlashes::Forward, EscapedSlashes::Redirect] {
+            for (raw, want) in [("/a?x=%2F", "/a?x=%2F"), ("/a%252Fb", "/a%252Fb")] {
+                let got = apply_path_settings(raw.as_bytes(), &with(action)).unwrap();
+                assert_eq!(String::from_utf8_lossy(&got), want, "{raw}");
+            }
+            // A failed normalisation wins over the redirect.
+            let reply = apply_path_settings(b"/a%00%2F", &with(action)).unwrap_err();
+            assert_eq!(reply.status, 400);
+        }
     }
 
     impl Outcome {
@@ -1495,8 +1597,9 @@ mod props {
         fn path_settings_never_panic(path in "(/|\\\\|\\.|;|%|%2[eEfF]|%5[cC]|%00|%41|[a-z0-9]){0,24}",
                                      query in proptest::option::of("[a-z%/.]{0,6}"),
                                      normalize_path in any::<bool>(), merge_slashes in any::<bool>(),
-                                     reject in any::<bool>()) {
-            let settings = PathSettings { normalize_path, merge_slashes, reject_escaped_slashes: reject };
+                                     action in 0usize..4) {
+            let escaped_slashes = [EscapedSlashes::Keep, EscapedSlashes::Reject, EscapedSlashes::Forward, EscapedSlashes::Redirect][action];
+            let settings = PathSettings { normalize_path, merge_slashes, escaped_slashes };
             let mut target = format!("/{path}");
             if let Some(q) = &query {
                 target.push('?');

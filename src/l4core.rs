@@ -52,9 +52,7 @@ pub struct HcmPaths {
     pub path_with_escaped_slashes_action: EscapedSlashes,
 }
 
-/// `path_with_escaped_slashes_action`: the actions whose effect the model
-/// knows. (`UNESCAPE_AND_REDIRECT` / `UNESCAPE_AND_FORWARD` are refused at
-/// configuration time.)
+/// `path_with_escaped_slashes_action`, Envoy's names.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EscapedSlashes {
@@ -62,6 +60,8 @@ pub enum EscapedSlashes {
     #[serde(alias = "IMPLEMENTATION_SPECIFIC_DEFAULT")]
     KeepUnchanged,
     RejectRequest,
+    UnescapeAndForward,
+    UnescapeAndRedirect,
 }
 
 impl HcmPaths {
@@ -70,8 +70,12 @@ impl HcmPaths {
         http1::PathSettings {
             normalize_path: self.normalize_path,
             merge_slashes: self.merge_slashes,
-            reject_escaped_slashes: self.path_with_escaped_slashes_action
-                == EscapedSlashes::RejectRequest,
+            escaped_slashes: match self.path_with_escaped_slashes_action {
+                EscapedSlashes::KeepUnchanged => http1::EscapedSlashes::Keep,
+                EscapedSlashes::RejectRequest => http1::EscapedSlashes::Reject,
+                EscapedSlashes::UnescapeAndForward => http1::EscapedSlashes::Forward,
+                EscapedSlashes::UnescapeAndRedirect => http1::EscapedSlashes::Redirect,
+            },
         }
     }
 }
@@ -295,7 +299,7 @@ mod tests {
             http1::PathSettings {
                 normalize_path: true,
                 merge_slashes: true,
-                reject_escaped_slashes: true
+                escaped_slashes: http1::EscapedSlashes::Reject
             }
         );
         let mut shipped = Inspector::new(&c).unwrap();
@@ -331,7 +335,7 @@ mod tests {
         assert_eq!(default_action.hcm, HcmPaths::default());
         for (bad, path) in [
             (
-                &br#"{"hcm": {"path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT"}}"#[..],
+                &br#"{"hcm": {"path_with_escaped_slashes_action": "REJECT"}}"#[..],
                 "hcm.path_with_escaped_slashes_action",
             ),
             (

@@ -27,7 +27,8 @@ const USAGE: &str = "usage:
 
 Envoy's HTTP connection manager path settings (default: off / KEEP_UNCHANGED, as in Envoy),
 applied to --path and --raw before the filter sees the path:
-  --normalize-path  --merge-slashes  --escaped-slashes KEEP_UNCHANGED|REJECT_REQUEST
+  --normalize-path  --merge-slashes
+  --escaped-slashes KEEP_UNCHANGED|REJECT_REQUEST|UNESCAPE_AND_FORWARD|UNESCAPE_AND_REDIRECT
 
 CONFIG is the plugin configuration as a JSON file, or - for stdin.
 --raw reads the request the way Envoy 1.40's HTTP/1 codec does (default settings): repeated
@@ -161,15 +162,10 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
             "--normalize-path" => paths.normalize_path = true,
             "--merge-slashes" => paths.merge_slashes = true,
             "--escaped-slashes" => {
-                paths.reject_escaped_slashes = match value()?.as_str() {
-                    "KEEP_UNCHANGED" | "IMPLEMENTATION_SPECIFIC_DEFAULT" => false,
-                    "REJECT_REQUEST" => true,
-                    other => {
-                        return Err(format!(
-                    "--escaped-slashes: {other:?} is not KEEP_UNCHANGED or REJECT_REQUEST\n{USAGE}"
-                ))
-                    }
-                }
+                let action = value()?;
+                paths.escaped_slashes = http1::EscapedSlashes::from_envoy(&action).ok_or(format!(
+                    "--escaped-slashes: {action:?} is not a path_with_escaped_slashes_action\n{USAGE}"
+                ))?;
             }
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }

@@ -608,5 +608,8 @@ fn shipped_l4_hcm_settings_are_the_hcms() {
     .hcm;
     assert_eq!(hcm, from_yaml);
     assert_eq!(hcm.settings(), shipped_limits().path);
-    assert!(hcm.settings().normalize_path && hcm.settings().reject_escaped_slashes);
+    assert!(
+        hcm.settings().normalize_path
+            && hcm.settings().escaped_slashes == http1::EscapedSlashes::Reject
+    );
 }
