@@ -31,7 +31,7 @@ applied to --path and --raw before the filter sees the path:
   --escaped-slashes KEEP_UNCHANGED|REJECT_REQUEST|UNESCAPE_AND_FORWARD|UNESCAPE_AND_REDIRECT
 
 CONFIG is the plugin configuration as a JSON file, or - for stdin.
---raw reads the request the way Envoy 1.40's HTTP/1 codec does (default settings): repeated
+--raw reads the request the way Envoy 1.40's HTTP/1 codec does (the path flags above, else defaults): repeated
 Host lines joined, an absolute-form target's authority used, folded lines joined, and the
 requests Envoy answers itself (400, 426, 431, ...) reported as such.
 Exit status: 0 valid / request passes; 1 invalid configuration or usage; 2 request is dropped;

@@ -369,6 +369,10 @@ fn cli_raw_verdicts_agree_with_envoy_with_the_shipped_path_settings() {
     }
     // The settings change verdicts: without the flags the CLI disagrees.
     let (_, without_flags) = compare(&envoy, &config, &[], &corpus);
+    println!(
+        "without the flags the CLI disagrees on {}",
+        without_flags.len()
+    );
     assert!(without_flags.len() >= 10, "{}", without_flags.len());
     assert!(
         disagreements.is_empty(),
