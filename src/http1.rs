@@ -1,8 +1,9 @@
-//! A model of how Envoy 1.40 reads an HTTP/1 request head with its default
-//! settings (balsa parser, `accept_http_10: false`, no `upgrade_configs`,
-//! no `normalize_path`, 60 KiB / 100 headers): either the local reply Envoy
-//! sends itself before any HTTP filter runs, or the request exactly as a filter
-//! sees it (`:authority`, `:path`, `:method`, header entries).
+//! A model of how Envoy 1.40 reads an HTTP/1 request head (balsa parser,
+//! `accept_http_10: false` unless set, no `upgrade_configs`, 60 KiB / 100
+//! headers, and the HCM path settings of [`PathSettings`], all off by
+//! default): either the local reply Envoy sends itself before any HTTP filter
+//! runs, or the request exactly as a filter sees it (`:authority`, `:path`
+//! after Envoy's path normalisation, `:method`, header entries).
 //!
 //! One model for two users: `drop444 explain --raw` (what would the filter
 //! decide, or does Envoy answer itself?) and the L4 plugin's `malformed: close`
@@ -24,6 +25,51 @@ pub struct Limits {
     pub max_headers: usize,
     /// The HCM's `http_protocol_options.accept_http_10`.
     pub accept_http_10: bool,
+    /// The HCM's path settings.
+    pub path: PathSettings,
+}
+
+/// The HTTP connection manager's path settings (Envoy's field names); all
+/// off by default, as in Envoy.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PathSettings {
+    /// `normalize_path`: dot segments resolved (RFC 3986 §5.2.4), `\` read
+    /// as `/`, escapes of unreserved characters decoded, `"` `<` `>` `^`
+    /// backtick `{` `|` `}` escaped;
+    /// `%00` answered with 400.
+    pub normalize_path: bool,
+    /// `merge_slashes`: runs of `/` merged, after `normalize_path`.
+    pub merge_slashes: bool,
+    /// `path_with_escaped_slashes_action`: what a path with `%2F`, `%2f`,
+    /// `%5C` or `%5c` (before `?`) gets.
+    pub escaped_slashes: EscapedSlashes,
+}
+
+/// The HCM's `path_with_escaped_slashes_action`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// `KEEP_UNCHANGED` (and `IMPLEMENTATION_SPECIFIC_DEFAULT`, Envoy's default).
+    #[default]
+    Keep,
+    /// `REJECT_REQUEST`: Envoy's 400.
+    Reject,
+    /// `UNESCAPE_AND_FORWARD`: `%2F` → `/`, `%5C` → `\`, then the other settings.
+    Forward,
+    /// `UNESCAPE_AND_REDIRECT`: Envoy's 307 to the unescaped, normalised path.
+    Redirect,
+}
+
+impl EscapedSlashes {
+    /// From Envoy's enum name.
+    pub fn from_envoy(name: &str) -> Option<EscapedSlashes> {
+        Some(match name {
+            "KEEP_UNCHANGED" | "IMPLEMENTATION_SPECIFIC_DEFAULT" => EscapedSlashes::Keep,
+            "REJECT_REQUEST" => EscapedSlashes::Reject,
+            "UNESCAPE_AND_FORWARD" => EscapedSlashes::Forward,
+            "UNESCAPE_AND_REDIRECT" => EscapedSlashes::Redirect,
+            _ => return None,
+        })
+    }
 }
 
 impl Default for Limits {
@@ -32,6 +78,7 @@ impl Default for Limits {
             max_head_bytes: 60 * 1024,
             max_headers: 100,
             accept_http_10: false,
+            path: PathSettings::default(),
         }
     }
 }
@@ -709,6 +756,10 @@ fn complete(head: &[u8], limits: &Limits) -> Result<Request, LocalReply> {
             ));
         }
     }
+    let path = match path {
+        Some(path) => Some(apply_path_settings(&path, &limits.path)?),
+        None => None,
+    };
     if tunnel {
         return Err(reply(
             403,
@@ -763,6 +814,186 @@ fn complete(head: &[u8], limits: &Limits) -> Result<Request, LocalReply> {
         head_len: 0,
         body,
     })
+}
+
+const ESCAPED_SLASH: LocalReply = reply(
+    400,
+    "path_normalization_failed",
+    "`%2F` or `%5C` in the path and path_with_escaped_slashes_action: REJECT_REQUEST",
+);
+const ESCAPED_SLASH_REDIRECT: LocalReply = reply(
+    307,
+    "path_normalization_failed",
+    "`%2F` or `%5C` in the path and path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT (Location: the unescaped, normalised path)",
+);
+const NORMALIZATION_FAILED: LocalReply = reply(
+    400,
+    "path_normalization_failed",
+    "`%00` in the path and normalize_path: true",
+);
+
+/// The HCM's path settings applied to a `:path` (path and query) in Envoy's
+/// order: escaped slashes, `normalize_path`, `merge_slashes`. The query is
+/// never changed. Either the `:path` the filters see, or Envoy's 400 (or the
+/// 307 of `UNESCAPE_AND_REDIRECT`, after a successful normalisation).
+pub fn apply_path_settings(target: &[u8], settings: &PathSettings) -> Result<Vec<u8>, LocalReply> {
+    let split = target
+        .iter()
+        .position(|b| *b == b'?')
+        .unwrap_or(target.len());
+    let (path, query) = target.split_at(split);
+    let escaped_slash = |at: usize| match path.get(at..at.saturating_add(3)) {
+        Some([b'%', b'2', b'f' | b'F']) => Some(b'/'),
+        Some([b'%', b'5', b'c' | b'C']) => Some(b'\\'),
+        _ => None,
+    };
+    let has_escaped_slash = (0..path.len()).any(|at| escaped_slash(at).is_some());
+    let unescaped;
+    let path = match settings.escaped_slashes {
+        EscapedSlashes::Reject if has_escaped_slash => return Err(ESCAPED_SLASH),
+        EscapedSlashes::Forward | EscapedSlashes::Redirect if has_escaped_slash => {
+            let mut out = Vec::with_capacity(path.len());
+            let mut at = 0usize;
+            while let Some(&b) = path.get(at) {
+                match escaped_slash(at) {
+                    Some(slash) => {
+                        out.push(slash);
+                        at = at.saturating_add(3);
+                    }
+                    None => {
+                        out.push(b);
+                        at = at.saturating_add(1);
+                    }
+                }
+            }
+            unescaped = out;
+            &unescaped[..]
+        }
+        _ => path,
+    };
+    let mut out = if settings.normalize_path {
+        canonical_path(path).ok_or(NORMALIZATION_FAILED)?
+    } else {
+        path.to_vec()
+    };
+    if settings.merge_slashes {
+        out.dedup_by(|a, b| *a == b'/' && *b == b'/');
+    }
+    out.extend_from_slice(query);
+    if settings.escaped_slashes == EscapedSlashes::Redirect && has_escaped_slash {
+        return Err(ESCAPED_SLASH_REDIRECT);
+    }
+    Ok(out)
+}
+
+/// Envoy's `normalize_path` (its copy of Chromium's path canonicaliser), as
+/// measured on Envoy 1.40.0: `/` and `\` separate segments; a segment that
+/// is `.` or `..` once unreserved escapes are decoded, or a literal `.` or
+/// `..` followed by `;` parameters, is a dot segment; empty segments are kept
+/// (`merge_slashes` removes them). `None` for `%00`.
+fn canonical_path(path: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(path.len().saturating_add(1));
+    let mut trailing_slash = false;
+    let mut segments = path.split(|b| *b == b'/' || *b == b'\\');
+    // The path starts with `/`: the first piece is the empty root.
+    segments.next();
+    let mut seg = Vec::new();
+    for raw in segments {
+        canonical_segment(raw, &mut seg)?;
+        let literal_dots = raw
+            .iter()
+            .position(|b| *b == b';')
+            .map(|semi| raw.get(..semi));
+        let dots = match literal_dots {
+            Some(Some(b".")) => Some(false),
+            Some(Some(b"..")) => Some(true),
+            _ => match seg.as_slice() {
+                b"." => Some(false),
+                b".." => Some(true),
+                _ => None,
+            },
+        };
+        trailing_slash = false;
+        match dots {
+            Some(up) => {
+                if up {
+                    let cut = out.iter().rposition(|b| *b == b'/').unwrap_or(0);
+                    out.truncate(cut);
+                }
+                trailing_slash = true;
+            }
+            None => {
+                out.push(b'/');
+                out.extend_from_slice(&seg);
+            }
+        }
+    }
+    if out.is_empty() || trailing_slash {
+        out.push(b'/');
+    }
+    Some(out)
+}
+
+/// One segment canonicalised into `out`: unreserved escapes decoded, other
+/// valid escapes kept as written, `"` `<` `>` `^` backtick `{` `|` `}`,
+/// control and non-ASCII bytes
+/// escaped (upper-case hex), a `%` that is no escape kept unless what follows
+/// it reads as two hex digits (then `%25`). `None` for `%00`.
+fn canonical_segment(raw: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    out.clear();
+    let mut lone = Vec::new();
+    let mut i = 0usize;
+    while let Some(&b) = raw.get(i) {
+        let escape = match (raw.get(i.saturating_add(1)), raw.get(i.saturating_add(2))) {
+            (Some(&h), Some(&l)) if b == b'%' => {
+                hex_value(h).zip(hex_value(l)).map(|(h, l)| (h << 4) | l)
+            }
+            _ => None,
+        };
+        match escape {
+            Some(0) => return None,
+            Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
+                out.push(c);
+                i = i.saturating_add(3);
+            }
+            Some(_) => {
+                out.extend_from_slice(raw.get(i..i.saturating_add(3)).unwrap_or_default());
+                i = i.saturating_add(3);
+            }
+            None => {
+                if b == b'%' {
+                    lone.push(out.len());
+                    out.push(b);
+                } else if !(0x21..=0x7e).contains(&b) || b"\"<>^`{|}".contains(&b) {
+                    push_escape(out, b);
+                } else {
+                    out.push(b);
+                }
+                i = i.saturating_add(1);
+            }
+        }
+    }
+    // Replace lone `%` from the back so earlier positions stay valid.
+    for at in lone.into_iter().rev() {
+        let next = |k: usize| out.get(at.saturating_add(k)).copied().and_then(hex_value);
+        if next(1).is_some() && next(2).is_some() {
+            out.splice(at..at.saturating_add(1), *b"%25");
+        }
+    }
+    Some(())
+}
+
+fn push_escape(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push(b'%');
+    out.push(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0'));
+    out.push(HEX.get(usize::from(b & 15)).copied().unwrap_or(b'0'));
+}
+
+fn hex_value(c: u8) -> Option<u8> {
+    char::from(c)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// Details of Envoy's 403 to an Upgrade without `upgrade_configs`.
@@ -1123,6 +1354,165 @@ mod tests {
         assert_eq!(r.authority.as_deref(), Some(&b"a:443"[..]));
     }
 
+    /// Measured on Envoy 1.40.0 with `normalize_path`, `merge_slashes` and
+    /// `REJECT_REQUEST` (what an echo upstream received; `None`: 400
+    /// `path_normalization_failed`).
+    #[test]
+    fn shipped_path_settings_as_envoy_applies_them() {
+        let shipped = PathSettings {
+            normalize_path: true,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
+        };
+        let cases: &[(&str, Option<&str>)] = &[
+            ("/a/../b", Some("/b")),
+            ("/a\\..\\b", Some("/b")),
+            ("/a/%2e%2e/b", Some("/b")),
+            ("/x/..;/admin", Some("/admin")),
+            ("/x/..;a/y", Some("/y")),
+            ("/x/.;a/y", Some("/x/y")),
+            ("/a/..;x;y/b", Some("/b")),
+            ("/a/.;x/../b", Some("/b")),
+            ("/a/b/..;", Some("/a/")),
+            ("/a/%2e;x/b", Some("/a/.;x/b")),
+            ("/a/.%2e;x/b", Some("/a/..;x/b")),
+            ("/a/x.;y/b", Some("/a/x.;y/b")),
+            ("/a/..%3B/b", Some("/a/..%3B/b")),
+            ("/;/admin", Some("/;/admin")),
+            ("/%41dmin", Some("/Admin")),
+            ("//a//b/", Some("/a/b/")),
+            ("/x//../admin", Some("/x/admin")),
+            ("/a/b/..//c", Some("/a/c")),
+            ("//../a", Some("/a")),
+            ("/a?b/../c", Some("/a?b/../c")),
+            ("/a?x=%2F&y=%00", Some("/a?x=%2F&y=%00")),
+            ("/a%zz", Some("/a%zz")),
+            ("/a%2", Some("/a%2")),
+            ("/a%7e%7E", Some("/a~~")),
+            ("/a\"<>`{}|^", Some("/a%22%3C%3E%60%7B%7D%7C%5E")),
+            ("/a%C3%A9%c0%af%25%20", Some("/a%C3%A9%c0%af%25%20")),
+            ("/a/./b/.", Some("/a/b/")),
+            ("/a/..", Some("/")),
+            ("/..", Some("/")),
+            ("/a/.%2E", Some("/")),
+            ("/a/..%2e", Some("/a/...")),
+            ("/a/.../../b", Some("/a/b")),
+            ("/a%2%32F", Some("/a%2522F")),
+            ("/a%%341", Some("/a%2541")),
+            ("/a%4%31", Some("/a%2541")),
+            ("/admin%00", None),
+            ("/a%2fb", None),
+            ("/a%2Fb", None),
+            ("/a%5cb", None),
+            ("/a%5Cb", None),
+            ("/a/..%2F", None),
+        ];
+        for (raw, want) in cases {
+            let got = apply_path_settings(raw.as_bytes(), &shipped);
+            match (want, got) {
+                (Some(want), Ok(got)) => assert_eq!(String::from_utf8_lossy(&got), *want, "{raw}"),
+                (None, Err(reply)) => assert_eq!(
+                    (reply.status, reply.details),
+                    (400, "path_normalization_failed"),
+                    "{raw}"
+                ),
+                (want, got) => panic!("{raw}: want {want:?}, got {got:?}"),
+            }
+            // Through the whole model, with and without the settings.
+            let head = format!("GET {raw} HTTP/1.1\r\nHost: a\r\n\r\n");
+            let limits = Limits {
+                path: shipped,
+                ..Limits::default()
+            };
+            match (want, parse(head.as_bytes(), &limits)) {
+                (Some(want), Outcome::Request(r)) => {
+                    assert_eq!(r.path.as_deref(), Some(want.as_bytes()))
+                }
+                (None, Outcome::Local(reply)) => assert_eq!(reply.status, 400),
+                (want, got) => panic!("{raw}: want {want:?}, got {got:?}"),
+            }
+            assert_eq!(
+                request(head.as_bytes()).path.as_deref(),
+                Some(raw.as_bytes()),
+                "defaults change nothing"
+            );
+        }
+        // Each setting on its own.
+        let only = |normalize_path, merge_slashes, reject: bool, raw: &str| {
+            let escaped_slashes = if reject {
+                EscapedSlashes::Reject
+            } else {
+                EscapedSlashes::Keep
+            };
+            apply_path_settings(
+                raw.as_bytes(),
+                &PathSettings {
+                    normalize_path,
+                    merge_slashes,
+                    escaped_slashes,
+                },
+            )
+            .map(|p| String::from_utf8_lossy(&p).into_owned())
+            .map_err(|r| r.status)
+        };
+        assert_eq!(
+            only(false, true, false, "//a/./%2F//b?x//y"),
+            Ok("/a/./%2F/b?x//y".into())
+        );
+        assert_eq!(only(false, false, true, "/a/../%2F"), Err(400));
+        assert_eq!(
+            only(false, false, true, "/a/../%00"),
+            Ok("/a/../%00".into())
+        );
+        assert_eq!(
+            only(true, false, false, "//a/%2F/../%5C"),
+            Ok("//a/%5C".into())
+        );
+        assert_eq!(only(true, false, false, "/%00"), Err(400));
+    }
+
+    /// Measured on Envoy 1.40.0 with `normalize_path` + `merge_slashes` and
+    /// the unescape actions: FORWARD hands the filter the unescaped,
+    /// normalised path; REDIRECT answers 307 with it as `Location`.
+    #[test]
+    fn unescape_actions_as_envoy_applies_them() {
+        let cases: &[(&str, &str)] = &[
+            ("/a%2Fb", "/a/b"),
+            ("/a%2fb/../c", "/a/c"),
+            ("/a%5Cb", "/a/b"),
+            ("/a%5c..%5cb", "/b"),
+            ("/x/..%2fadmin", "/admin"),
+            ("/a%2F%2F/b", "/a/b"),
+            ("/a%2F?x=%2F", "/a/?x=%2F"),
+            ("/%2F%2E%2E/x", "/x"),
+        ];
+        let with = |escaped_slashes| PathSettings {
+            normalize_path: true,
+            merge_slashes: true,
+            escaped_slashes,
+        };
+        for (raw, want) in cases {
+            let got = apply_path_settings(raw.as_bytes(), &with(EscapedSlashes::Forward)).unwrap();
+            assert_eq!(String::from_utf8_lossy(&got), *want, "{raw}");
+            let reply =
+                apply_path_settings(raw.as_bytes(), &with(EscapedSlashes::Redirect)).unwrap_err();
+            assert_eq!(
+                (reply.status, reply.details),
+                (307, "path_normalization_failed"),
+                "{raw}"
+            );
+        }
+        for action in [EscapedSlashes::Forward, EscapedSlashes::Redirect] {
+            for (raw, want) in [("/a?x=%2F", "/a?x=%2F"), ("/a%252Fb", "/a%252Fb")] {
+                let got = apply_path_settings(raw.as_bytes(), &with(action)).unwrap();
+                assert_eq!(String::from_utf8_lossy(&got), want, "{raw}");
+            }
+            // A failed normalisation wins over the redirect.
+            let reply = apply_path_settings(b"/a%00%2F", &with(action)).unwrap_err();
+            assert_eq!(reply.status, 400);
+        }
+    }
+
     impl Outcome {
         fn status_or_zero(&self) -> u16 {
             match self {
@@ -1196,9 +1586,33 @@ mod props {
         #[test]
         fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..400),
                         max in 0usize..200, headers in 0usize..5, ten in any::<bool>()) {
-            let limits = Limits { max_head_bytes: max, max_headers: headers, accept_http_10: ten };
+            let limits = Limits { max_head_bytes: max, max_headers: headers, accept_http_10: ten, path: PathSettings::default() };
             let _ = parse(&data, &limits);
             let _ = parse(&data, &Limits::default());
+        }
+
+        /// Path settings never panic, keep the query as sent and, with
+        /// `merge_slashes`, leave no `//` in the path.
+        #[test]
+        fn path_settings_never_panic(path in "(/|\\\\|\\.|;|%|%2[eEfF]|%5[cC]|%00|%41|[a-z0-9]){0,24}",
+                                     query in proptest::option::of("[a-z%/.]{0,6}"),
+                                     normalize_path in any::<bool>(), merge_slashes in any::<bool>(),
+                                     action in 0usize..4) {
+            let escaped_slashes = [EscapedSlashes::Keep, EscapedSlashes::Reject, EscapedSlashes::Forward, EscapedSlashes::Redirect][action];
+            let settings = PathSettings { normalize_path, merge_slashes, escaped_slashes };
+            let mut target = format!("/{path}");
+            if let Some(q) = &query {
+                target.push('?');
+                target.push_str(q);
+            }
+            if let Ok(out) = apply_path_settings(target.as_bytes(), &settings) {
+                let (p, q) = out.split_at(out.iter().position(|b| *b == b'?').unwrap_or(out.len()));
+                prop_assert_eq!(q, target.find('?').map_or(&b""[..], |at| &target.as_bytes()[at..]));
+                prop_assert!(p.starts_with(b"/"));
+                if merge_slashes {
+                    prop_assert!(!p.windows(2).any(|w| w == b"//"), "{:?}", String::from_utf8_lossy(&out));
+                }
+            }
         }
 
         /// The L4 inspector may close on a partial head only if Envoy refuses

@@ -36,6 +36,48 @@ pub struct L4Config {
     /// With `malformed: close`, a request head longer than this is closed
     /// (Envoy answers 431 above `max_request_headers_kb`, default 60 KiB).
     pub max_head_bytes: u32,
+    /// With `malformed: close`, the HCM's path settings, so that the requests
+    /// Envoy answers itself because of them are closed too. Set them to what
+    /// the HTTP connection manager behind this filter sets.
+    pub hcm: HcmPaths,
+}
+
+/// The HTTP connection manager's path settings, with Envoy's field names and
+/// defaults (all off).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HcmPaths {
+    pub normalize_path: bool,
+    pub merge_slashes: bool,
+    pub path_with_escaped_slashes_action: EscapedSlashes,
+}
+
+/// `path_with_escaped_slashes_action`, Envoy's names.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EscapedSlashes {
+    #[default]
+    #[serde(alias = "IMPLEMENTATION_SPECIFIC_DEFAULT")]
+    KeepUnchanged,
+    RejectRequest,
+    UnescapeAndForward,
+    UnescapeAndRedirect,
+}
+
+impl HcmPaths {
+    /// As the codec model takes them.
+    pub fn settings(&self) -> http1::PathSettings {
+        http1::PathSettings {
+            normalize_path: self.normalize_path,
+            merge_slashes: self.merge_slashes,
+            escaped_slashes: match self.path_with_escaped_slashes_action {
+                EscapedSlashes::KeepUnchanged => http1::EscapedSlashes::Keep,
+                EscapedSlashes::RejectRequest => http1::EscapedSlashes::Reject,
+                EscapedSlashes::UnescapeAndForward => http1::EscapedSlashes::Forward,
+                EscapedSlashes::UnescapeAndRedirect => http1::EscapedSlashes::Redirect,
+            },
+        }
+    }
 }
 
 impl Default for L4Config {
@@ -44,6 +86,7 @@ impl Default for L4Config {
             malformed: Malformed::Pass,
             http10: Http10::Close,
             max_head_bytes: 60 * 1024,
+            hcm: HcmPaths::default(),
         }
     }
 }
@@ -149,6 +192,7 @@ pub struct Inspector {
     state: State,
     max_head: usize,
     http10: Http10,
+    paths: http1::PathSettings,
 }
 
 impl Inspector {
@@ -158,6 +202,7 @@ impl Inspector {
             state: State::Head,
             max_head: usize::try_from(config.max_head_bytes).unwrap_or(usize::MAX),
             http10: config.http10,
+            paths: config.hcm.settings(),
         })
     }
 
@@ -193,6 +238,7 @@ impl Inspector {
             max_head_bytes: self.max_head,
             max_headers: MAX_HEADERS,
             accept_http_10: self.http10 == Http10::Pass,
+            path: self.paths,
         };
         match http1::parse(data, &limits) {
             Outcome::Http2 => {
@@ -240,6 +286,67 @@ mod tests {
             ..L4Config::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn hcm_path_settings_close_what_envoy_rejects() {
+        let c = L4Config::from_json(
+            br#"{"malformed": "close", "hcm": {"normalize_path": true, "merge_slashes": true, "path_with_escaped_slashes_action": "REJECT_REQUEST"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.hcm.settings(),
+            http1::PathSettings {
+                normalize_path: true,
+                merge_slashes: true,
+                escaped_slashes: http1::EscapedSlashes::Reject
+            }
+        );
+        let mut shipped = Inspector::new(&c).unwrap();
+        let mut default = inspector();
+        for path in ["/a%2Fb", "/a%2fb", "/a%5Cb", "/a%5cb", "/admin%00"] {
+            let head = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(
+                shipped.clone().inspect(head.as_bytes(), false),
+                Step::Close(Reason::Envoy(
+                    http1::apply_path_settings(path.as_bytes(), &c.hcm.settings()).unwrap_err()
+                )),
+                "{path}"
+            );
+            assert_eq!(
+                default.inspect(head.as_bytes(), false),
+                Step::Pass,
+                "{path}"
+            );
+            default = inspector();
+        }
+        for path in ["/a/../b", "/a?x=%2F", "//a", "/a%2e%41"] {
+            let head = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(
+                shipped.inspect(head.as_bytes(), false),
+                Step::Pass,
+                "{path}"
+            );
+        }
+        let default_action = L4Config::from_json(
+            br#"{"hcm": {"path_with_escaped_slashes_action": "IMPLEMENTATION_SPECIFIC_DEFAULT"}}"#,
+        )
+        .unwrap();
+        assert_eq!(default_action.hcm, HcmPaths::default());
+        for (bad, path) in [
+            (
+                &br#"{"hcm": {"path_with_escaped_slashes_action": "REJECT"}}"#[..],
+                "hcm.path_with_escaped_slashes_action",
+            ),
+            (
+                br#"{"hcm": {"normalize_path": "yes"}}"#,
+                "hcm.normalize_path",
+            ),
+            (br#"{"hcm": {"normalise_path": true}}"#, "hcm"),
+        ] {
+            let err = L4Config::from_json(bad).unwrap_err();
+            assert!(err.to_string().contains(path), "{err}");
+        }
     }
 
     fn once(data: &[u8]) -> Step {

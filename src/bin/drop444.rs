@@ -11,7 +11,10 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use drop444::engine::request::{client_from_xff, normalize_path, parse_address, split_target};
+use drop444::engine::request::{
+    client_from_xff, normalize_path, normalize_path_as, parse_address, parse_query_as,
+    split_target, PathReading, QueryReading,
+};
 use drop444::engine::{classify_host, presets, Action, Decision, Engine, HeaderList, HostForm};
 use drop444::http1;
 
@@ -22,8 +25,13 @@ const USAGE: &str = "usage:
   drop444 explain CONFIG --raw < request.txt     (a raw HTTP/1.x request head on stdin)
   drop444 presets
 
+Envoy's HTTP connection manager path settings (default: off / KEEP_UNCHANGED, as in Envoy),
+applied to --path and --raw before the filter sees the path:
+  --normalize-path  --merge-slashes
+  --escaped-slashes KEEP_UNCHANGED|REJECT_REQUEST|UNESCAPE_AND_FORWARD|UNESCAPE_AND_REDIRECT
+
 CONFIG is the plugin configuration as a JSON file, or - for stdin.
---raw reads the request the way Envoy 1.40's HTTP/1 codec does (default settings): repeated
+--raw reads the request the way Envoy 1.40's HTTP/1 codec does (the path flags above, else defaults): repeated
 Host lines joined, an absolute-form target's authority used, folded lines joined, and the
 requests Envoy answers itself (400, 426, 431, ...) reported as such.
 Exit status: 0 valid / request passes; 1 invalid configuration or usage; 2 request is dropped;
@@ -124,6 +132,8 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
         protocol: "HTTP/1.1".into(),
         ..Request::default()
     };
+    let mut paths = http1::PathSettings::default();
+    let mut raw = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -148,37 +158,60 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
                     v.trim().as_bytes().to_vec(),
                 ));
             }
-            "--raw" => {
-                if let Some(reply) = parse_raw(&read_input("-")?, &mut request)? {
-                    println!(
-                        "ENVOY {}: Envoy answers {} itself ({}, response code details `{}`); the filter never runs",
-                        reply.status, reply.status, reply.why, reply.details
-                    );
-                    return Ok(ExitCode::from(3));
-                }
+            "--raw" => raw = true,
+            "--normalize-path" => paths.normalize_path = true,
+            "--merge-slashes" => paths.merge_slashes = true,
+            "--escaped-slashes" => {
+                let action = value()?;
+                paths.escaped_slashes = http1::EscapedSlashes::from_envoy(&action).ok_or(format!(
+                    "--escaped-slashes: {action:?} is not a path_with_escaped_slashes_action\n{USAGE}"
+                ))?;
             }
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
     }
+    let envoy_answers = if raw {
+        parse_raw(&read_input("-")?, &mut request, paths)?
+    } else if request.target.is_empty() {
+        None
+    } else {
+        match http1::apply_path_settings(&request.target, &paths) {
+            Ok(path) => {
+                request.target = path;
+                None
+            }
+            Err(reply) => Some(reply),
+        }
+    };
+    if let Some(reply) = envoy_answers {
+        println!(
+            "ENVOY {}: Envoy answers {} itself ({}, response code details `{}`); the filter never runs",
+            reply.status, reply.status, reply.why, reply.details
+        );
+        return Ok(ExitCode::from(3));
+    }
 
-    let mut source = HeaderList::new()
-        .with(":method", &request.method)
-        .with(":scheme", &request.scheme)
-        .protocol(&request.protocol);
-    // CONNECT has no :path.
-    if !request.target.is_empty() {
-        source = source.with(":path", &request.target);
-    }
-    if let Some(host) = &request.host {
-        source = source.with(":authority", host);
-    }
-    for (name, value) in &request.headers {
-        source = source.with(name, value);
-    }
-    if let Some(peer) = &request.peer {
-        source = source.peer(peer);
-    }
-    let verdict = engine.decide(&mut source.clone());
+    let build = |target: &[u8]| {
+        let mut source = HeaderList::new()
+            .with(":method", &request.method)
+            .with(":scheme", &request.scheme)
+            .protocol(&request.protocol);
+        // CONNECT has no :path.
+        if !target.is_empty() {
+            source = source.with(":path", target);
+        }
+        if let Some(host) = &request.host {
+            source = source.with(":authority", host);
+        }
+        for (name, value) in &request.headers {
+            source = source.with(name, value);
+        }
+        if let Some(peer) = &request.peer {
+            source = source.peer(peer);
+        }
+        source
+    };
+    let verdict = engine.decide(&mut build(&request.target));
 
     println!("request as drop444 sees it:");
     println!("  method      {}", request.method);
@@ -190,6 +223,67 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
     );
     if let Some(q) = query {
         println!("  query       {}", show(q));
+    }
+    // Every distinct reading the engine considers (docs/configuration.md):
+    // drop and log conditions match on any, allow conditions on every one.
+    let mut readings: Vec<(&str, Vec<u8>)> = vec![
+        (PathReading::Decoded.name(), normalize_path(raw_path)),
+        ("as Envoy forwards it", raw_path.to_vec()),
+    ];
+    for reading in PathReading::may_differ(raw_path) {
+        readings.push((reading.name(), normalize_path_as(raw_path, reading)));
+    }
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    println!(
+        "  path readings (a drop rule matching any of them drops; an allow rule must match all):"
+    );
+    for (name, value) in readings {
+        if seen.contains(&value) {
+            continue;
+        }
+        // The decision on this reading alone, where it has no further
+        // readings of its own (else it cannot be told apart).
+        let alone = if PathReading::may_differ(&value).next().is_none()
+            && normalize_path(&value) == value
+        {
+            let mut target = value.clone();
+            if let Some(q) = query {
+                target.push(b'?');
+                target.extend_from_slice(q);
+            }
+            match engine.decide(&mut build(&target)).decision {
+                Decision::Drop { rule } | Decision::DryRun { rule } => {
+                    format!("drop rule `{rule}` matches")
+                }
+                Decision::Allow { rule } => format!("allow rule `{rule}` matches"),
+                Decision::Pass => "no rule matches".into(),
+            }
+        } else {
+            "(has readings of its own)".into()
+        };
+        println!("    {:<48} {}  -> {alone}", name, show(&value));
+        seen.push(value);
+    }
+    if let Some(q) = query {
+        for (name, reading) in [
+            ("query, form-decoded (main)", QueryReading::Form),
+            ("query, percent-decoded, + kept", QueryReading::Percent),
+            ("query, raw", QueryReading::Raw),
+        ] {
+            let pairs = parse_query_as(q, reading);
+            let shown: Vec<String> = pairs
+                .iter()
+                .map(|(n, v)| format!("{}={}", show(n), show(v)))
+                .collect();
+            println!("    {name:<48} {}", shown.join(" & "));
+        }
+    }
+    if request.method.bytes().any(|b| b.is_ascii_lowercase()) {
+        println!(
+            "  method readings: {} and {} (method rules match either)",
+            request.method,
+            request.method.to_ascii_uppercase()
+        );
     }
     let form = classify_host(request.host.as_deref());
     let kind = match &form {
@@ -274,11 +368,19 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
 
 /// Reads a raw HTTP/1.x request head as Envoy's HTTP/1 codec presents it to
 /// the filters (`drop444::http1`). `Some` when Envoy answers it itself.
-fn parse_raw(raw: &[u8], request: &mut Request) -> Result<Option<http1::LocalReply>, String> {
+fn parse_raw(
+    raw: &[u8],
+    request: &mut Request,
+    path: http1::PathSettings,
+) -> Result<Option<http1::LocalReply>, String> {
+    let limits = http1::Limits {
+        path,
+        ..http1::Limits::default()
+    };
     // A head typed in a shell may lack the final empty line.
     let mut owned;
     let mut input = raw;
-    if let http1::Outcome::Incomplete = http1::parse(raw, &http1::Limits::default()) {
+    if let http1::Outcome::Incomplete = http1::parse(raw, &limits) {
         owned = raw.to_vec();
         owned.extend_from_slice(if raw.ends_with(b"\n") {
             b"\r\n"
@@ -287,7 +389,7 @@ fn parse_raw(raw: &[u8], request: &mut Request) -> Result<Option<http1::LocalRep
         });
         input = &owned;
     }
-    match http1::parse(input, &http1::Limits::default()) {
+    match http1::parse(input, &limits) {
         http1::Outcome::Incomplete => Err("the raw request is not a complete HTTP/1 request head".into()),
         http1::Outcome::Http2 => Err("the raw request starts like the HTTP/2 preface: Envoy would speak HTTP/2; --raw models HTTP/1 only".into()),
         http1::Outcome::Local(reply) => Ok(Some(reply)),

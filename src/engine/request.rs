@@ -110,6 +110,19 @@ impl PathReading {
     }
 }
 
+impl PathReading {
+    /// Its name for people (`drop444 explain`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PathReading::Decoded => "decoded, dot segments removed (main)",
+            PathReading::Rfc3986 => "unreserved decoded only (Envoy normalize_path)",
+            PathReading::BackslashLiteral => "decoded, \\ literal",
+            PathReading::ParamsStripped => "; parameters stripped",
+            PathReading::DecodedTwice => "decoded twice",
+        }
+    }
+}
+
 /// Normalises a request path (without query) the main way rules see it:
 /// percent-decoding (once), `\` read as `/`, runs of `/` collapsed, `.` and
 /// `..` segments removed (RFC 3986 §5.2.4, never above the root). The result

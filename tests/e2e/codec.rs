@@ -6,8 +6,11 @@
 //! "Envoy answers NNN itself" Envoy's own NNN.
 //!
 //! The Envoy here is a bare connection manager with Envoy's defaults (no
-//! path normalisation settings), the setup the CLI models; it compares the
-//! CLI with the same engine in Envoy, so it holds whatever the engine decides.
+//! path normalisation settings), the setup the CLI models by default; it
+//! compares the CLI with the same engine in Envoy, so it holds whatever the
+//! engine decides. The corpus runs a second time against an Envoy with the
+//! shipped path settings (`normalize_path`, `merge_slashes`,
+//! `REJECT_REQUEST`) and the CLI with the matching flags.
 
 use std::io::{ErrorKind, Read, Write};
 use std::process::{Command, Stdio};
@@ -132,11 +135,25 @@ pub fn corpus() -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn cli(config: &std::path::Path, request: &[u8]) -> (Verdict, String) {
+/// The CLI flags for the shipped HCM path settings.
+const PATH_FLAGS: &[&str] = &[
+    "--normalize-path",
+    "--merge-slashes",
+    "--escaped-slashes",
+    "REJECT_REQUEST",
+];
+/// The same settings in the HCM.
+const PATH_SETTINGS_YAML: &str = "proxy_100_continue: true
+          normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: REJECT_REQUEST";
+
+fn cli(config: &std::path::Path, flags: &[&str], request: &[u8]) -> (Verdict, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_drop444"))
         .arg("explain")
         .arg(config)
         .arg("--raw")
+        .args(flags)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -224,11 +241,17 @@ fn envoy_verdict(envoy: &Envoy, request: &[u8]) -> Verdict {
     }
 }
 
-/// The bare Envoy with drop444 and `CONFIG`, and the CLI's config file.
-fn start() -> (Envoy, std::path::PathBuf) {
+/// The bare Envoy with drop444 and `CONFIG` (with the shipped path settings
+/// if `paths`), and the CLI's config file.
+fn start(paths: bool) -> (Envoy, std::path::PathBuf) {
     let envoy = Envoy::try_start_with(|dir| {
-        ENVOY_YAML
-            .replace("ACCESS_LOG", &dir.join("access.log").display().to_string())
+        let yaml = if paths {
+            ENVOY_YAML.replace("proxy_100_continue: true", PATH_SETTINGS_YAML)
+        } else {
+            ENVOY_YAML.to_string()
+        };
+        assert_eq!(yaml.contains("normalize_path"), paths);
+        yaml.replace("ACCESS_LOG", &dir.join("access.log").display().to_string())
             .replace("PLUGIN_CONFIG", &serde_json::to_string(CONFIG).unwrap())
             .replace("WASM_FILE", &wasm_path().display().to_string())
     })
@@ -243,12 +266,13 @@ fn start() -> (Envoy, std::path::PathBuf) {
 fn compare(
     envoy: &Envoy,
     config: &std::path::Path,
+    flags: &[&str],
     requests: &[(String, Vec<u8>)],
 ) -> (std::collections::BTreeMap<String, usize>, Vec<String>) {
     let mut disagreements = Vec::new();
     let mut counts = std::collections::BTreeMap::new();
     for (shown, request) in requests {
-        let (predicted, explanation) = cli(config, request);
+        let (predicted, explanation) = cli(config, flags, request);
         let actual = envoy_verdict(envoy, request);
         *counts.entry(format!("{actual:?}")).or_insert(0) += 1;
         if predicted != actual {
@@ -269,7 +293,7 @@ fn cli_raw_verdicts_agree_with_envoy_for_every_byte_at_every_place() {
     if envoy::skip_if_external("starts its own bare Envoy") {
         return;
     }
-    let (envoy, config) = start();
+    let (envoy, config) = start(false);
     let places: [(&str, &str); 7] = [
         ("first", "@GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"),
         ("method", "G@T / HTTP/1.1\r\nHost: example.com\r\n\r\n"),
@@ -295,7 +319,7 @@ fn cli_raw_verdicts_agree_with_envoy_for_every_byte_at_every_place() {
             requests.push((format!("{place} byte {byte:#04x}"), request));
         }
     }
-    let (counts, disagreements) = compare(&envoy, &config, &requests);
+    let (counts, disagreements) = compare(&envoy, &config, &[], &requests);
     println!("{} requests: {counts:?}", requests.len());
     assert!(
         disagreements.is_empty(),
@@ -313,13 +337,43 @@ fn cli_raw_verdicts_agree_with_envoy_case_by_case() {
     }
     let corpus = corpus();
     assert!(corpus.len() >= 150, "corpus has {} requests", corpus.len());
-    let (envoy, config) = start();
-    let (counts, disagreements) = compare(&envoy, &config, &corpus);
+    let (envoy, config) = start(false);
+    let (counts, disagreements) = compare(&envoy, &config, &[], &corpus);
     println!("{} requests: {counts:?}", corpus.len());
     // The corpus exercises all three outcomes.
     for kind in ["Served", "Dropped", "Envoy(400)"] {
         assert!(counts.get(kind).copied().unwrap_or(0) >= 5, "{counts:?}");
     }
+    assert!(
+        disagreements.is_empty(),
+        "{} of {} disagree:\n{}",
+        disagreements.len(),
+        corpus.len(),
+        disagreements.join("\n")
+    );
+}
+
+/// The corpus again, Envoy with the shipped path settings and the CLI with
+/// `--normalize-path --merge-slashes --escaped-slashes REJECT_REQUEST`.
+#[test]
+fn cli_raw_verdicts_agree_with_envoy_with_the_shipped_path_settings() {
+    if envoy::skip_if_external("starts its own bare Envoy") {
+        return;
+    }
+    let corpus = corpus();
+    let (envoy, config) = start(true);
+    let (counts, disagreements) = compare(&envoy, &config, PATH_FLAGS, &corpus);
+    println!("{} requests: {counts:?}", corpus.len());
+    for kind in ["Served", "Dropped", "Envoy(400)"] {
+        assert!(counts.get(kind).copied().unwrap_or(0) >= 5, "{counts:?}");
+    }
+    // The settings change verdicts: without the flags the CLI disagrees.
+    let (_, without_flags) = compare(&envoy, &config, &[], &corpus);
+    println!(
+        "without the flags the CLI disagrees on {}",
+        without_flags.len()
+    );
+    assert!(without_flags.len() >= 10, "{}", without_flags.len());
     assert!(
         disagreements.is_empty(),
         "{} of {} disagree:\n{}",

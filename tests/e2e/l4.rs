@@ -17,7 +17,17 @@ use crate::{assert_dropped, assert_served, BODY, CLOSE_WITHIN, PATIENCE};
 /// The HTTP filter configuration shipped in envoy/envoy-l4.yaml.
 pub const HTTP_CONFIG: &str = r#"{"rules": [{"name": "kill", "header": "x-kill", "present": true, "scope": "connection"}, {"name": "probe", "header": "x-probe", "present": true}]}"#;
 /// The L4 configuration shipped in envoy/envoy-l4.yaml.
-pub const L4_CONFIG: &str = r#"{"malformed": "close"}"#;
+pub const L4_CONFIG: &str = r#"{"malformed": "close", "hcm": {"normalize_path": true, "merge_slashes": true, "path_with_escaped_slashes_action": "REJECT_REQUEST"}}"#;
+
+/// The codec model's limits with the shipped L4 configuration's `hcm` path
+/// settings (the same as the shipped HCM's).
+fn shipped_limits() -> http1::Limits {
+    let config = drop444::l4core::L4Config::from_json(L4_CONFIG.as_bytes()).unwrap();
+    http1::Limits {
+        path: config.hcm.settings(),
+        ..http1::Limits::default()
+    }
+}
 
 /// `envoy/envoy-l4.yaml` with ports, wasm path, the two plugin configurations
 /// and the access log substituted.
@@ -454,6 +464,14 @@ fn envoy_own_replies() -> Vec<(&'static str, Vec<u8>, u16, &'static str)> {
         ("Connection nominates X-Forwarded-For", c(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: x-forwarded-for\r\n\r\n"), 400, "http1.connection_header_rejected"),
         ("Connection with 10 tokens", c(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: a,b,c,d,e,f,g,h,i,j\r\n\r\n"), 400, "http1.connection_header_rejected"),
         ("QUERY without Content-Type", c(b"QUERY / HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "query_missing_content_type"),
+        // The shipped HCM's path settings (docs/path-safety.md).
+        ("escaped slash %2F", c(b"GET /a%2Fb HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "path_normalization_failed"),
+        ("escaped slash %2f", c(b"GET /admin/..%2fx HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "path_normalization_failed"),
+        ("escaped backslash %5C", c(b"GET /%5Cadmin HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "path_normalization_failed"),
+        ("escaped backslash %5c", c(b"GET /a%5cb?x HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "path_normalization_failed"),
+        ("escaped slash, absolute form", c(b"GET http://localhost/a%2fb HTTP/1.1\r\n\r\n"), 400, "path_normalization_failed"),
+        ("escaped NUL", c(b"GET /admin%00 HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "path_normalization_failed"),
+        ("escaped NUL before dot segments", c(b"GET /a%00/../b HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400, "path_normalization_failed"),
     ]
 }
 
@@ -468,7 +486,7 @@ fn envoy_answers_each_class_itself_as_the_codec_model_predicts() {
     let cases = envoy_own_replies();
     let envoy = start_l4(HTTP_CONFIG, r#"{"malformed": "pass"}"#).unwrap();
     for (class, request, status, details) in &cases {
-        let predicted = match http1::parse(request, &http1::Limits::default()) {
+        let predicted = match http1::parse(request, &shipped_limits()) {
             http1::Outcome::Local(reply) => (reply.status, reply.details),
             other => panic!("{class}: model says {other:?}"),
         };
@@ -484,6 +502,24 @@ fn envoy_answers_each_class_itself_as_the_codec_model_predicts() {
             line.contains(&format!(" {status} {details} drop444=")),
             "{class}: want {status} {details}: {line}"
         );
+    }
+}
+
+/// `malformed: close` without `hcm` keeps modelling Envoy's default path
+/// settings: with the shipped HCM's settings, an escaped slash still gets
+/// Envoy's own 400 (the reason `hcm` exists).
+#[test]
+fn malformed_close_without_hcm_leaves_path_rejections_to_envoy() {
+    if envoy::skip_if_external("starts its own Envoy with the L4 plugin") {
+        return;
+    }
+    let envoy = start_l4(HTTP_CONFIG, r#"{"malformed": "close"}"#).unwrap();
+    for request in [
+        &b"GET /a%2Fb HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
+        b"GET /admin%00 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    ] {
+        let got = response_to(envoy.addr, request).map(|(s, _)| s);
+        assert_eq!(got, Some(400), "{:?}", String::from_utf8_lossy(request));
     }
 }
 
@@ -511,7 +547,23 @@ fn malformed_close_closes_every_class_envoy_answers_itself() {
         b"\r\nGET  /  HTTP/1.1\nHost: localhost\n\n",
         b"QUERY / HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
+        // Path look-alikes the shipped path settings accept.
+        b"GET /a/../b HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET /a?x=%2F&y=%00&z=%5c HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET /a%252Fb HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET /a%2b%3A%20%C3%A9%2 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET //a/./%2e%2e/b\\c HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET /x/..;/y HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET /a%0Ab%7f HTTP/1.1\r\nHost: localhost\r\n\r\n",
     ] {
+        assert!(
+            matches!(
+                http1::parse(near, &shipped_limits()),
+                http1::Outcome::Request(_)
+            ),
+            "model: {:?}",
+            String::from_utf8_lossy(near)
+        );
         let got = response_to(envoy.addr, near).map(|(s, _)| s);
         assert_eq!(got, Some(200), "{:?}", String::from_utf8_lossy(near));
     }
@@ -525,4 +577,39 @@ fn malformed_close_closes_every_class_envoy_answers_itself() {
         closed
     );
     assert_quiet_log(&envoy, from);
+}
+
+/// The L4 plugin's `hcm` in envoy/envoy-l4.yaml states the HCM's own path
+/// settings in the same file (a change to one must change the other).
+#[test]
+fn shipped_l4_hcm_settings_are_the_hcms() {
+    let yaml = std::fs::read_to_string(envoy::repo_root().join("envoy/envoy-l4.yaml")).unwrap();
+    let field = |name: &str| {
+        let values: Vec<&str> = yaml
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+            .collect();
+        assert_eq!(values.len(), 1, "{name}: {values:?}");
+        values[0].to_string()
+    };
+    let hcm = drop444::l4core::L4Config::from_json(L4_CONFIG.as_bytes())
+        .unwrap()
+        .hcm;
+    let from_yaml = drop444::l4core::L4Config::from_json(
+        format!(
+            r#"{{"hcm": {{"normalize_path": {}, "merge_slashes": {}, "path_with_escaped_slashes_action": "{}"}}}}"#,
+            field("normalize_path"),
+            field("merge_slashes"),
+            field("path_with_escaped_slashes_action")
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+    .hcm;
+    assert_eq!(hcm, from_yaml);
+    assert_eq!(hcm.settings(), shipped_limits().path);
+    assert!(
+        hcm.settings().normalize_path
+            && hcm.settings().escaped_slashes == http1::EscapedSlashes::Reject
+    );
 }
