@@ -731,3 +731,35 @@ fn scope_per_rule_and_for_the_host_policy() {
     assert_eq!(e.scope_of("no-such-rule"), Scope::Stream);
     assert_eq!(engine("").scope_of(builtin::HOST_MISSING), Scope::Stream);
 }
+
+#[test]
+fn a_verdict_carries_the_rule_handle_counters_and_scope_use() {
+    let e = engine(
+        r#"{"rules": [
+            {"name": "watch", "action": "log", "header": "x", "present": true},
+            {"name": "conn", "scope": "connection", "header": "y", "present": true},
+            {"name": "ok", "action": "allow", "header": "z", "present": true}]}"#,
+    );
+    // Ids are positions in evaluation order: the same order as `rules()` and
+    // `stat_names()`, so an adapter indexes its per-rule counters by id.
+    let names: Vec<&str> = e.rules().map(|(name, _)| name).collect();
+    let stat_rules: Vec<&str> = e.stat_names().1.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, stat_rules);
+    let handle = |name: &str| {
+        let id = names.iter().position(|n| *n == name).unwrap();
+        e.rule(u32::try_from(id).unwrap()).unwrap()
+    };
+    let v = e.decide(&mut host("example.com").with("x", "1").with("y", "1"));
+    assert_eq!(v.decision, Decision::Drop { rule: "conn" });
+    assert_eq!(v.rule, Some(handle("conn")));
+    assert_eq!(v.rule.map(|r| r.scope), Some(Scope::Connection));
+    assert_eq!(v.logged, ["watch"]);
+    assert_eq!(v.logged_rules, [handle("watch")]);
+    assert_eq!(handle("watch").scope, Scope::Stream);
+
+    let v = e.decide(&mut host("example.com").with("z", "1").with("y", "1"));
+    assert_eq!(v.rule, Some(handle("ok")));
+    let v = e.decide(&mut host("example.com"));
+    assert_eq!((v.decision, v.rule), (Decision::Pass, None));
+    assert_eq!(e.rule(u32::MAX), None);
+}
