@@ -36,6 +36,10 @@ pub struct L4Config {
     /// With `malformed: close`, a request head longer than this is closed
     /// (Envoy answers 431 above `max_request_headers_kb`, default 60 KiB).
     pub max_head_bytes: u32,
+    /// The name of the HTTP drop444 plugin (same VM) whose connection-scope
+    /// `client_ip` rules are applied when a connection opens: a refused
+    /// connection is closed before a byte is read. Unset: none.
+    pub refuse_at_accept: Option<String>,
 }
 
 impl Default for L4Config {
@@ -44,6 +48,7 @@ impl Default for L4Config {
             malformed: Malformed::Pass,
             http10: Http10::Close,
             max_head_bytes: 60 * 1024,
+            refuse_at_accept: None,
         }
     }
 }
