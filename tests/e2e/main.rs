@@ -28,6 +28,7 @@ mod operations;
 mod ratelimit;
 mod serve;
 mod soak;
+mod tarpit;
 mod tls;
 mod upstream;
 mod wire;
