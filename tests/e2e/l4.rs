@@ -17,7 +17,7 @@ use crate::{assert_dropped, assert_served, BODY, CLOSE_WITHIN, PATIENCE};
 /// The HTTP filter configuration shipped in envoy/envoy-l4.yaml.
 pub const HTTP_CONFIG: &str = r#"{"rules": [{"name": "kill", "header": "x-kill", "present": true, "scope": "connection"}, {"name": "probe", "header": "x-probe", "present": true}]}"#;
 /// The L4 configuration shipped in envoy/envoy-l4.yaml.
-pub const L4_CONFIG: &str = r#"{"malformed": "close"}"#;
+pub const L4_CONFIG: &str = r#"{"malformed": "close", "refuse_at_accept": "drop444"}"#;
 
 /// `envoy/envoy-l4.yaml` with ports, wasm path, the two plugin configurations
 /// and the access log substituted.

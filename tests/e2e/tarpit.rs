@@ -291,3 +291,71 @@ fn without_refuse_at_accept_the_http_filter_decides() {
     assert_eq!(envoy.counter("wasmcustom.drop444.refused_at_accept"), 0);
     assert_eq!(envoy.counter("wasmcustom.drop444.requests_dropped"), 1);
 }
+
+/// Envoy's own timeouts set shorter than a tarpit (1 s against 3 s): the
+/// stream ones answer the held request themselves with a status (a byte, so
+/// the shipped configurations keep them above the 60 s a tarpit can last:
+/// docs/operations.md, "Tarpit and Envoy's timeouts"); the connection idle
+/// timeout and the request-headers timeout do not apply to a held request
+/// (it is active, and its headers are complete), and it stays silent.
+#[test]
+fn envoy_timeouts_shorter_than_a_tarpit_answer_it() {
+    if skip() {
+        return;
+    }
+    let config = r#"{"rules": [{"name": "slow", "header": "x-slow", "present": true, "tarpit": "3s"}]}"#;
+    let insert = |line: &str| {
+        (
+            "delayed_close_timeout: 0s",
+            format!("delayed_close_timeout: 0s\n          {line}"),
+        )
+    };
+    for ((from, to), expected) in [
+        (
+            ("stream_idle_timeout: 300s", "stream_idle_timeout: 1s".to_string()),
+            Some("HTTP/1.1 504"),
+        ),
+        (
+            ("request_timeout: 0s", "request_timeout: 1s".to_string()),
+            Some("HTTP/1.1 504"),
+        ),
+        (
+            insert("common_http_protocol_options: { max_stream_duration: 1s }"),
+            Some("HTTP/1.1 504"),
+        ),
+        (insert("common_http_protocol_options: { idle_timeout: 1s }"), None),
+        (insert("request_headers_timeout: 1s"), None),
+    ] {
+        let setting = to.lines().last().unwrap_or_default().trim().to_string();
+        let envoy = Envoy::try_start_with(|dir| {
+            let text = crate::envoy::render_config(config, &dir.join("access.log"));
+            assert_eq!(text.matches(from).count(), 1, "envoy/envoy.yaml: `{from}`");
+            text.replacen(from, &to, 1)
+        })
+        .unwrap_or_else(|log| panic!("{setting}: {log}"));
+        let mut stream = connect(envoy.addr);
+        stream
+            .write_all(&get(Some("localhost"), &["X-Slow: 1"]))
+            .unwrap();
+        // Until the first bytes (or the close): when did Envoy answer?
+        let start = Instant::now();
+        let mut out = read_until_close(&mut stream, Duration::from_millis(50));
+        while out.bytes.is_empty() && out.end == End::StillOpen && start.elapsed() < 2 * PATIENCE {
+            out = read_until_close(&mut stream, Duration::from_millis(50));
+        }
+        let elapsed = start.elapsed();
+        let text = String::from_utf8_lossy(&out.bytes);
+        println!("{setting}: after {elapsed:?}: {:?}", text.lines().next());
+        match expected {
+            Some(status) => {
+                assert!(text.starts_with(status), "{setting}: {out:?} {text}");
+                assert!(elapsed < Duration::from_secs(2), "{setting}: {elapsed:?}");
+            }
+            None => {
+                assert!(out.bytes.is_empty(), "{setting}: {text}");
+                assert_eq!(out.end, End::Fin, "{setting}");
+                assert!(elapsed >= Duration::from_millis(2400), "{setting}: {elapsed:?}");
+            }
+        }
+    }
+}
