@@ -359,3 +359,100 @@ fn envoy_timeouts_shorter_than_a_tarpit_answer_it() {
         }
     }
 }
+
+/// 10,000 tarpitted requests whose clients give up at once (a 60 s tarpit,
+/// so only the client leaving can release them), in 5 rounds of 2,000 from
+/// 4 threads, bounded in count and time: every one is held, none overflows
+/// the bound of 256 (each abandoned request was released), and once Envoy
+/// has let go of each round's connections its memory (tcmalloc `allocated`,
+/// and the process RSS outside tcmalloc's heap, where the wasm VM lives) is
+/// where it was after the first round. (During a round Envoy's memory follows the connections in
+/// flight; settled after each round is the comparison that shows a leak.)
+#[test]
+fn tarpit_soak_abandoned_requests_leave_memory_flat() {
+    use crate::soak::{envoy_pid, sample, Sample};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    if skip() {
+        return;
+    }
+    const ROUNDS: u64 = 5;
+    const PER_ROUND: u64 = 2_000;
+    const THREADS: u64 = 4;
+    let envoy = Envoy::start(
+        r#"{"max_tarpitted": 256, "rules": [{"name": "slow", "header": "x-slow", "present": true, "tarpit": "60s"}]}"#,
+    );
+    let pid = envoy_pid(&envoy);
+    let started = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut settled: Vec<Sample> = Vec::new();
+    for round in 1..=ROUNDS {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (addr, sent) = (envoy.addr, Arc::clone(&sent));
+                std::thread::spawn(move || {
+                    let request = get(Some("localhost"), &["X-Slow: 1"]);
+                    for _ in 0..PER_ROUND / THREADS {
+                        if started.elapsed() > Duration::from_secs(120) {
+                            return;
+                        }
+                        let mut s = connect(addr);
+                        s.write_all(&request).unwrap();
+                        drop(s);
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(sent.load(Ordering::Relaxed), round * PER_ROUND, "not all sent in time");
+        envoy.wait_counters_flushed(round * PER_ROUND);
+        // Every held request is gone from Envoy, long before its 60 s.
+        let deadline = Instant::now() + PATIENCE;
+        while envoy.counter("http.ingress_http.downstream_cx_active") > 0 {
+            assert!(Instant::now() < deadline, "connections still active");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        settled.push(sample(&envoy, pid, started, round * PER_ROUND));
+    }
+    let held = envoy.counter("wasmcustom.drop444.tarpitted");
+    let overflow = envoy.counter("wasmcustom.drop444.tarpit_overflow");
+    let mib = |b: f64| b / 1024.0 / 1024.0;
+    println!(
+        "tarpit soak: {} abandoned in {:?}: held {held}, overflow {overflow}",
+        ROUNDS * PER_ROUND,
+        started.elapsed()
+    );
+    for s in &settled {
+        println!(
+            "  after {:>5}: allocated {:.2} MiB, heap_size {:.2} MiB, rss {:.2} MiB, rss outside tcmalloc {:.2} MiB",
+            s.requests,
+            mib(s.allocated),
+            mib(s.heap),
+            mib(s.rss),
+            mib(s.rss - s.heap)
+        );
+    }
+    assert_eq!((held, overflow), (ROUNDS * PER_ROUND, 0));
+    let first = settled.first().copied().expect("a sample");
+    for s in &settled {
+        assert!(
+            s.allocated - first.allocated <= 2.0 * 1024.0 * 1024.0,
+            "allocated grew {:.2} MiB by {} requests",
+            mib(s.allocated - first.allocated),
+            s.requests
+        );
+        // RSS minus tcmalloc's heap: the V8 wasm VM's memory among the rest.
+        // (tcmalloc's `heap_size` keeps the pages of each round's peak of
+        // connections in flight; `allocated` says whether they are in use.)
+        let outside = |s: &Sample| s.rss - s.heap;
+        assert!(
+            outside(s) - outside(&first) <= 4.0 * 1024.0 * 1024.0,
+            "rss outside tcmalloc grew {:.2} MiB by {} requests",
+            mib(outside(s) - outside(&first)),
+            s.requests
+        );
+    }
+}
