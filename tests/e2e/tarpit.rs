@@ -456,3 +456,73 @@ fn tarpit_soak_abandoned_requests_leave_memory_flat() {
         );
     }
 }
+
+/// Envoy's CPU time (utime + stime, in clock ticks) from /proc/<pid>/stat.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).expect("field");
+    field(14) + field(15)
+}
+
+/// The measurement of bench/RESULTS.md ("Refuse at accept"): a bounded flood
+/// of new connections from a denied address (127.0.0.2), refused by the L4
+/// plugin at accept vs the same rule decided by the HTTP filter on the
+/// first request; Envoy's CPU per refused connection. Both refuse every
+/// connection without a byte; at accept costs less.
+#[test]
+fn refuse_at_accept_costs_less_cpu_than_the_http_filter() {
+    use crate::soak::envoy_pid;
+    if skip() {
+        return;
+    }
+    const CONNECTIONS: u64 = 9_000;
+    const THREADS: u64 = 3;
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    let mut per_connection = Vec::new();
+    for l4 in [r#"{"refuse_at_accept": "drop444"}"#, "{}"] {
+        let envoy = start_l4(&tarpit_config(8), l4).unwrap_or_else(|log| panic!("{log}"));
+        let pid = envoy_pid(&envoy);
+        let at_accept = l4.contains("refuse_at_accept");
+        let before = cpu_ticks(pid);
+        let started = Instant::now();
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let addr = envoy.addr;
+                std::thread::spawn(move || {
+                    let request = get(Some("localhost"), &[]);
+                    let mut refused = 0u64;
+                    for _ in 0..CONNECTIONS / THREADS {
+                        if started.elapsed() > Duration::from_secs(60) {
+                            break;
+                        }
+                        let mut s = connect_from([127, 0, 0, 2], addr);
+                        if !at_accept {
+                            let _ = s.write_all(&request);
+                        }
+                        let out = read_until_close(&mut s, PATIENCE);
+                        if out.bytes.is_empty() && out.end != End::StillOpen {
+                            refused += 1;
+                        }
+                    }
+                    refused
+                })
+            })
+            .collect();
+        let refused: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        let elapsed = started.elapsed();
+        let cpu = (cpu_ticks(pid) - before) as f64 / ticks_per_second;
+        assert_eq!(refused, CONNECTIONS, "every connection refused without a byte");
+        let micros = cpu * 1e6 / CONNECTIONS as f64;
+        println!(
+            "{}: {CONNECTIONS} connections refused in {elapsed:.2?}, Envoy CPU {cpu:.2} s = {micros:.0} µs per connection",
+            if at_accept { "refuse at accept" } else { "HTTP filter" }
+        );
+        per_connection.push(micros);
+    }
+    let (accept, http) = (per_connection[0], per_connection[1]);
+    println!("refuse at accept / HTTP filter: {:.2}", accept / http);
+    assert!(accept < http, "at accept {accept:.0} µs, HTTP filter {http:.0} µs");
+}
