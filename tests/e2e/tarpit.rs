@@ -526,3 +526,146 @@ fn refuse_at_accept_costs_less_cpu_than_the_http_filter() {
     println!("refuse at accept / HTTP filter: {:.2}", accept / http);
     assert!(accept < http, "at accept {accept:.0} µs, HTTP filter {http:.0} µs");
 }
+
+// ---- Grafana dashboard (examples/grafana/drop444.json) ---------------------
+
+/// Every metric the dashboard's PromQL reads: exact names, and the regexes
+/// of `{__name__=~"..."}` selectors.
+fn dashboard_metrics() -> (Vec<String>, Vec<String>) {
+    let path = envoy::repo_root().join("examples/grafana/drop444.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("dashboard")).expect("dashboard JSON");
+    let selector = regex::Regex::new(r#"__name__=~"([^"]+)""#).unwrap();
+    let name = regex::Regex::new(r"(?-u:\b)(drop444_[a-z0-9_]+)").unwrap();
+    let (mut exact, mut patterns) = (Vec::new(), Vec::new());
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for panel in panels {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            let before = exact.len() + patterns.len();
+            for c in selector.captures_iter(expr) {
+                patterns.push(format!("^(?:{})$", &c[1]));
+            }
+            let rest = selector.replace_all(expr, "");
+            for c in name.captures_iter(&rest) {
+                exact.push(c[1].to_string());
+            }
+            assert!(exact.len() + patterns.len() > before, "no metric in {expr}");
+        }
+    }
+    exact.sort();
+    exact.dedup();
+    (exact, patterns)
+}
+
+/// `/stats/prometheus` as (metric name, value) of each sample line.
+fn prometheus(envoy: &Envoy) -> Vec<(String, f64)> {
+    let (status, body) = crate::envoy::http_get(envoy.admin, "/stats/prometheus").unwrap();
+    assert_eq!(status, 200);
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let name = series.split('{').next()?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A known mix of traffic against the L4 setup (refuse at accept on), then
+/// every series the dashboard queries must be on `/stats/prometheus` with
+/// the value that mix gives; a dry-run Envoy gives the dry-run series.
+#[test]
+fn grafana_dashboard_series_exist_with_expected_values() {
+    if skip() {
+        return;
+    }
+    let (exact, patterns) = dashboard_metrics();
+    let config = r#"{"max_tarpitted": 1, "rules": [
+        {"name": "deny", "field": "client_ip", "in": ["127.0.0.2"], "scope": "connection"},
+        {"name": "probe", "header": "x-probe", "present": true},
+        {"name": "slow", "header": "x-slow", "present": true, "tarpit": "1s"},
+        {"name": "burst", "header": "x-burst", "present": true, "rate_limit": {"key": ["client_ip"], "rate": 1, "per": "minute"}}]}"#;
+    let envoy = start_l4(config, r#"{"refuse_at_accept": "drop444"}"#)
+        .unwrap_or_else(|log| panic!("{log}"));
+    // 2 connections refused at accept.
+    for _ in 0..2 {
+        let mut s = connect_from([127, 0, 0, 2], envoy.addr);
+        assert!(read_until_close(&mut s, PATIENCE).bytes.is_empty());
+    }
+    // 3 drops by `probe`.
+    for _ in 0..3 {
+        crate::assert_dropped(&envoy, &get(Some("localhost"), &["X-Probe: 1"]));
+    }
+    // 2 tarpit matches at once with a bound of 1: one held, one over it.
+    let request = get(Some("localhost"), &["X-Slow: 1"]);
+    let mut held = connect(envoy.addr);
+    held.write_all(&request).unwrap();
+    envoy.wait_counter("wasmcustom.drop444.tarpitted", 1, PATIENCE);
+    let mut over = connect(envoy.addr);
+    assert!(exchange(&mut over, &request, PATIENCE).bytes.is_empty());
+    assert!(read_until_close(&mut held, PATIENCE).bytes.is_empty());
+    // 3 requests under `burst` (1 per minute): 1 passes, 2 rate-limited.
+    assert_served(&envoy, &get(Some("localhost"), &["X-Burst: 1"]));
+    for _ in 0..2 {
+        crate::assert_dropped(&envoy, &get(Some("localhost"), &["X-Burst: 1"]));
+    }
+    // 2 plain requests served.
+    for _ in 0..2 {
+        assert_served(&envoy, &get(Some("localhost"), &[]));
+    }
+    envoy.wait_counters_flushed(3 + 2 + 3 + 2);
+    envoy.wait_counter("wasmcustom.drop444.refused_at_accept", 2, PATIENCE);
+
+    let expected: &[(&str, f64)] = &[
+        ("drop444_requests_seen", 10.0),
+        ("drop444_requests_dropped", 7.0),
+        ("drop444_tarpitted", 1.0),
+        ("drop444_tarpit_overflow", 1.0),
+        ("drop444_refused_at_accept", 2.0),
+        ("drop444_rate_limited", 2.0),
+        ("drop444_dry_run_drops", 0.0),
+        ("drop444_rule_deny", 2.0),
+        ("drop444_rule_probe", 3.0),
+        ("drop444_rule_slow", 2.0),
+        ("drop444_rule_burst", 2.0),
+    ];
+    let series = prometheus(&envoy);
+    let value = |name: &str| series.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    for name in &exact {
+        let want = expected
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("dashboard reads {name}: give it an expected value"))
+            .1;
+        assert_eq!(value(name), Some(want), "{name}");
+    }
+    for pattern in &patterns {
+        let re = regex::Regex::new(pattern).unwrap();
+        let matched: Vec<&(String, f64)> = series.iter().filter(|(n, _)| re.is_match(n)).collect();
+        for (name, want) in expected.iter().filter(|(n, _)| re.is_match(n)) {
+            assert!(
+                matched.iter().any(|(n, v)| n == name && v == want),
+                "{pattern}: {name} should be {want}: {matched:?}"
+            );
+        }
+        assert!(
+            matched.len() >= 4,
+            "{pattern}: the four rules' counters: {matched:?}"
+        );
+    }
+    println!("dashboard series: {exact:?} + {patterns:?}");
+
+    // The dry-run series counts in a dry-run configuration.
+    let dry = Envoy::start(
+        r#"{"mode": "dry-run", "rules": [{"name": "probe", "header": "x-probe", "present": true}]}"#,
+    );
+    assert_served(&dry, &get(Some("localhost"), &["X-Probe: 1"]));
+    dry.wait_counters_flushed(1);
+    let series = prometheus(&dry);
+    assert!(
+        series.contains(&("drop444_dry_run_drops".to_string(), 1.0)),
+        "{series:?}"
+    );
+}
