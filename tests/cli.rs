@@ -288,3 +288,18 @@ fn presets_are_listed_with_what_they_may_catch() {
         assert!(stdout.contains(name), "{stdout}");
     }
 }
+
+#[test]
+fn explain_shows_the_tarpit() {
+    let config = r#"{"rules": [{"name": "slow", "header": "x-slow", "present": true, "tarpit": "10s"}]}"#;
+    let out = drop444(
+        &["explain", "-", "--host", "localhost", "--header", "X-Slow: 1"],
+        config.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("DROP (tarpit 10s): rule `slow` matched: the request is held 10s"),
+        "{stdout}"
+    );
+}
