@@ -291,9 +291,17 @@ fn presets_are_listed_with_what_they_may_catch() {
 
 #[test]
 fn explain_shows_the_tarpit() {
-    let config = r#"{"rules": [{"name": "slow", "header": "x-slow", "present": true, "tarpit": "10s"}]}"#;
+    let config =
+        r#"{"rules": [{"name": "slow", "header": "x-slow", "present": true, "tarpit": "10s"}]}"#;
     let out = drop444(
-        &["explain", "-", "--host", "localhost", "--header", "X-Slow: 1"],
+        &[
+            "explain",
+            "-",
+            "--host",
+            "localhost",
+            "--header",
+            "X-Slow: 1",
+        ],
         config.as_bytes(),
     );
     assert_eq!(out.status.code(), Some(2));

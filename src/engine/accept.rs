@@ -112,7 +112,9 @@ impl Engine {
                     }
                 }
                 Action::Drop | Action::Log => {
-                    if reads_peer_only && rule.scope == Scope::Connection && rule.tarpit_ms.is_none()
+                    if reads_peer_only
+                        && rule.scope == Scope::Connection
+                        && rule.tarpit_ms.is_none()
                     {
                         out.refuse.push(id);
                     }
@@ -201,18 +203,46 @@ mod tests {
 
     #[test]
     fn tarpit_durations_are_bounded_and_named_by_path() {
-        let e = engine(r#"{"rules": [{"name": "slow", "header": "x-a", "present": true, "tarpit": "1500ms"}, {"name": "t10", "header": "x-b", "present": true, "tarpit": "10s"}]}"#);
-        let rule = |n: &str| e.rule((0..20).find(|i| e.rule(*i).is_some_and(|r| r.name == n)).unwrap_or(0));
-        assert_eq!(e.tarpit_of(rule("slow").unwrap()), Some(Duration::from_millis(1500)));
-        assert_eq!(e.tarpit_of(rule("t10").unwrap()), Some(Duration::from_secs(10)));
+        let e = engine(
+            r#"{"rules": [{"name": "slow", "header": "x-a", "present": true, "tarpit": "1500ms"}, {"name": "t10", "header": "x-b", "present": true, "tarpit": "10s"}]}"#,
+        );
+        let rule = |n: &str| {
+            e.rule(
+                (0..20)
+                    .find(|i| e.rule(*i).is_some_and(|r| r.name == n))
+                    .unwrap_or(0),
+            )
+        };
+        assert_eq!(
+            e.tarpit_of(rule("slow").unwrap()),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            e.tarpit_of(rule("t10").unwrap()),
+            Some(Duration::from_secs(10))
+        );
         assert_eq!(e.tarpit_of(rule("host-missing").unwrap()), None);
-        for bad in ["\"0s\"", "\"61s\"", "\"999ms\"", "\"10\"", "\"s\"", "\"1.5s\"", "\"-1s\"", "10"] {
-            let msg = error(&format!(r#"{{"rules": [{{"header": "x", "present": true, "tarpit": {bad}}}]}}"#));
+        for bad in [
+            "\"0s\"",
+            "\"61s\"",
+            "\"999ms\"",
+            "\"10\"",
+            "\"s\"",
+            "\"1.5s\"",
+            "\"-1s\"",
+            "10",
+        ] {
+            let msg = error(&format!(
+                r#"{{"rules": [{{"header": "x", "present": true, "tarpit": {bad}}}]}}"#
+            ));
             assert!(msg.contains("rules[0].tarpit"), "{bad}: {msg}");
         }
-        let msg = error(r#"{"rules": [{"action": "allow", "header": "x", "present": true, "tarpit": "2s"}]}"#);
+        let msg = error(
+            r#"{"rules": [{"action": "allow", "header": "x", "present": true, "tarpit": "2s"}]}"#,
+        );
         assert!(msg.contains("rules[0].tarpit"), "{msg}");
-        let msg = error(r#"{"rules": [{"all": [{"header": "x", "present": true, "tarpit": "2s"}]}]}"#);
+        let msg =
+            error(r#"{"rules": [{"all": [{"header": "x", "present": true, "tarpit": "2s"}]}]}"#);
         assert!(msg.contains("rules[0].all[0].tarpit"), "{msg}");
     }
 
@@ -231,10 +261,18 @@ mod tests {
         assert_eq!(rules.count(), 1);
         let v = e.decide_at_accept(&rules, b"127.0.0.2:5555");
         assert_eq!(v.decision, Decision::Drop { rule: "deny" });
-        assert_eq!(e.decide_at_accept(&rules, b"127.0.0.1:5555").decision, Decision::Pass);
-        assert_eq!(e.decide_at_accept(&rules, b"[::1]:80").decision, Decision::Pass);
+        assert_eq!(
+            e.decide_at_accept(&rules, b"127.0.0.1:5555").decision,
+            Decision::Pass
+        );
+        assert_eq!(
+            e.decide_at_accept(&rules, b"[::1]:80").decision,
+            Decision::Pass
+        );
         // The same rule on a request from that peer: the same decision.
-        let mut req = super::super::HeaderList::new().with(":authority", "a.example").peer("127.0.0.2:1");
+        let mut req = super::super::HeaderList::new()
+            .with(":authority", "a.example")
+            .peer("127.0.0.2:1");
         assert_eq!(e.decide(&mut req).decision, Decision::Drop { rule: "deny" });
     }
 
@@ -254,22 +292,42 @@ mod tests {
             assert!(e.accept_rules().is_empty(), "{rule}");
         }
         // Behind trusted proxies the peer is not the client.
-        let e = engine(&format!(r#"{{"client_ip": {{"xff_trusted_hops": 1}}, "rules": [{DENY}]}}"#));
+        let e = engine(&format!(
+            r#"{{"client_ip": {{"xff_trusted_hops": 1}}, "rules": [{DENY}]}}"#
+        ));
         assert!(e.accept_rules().is_empty());
         // `not` and `any` of client_ip conditions are peer-only.
-        let e = engine(r#"{"rules": [{"name": "outside", "not": {"field": "client_ip", "in": ["127.0.0.1"]}, "scope": "connection"}]}"#);
+        let e = engine(
+            r#"{"rules": [{"name": "outside", "not": {"field": "client_ip", "in": ["127.0.0.1"]}, "scope": "connection"}]}"#,
+        );
         let rules = e.accept_rules();
-        assert_eq!(e.decide_at_accept(&rules, b"127.0.0.2:1").decision, Decision::Drop { rule: "outside" });
-        assert_eq!(e.decide_at_accept(&rules, b"127.0.0.1:1").decision, Decision::Pass);
+        assert_eq!(
+            e.decide_at_accept(&rules, b"127.0.0.2:1").decision,
+            Decision::Drop { rule: "outside" }
+        );
+        assert_eq!(
+            e.decide_at_accept(&rules, b"127.0.0.1:1").decision,
+            Decision::Pass
+        );
     }
 
     #[test]
     fn allow_rules_take_precedence_or_disable_refusal() {
-        let e = engine(&format!(r#"{{"rules": [{{"name": "ok", "action": "allow", "field": "client_ip", "in": ["127.0.0.2"]}}, {DENY}]}}"#));
+        let e = engine(&format!(
+            r#"{{"rules": [{{"name": "ok", "action": "allow", "field": "client_ip", "in": ["127.0.0.2"]}}, {DENY}]}}"#
+        ));
         let rules = e.accept_rules();
-        assert_eq!(e.decide_at_accept(&rules, b"127.0.0.2:1").decision, Decision::Allow { rule: "ok" });
-        assert_eq!(e.decide_at_accept(&rules, b"10.1.2.3:1").decision, Decision::Drop { rule: "deny" });
-        let e = engine(&format!(r#"{{"rules": [{{"name": "health", "action": "allow", "field": "path", "exact": "/healthz"}}, {DENY}]}}"#));
+        assert_eq!(
+            e.decide_at_accept(&rules, b"127.0.0.2:1").decision,
+            Decision::Allow { rule: "ok" }
+        );
+        assert_eq!(
+            e.decide_at_accept(&rules, b"10.1.2.3:1").decision,
+            Decision::Drop { rule: "deny" }
+        );
+        let e = engine(&format!(
+            r#"{{"rules": [{{"name": "health", "action": "allow", "field": "path", "exact": "/healthz"}}, {DENY}]}}"#
+        ));
         let rules = e.accept_rules();
         assert!(rules.is_empty());
         assert_eq!(rules.disabled_by(), Some("health"));
@@ -279,8 +337,13 @@ mod tests {
     fn dry_run_and_log_at_accept() {
         let e = engine(&format!(r#"{{"mode": "dry-run", "rules": [{DENY}]}}"#));
         let rules = e.accept_rules();
-        assert_eq!(e.decide_at_accept(&rules, b"127.0.0.2:1").decision, Decision::DryRun { rule: "deny" });
-        let e = engine(r#"{"rules": [{"name": "watch", "action": "log", "field": "client_ip", "in": ["127.0.0.0/8"], "scope": "connection"}]}"#);
+        assert_eq!(
+            e.decide_at_accept(&rules, b"127.0.0.2:1").decision,
+            Decision::DryRun { rule: "deny" }
+        );
+        let e = engine(
+            r#"{"rules": [{"name": "watch", "action": "log", "field": "client_ip", "in": ["127.0.0.0/8"], "scope": "connection"}]}"#,
+        );
         let rules = e.accept_rules();
         let v = e.decide_at_accept(&rules, b"127.0.0.2:1");
         assert_eq!(v.decision, Decision::Pass);

@@ -279,10 +279,14 @@ pub(crate) fn tarpit_ms(text: &str) -> Result<u64, String> {
     } else if let Some(s) = text.strip_suffix('s') {
         (s, 1000)
     } else {
-        return Err(format!("`{text}`: write a duration like \"10s\" or \"1500ms\""));
+        return Err(format!(
+            "`{text}`: write a duration like \"10s\" or \"1500ms\""
+        ));
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 9 {
-        return Err(format!("`{text}`: write a duration like \"10s\" or \"1500ms\""));
+        return Err(format!(
+            "`{text}`: write a duration like \"10s\" or \"1500ms\""
+        ));
     }
     let ms = digits
         .parse::<u64>()

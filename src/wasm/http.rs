@@ -82,7 +82,9 @@ impl Plugin {
         self.tarpit.on_tick(TICK);
         let now = abi::now_ns();
         let tick_ns = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
-        if now.saturating_sub(self.last_flush_ns.get()) >= tick_ns.saturating_sub(tarpit::FAST_TICK_NS) {
+        if now.saturating_sub(self.last_flush_ns.get())
+            >= tick_ns.saturating_sub(tarpit::FAST_TICK_NS)
+        {
             self.last_flush_ns.set(now);
             self.flush();
         }

@@ -129,7 +129,9 @@ fn tarpit_http2_connection_scope_closes_the_connection_after_the_delay() {
     }
     let envoy = start_l4(&tarpit_config(8), "{}").unwrap_or_else(|log| panic!("{log}"));
     let mut stream = h2_open(&envoy);
-    stream.write_all(&h2_get(1, &[("x-slow-conn", "1")])).unwrap();
+    stream
+        .write_all(&h2_get(1, &[("x-slow-conn", "1")]))
+        .unwrap();
     let out = read_until_close(&mut stream, Duration::from_secs(4));
     assert_held_then_closed(&out, "HTTP/2 connection-scope tarpit");
 }
@@ -303,7 +305,8 @@ fn envoy_timeouts_shorter_than_a_tarpit_answer_it() {
     if skip() {
         return;
     }
-    let config = r#"{"rules": [{"name": "slow", "header": "x-slow", "present": true, "tarpit": "3s"}]}"#;
+    let config =
+        r#"{"rules": [{"name": "slow", "header": "x-slow", "present": true, "tarpit": "3s"}]}"#;
     let insert = |line: &str| {
         (
             "delayed_close_timeout: 0s",
@@ -312,7 +315,10 @@ fn envoy_timeouts_shorter_than_a_tarpit_answer_it() {
     };
     for ((from, to), expected) in [
         (
-            ("stream_idle_timeout: 300s", "stream_idle_timeout: 1s".to_string()),
+            (
+                "stream_idle_timeout: 300s",
+                "stream_idle_timeout: 1s".to_string(),
+            ),
             Some("HTTP/1.1 504"),
         ),
         (
@@ -323,7 +329,10 @@ fn envoy_timeouts_shorter_than_a_tarpit_answer_it() {
             insert("common_http_protocol_options: { max_stream_duration: 1s }"),
             Some("HTTP/1.1 504"),
         ),
-        (insert("common_http_protocol_options: { idle_timeout: 1s }"), None),
+        (
+            insert("common_http_protocol_options: { idle_timeout: 1s }"),
+            None,
+        ),
         (insert("request_headers_timeout: 1s"), None),
     ] {
         let setting = to.lines().last().unwrap_or_default().trim().to_string();
@@ -354,7 +363,10 @@ fn envoy_timeouts_shorter_than_a_tarpit_answer_it() {
             None => {
                 assert!(out.bytes.is_empty(), "{setting}: {text}");
                 assert_eq!(out.end, End::Fin, "{setting}");
-                assert!(elapsed >= Duration::from_millis(2400), "{setting}: {elapsed:?}");
+                assert!(
+                    elapsed >= Duration::from_millis(2400),
+                    "{setting}: {elapsed:?}"
+                );
             }
         }
     }
@@ -407,7 +419,11 @@ fn tarpit_soak_abandoned_requests_leave_memory_flat() {
         for w in workers {
             w.join().unwrap();
         }
-        assert_eq!(sent.load(Ordering::Relaxed), round * PER_ROUND, "not all sent in time");
+        assert_eq!(
+            sent.load(Ordering::Relaxed),
+            round * PER_ROUND,
+            "not all sent in time"
+        );
         envoy.wait_counters_flushed(round * PER_ROUND);
         // Every held request is gone from Envoy, long before its 60 s.
         let deadline = Instant::now() + PATIENCE;
@@ -463,7 +479,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).expect("field");
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("field")
+    };
     field(14) + field(15)
 }
 
@@ -514,7 +535,10 @@ fn refuse_at_accept_costs_less_cpu_than_the_http_filter() {
         let refused: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
         let elapsed = started.elapsed();
         let cpu = (cpu_ticks(pid) - before) as f64 / ticks_per_second;
-        assert_eq!(refused, CONNECTIONS, "every connection refused without a byte");
+        assert_eq!(
+            refused, CONNECTIONS,
+            "every connection refused without a byte"
+        );
         let micros = cpu * 1e6 / CONNECTIONS as f64;
         println!(
             "{}: {CONNECTIONS} connections refused in {elapsed:.2?}, Envoy CPU {cpu:.2} s = {micros:.0} µs per connection",
@@ -524,7 +548,10 @@ fn refuse_at_accept_costs_less_cpu_than_the_http_filter() {
     }
     let (accept, http) = (per_connection[0], per_connection[1]);
     println!("refuse at accept / HTTP filter: {:.2}", accept / http);
-    assert!(accept < http, "at accept {accept:.0} µs, HTTP filter {http:.0} µs");
+    assert!(
+        accept < http,
+        "at accept {accept:.0} µs, HTTP filter {http:.0} µs"
+    );
 }
 
 // ---- Grafana dashboard (examples/grafana/drop444.json) ---------------------
