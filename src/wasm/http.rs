@@ -50,8 +50,8 @@ pub struct Plugin {
     pub(super) accept_rules: AcceptRules,
     /// Set once the host has shown it cannot close a stream (logged once).
     cannot_close: std::cell::Cell<bool>,
-    /// Host clock at the last counter flush.
-    last_flush_ns: std::cell::Cell<u64>,
+    /// Fast ticks since the last counter flush.
+    fast_ticks: std::cell::Cell<u32>,
 }
 
 impl Plugin {
@@ -67,7 +67,7 @@ impl Plugin {
             tarpit,
             accept_rules,
             cannot_close: std::cell::Cell::new(false),
-            last_flush_ns: std::cell::Cell::new(0),
+            fast_ticks: std::cell::Cell::new(0),
         }
     }
 
@@ -77,17 +77,19 @@ impl Plugin {
     }
 
     /// The root's tick: closes the tarpitted requests that are due, and
-    /// hands the counts to the host at most once per [`TICK`].
+    /// hands the counts to the host about once per [`TICK`] (every tick at
+    /// that period; every [`tarpit::FAST_TICKS_PER_FLUSH`]th while requests
+    /// are held and the tick is fast).
     pub fn on_tick(&self) {
-        self.tarpit.on_tick(TICK);
-        let now = abi::now_ns();
-        let tick_ns = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
-        if now.saturating_sub(self.last_flush_ns.get())
-            >= tick_ns.saturating_sub(tarpit::FAST_TICK_NS)
-        {
-            self.last_flush_ns.set(now);
-            self.flush();
+        if self.tarpit.on_tick(TICK) {
+            let ticks = self.fast_ticks.get().saturating_add(1);
+            if ticks < tarpit::FAST_TICKS_PER_FLUSH {
+                self.fast_ticks.set(ticks);
+                return;
+            }
         }
+        self.fast_ticks.set(0);
+        self.flush();
     }
 
     /// The plugin for this configuration; `None` (after an error log naming

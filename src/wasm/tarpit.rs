@@ -27,8 +27,9 @@ use super::abi;
 
 /// The tick period while a request is held: a delay is kept to within it.
 pub const FAST_TICK: Duration = Duration::from_millis(50);
-/// [`FAST_TICK`] in nanoseconds.
-pub const FAST_TICK_NS: u64 = 50_000_000;
+/// Fast ticks per counter flush: counters still reach the host about once
+/// per second while requests are held.
+pub const FAST_TICKS_PER_FLUSH: u32 = 20;
 
 /// A request body a held request may send before it is closed at once: well
 /// under Envoy's default buffer limit (1 MiB), past which Envoy would answer
@@ -114,8 +115,13 @@ impl Tarpit {
     /// On the root's tick: closes every held request that is due, then slows
     /// the tick down to `idle` if nothing is held any more. No borrow is held
     /// while a stream is closed: Envoy deletes its context (and so calls
-    /// [`Tarpit::release`]) from inside the close.
-    pub fn on_tick(&self, idle: Duration) {
+    /// [`Tarpit::release`]) from inside the close. Returns whether the tick
+    /// ran at [`FAST_TICK`]; a tick at `idle` with nothing held makes no host
+    /// call.
+    pub fn on_tick(&self, idle: Duration) -> bool {
+        if !self.fast.get() {
+            return false;
+        }
         let now = abi::now_ns();
         let due: Vec<(u32, Held)> = {
             let mut by_deadline = self.by_deadline.borrow_mut();
@@ -150,5 +156,6 @@ impl Tarpit {
                 debug!("tarpit: tick period not restored (status {status})");
             }
         }
+        true
     }
 }
