@@ -201,9 +201,11 @@ impl HttpContext for Request {
         }
     }
 
-    /// A held request stays held while its body arrives (Envoy buffers it);
-    /// past [`tarpit::MAX_HELD_BODY`] it is closed at once, before Envoy's
-    /// buffer limit would make it answer 413 itself.
+    /// Envoy hands no body to a stream whose headers paused (measured:
+    /// `tarpit_with_a_request_body_stays_silent`). On a host that does, a
+    /// held request stays held while its body arrives (a Continue here would
+    /// resume it); past [`tarpit::MAX_HELD_BODY`] it is closed at once, before
+    /// a buffer limit could make the host answer 413 itself.
     fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
         if !self.held {
             return Action::Continue;

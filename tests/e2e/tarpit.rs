@@ -701,3 +701,46 @@ fn grafana_dashboard_series_exist_with_expected_values() {
         "{series:?}"
     );
 }
+
+/// A held request that sends a body is not resumed by it, and a body larger
+/// than a filter buffer does not make Envoy answer 413: Envoy hands no body
+/// to the filters of a stream whose headers paused (it stops the whole
+/// chain and reads with flow control), so both stay held without a byte and
+/// are closed after the delay.
+#[test]
+fn tarpit_with_a_request_body_stays_silent() {
+    if skip() {
+        return;
+    }
+    let envoy = Envoy::start(&tarpit_config(8));
+    let post = |len: usize| {
+        let mut req = format!(
+            "POST / HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .into_bytes();
+        req.extend(std::iter::repeat_n(b'a', len));
+        req
+    };
+    let mut small = connect(envoy.addr);
+    let out = exchange(&mut small, &post(1000), Duration::from_secs(4));
+    assert_held_then_closed(&out, "POST with a 1000-byte body");
+
+    let mut large = connect(envoy.addr);
+    let request = post(256 * 1024);
+    let start = Instant::now();
+    // The write may fail once Envoy closes: what counts is what comes back.
+    let _ = large.write_all(&request);
+    let mut out = read_until_close(&mut large, Duration::from_secs(4));
+    out.elapsed = start.elapsed();
+    assert!(
+        out.bytes.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.bytes)
+    );
+    assert_ne!(out.end, End::StillOpen, "{out:?}");
+    assert!(
+        out.elapsed >= EARLIEST && out.elapsed <= LATEST,
+        "256 KiB body: closed after {:?}",
+        out.elapsed
+    );
+}
