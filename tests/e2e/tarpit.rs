@@ -744,3 +744,52 @@ fn tarpit_with_a_request_body_stays_silent() {
         out.elapsed
     );
 }
+
+/// Two workers: each holds its own requests and closes them on its own
+/// tick; 6 held requests spread over the workers all end silent, on time.
+#[test]
+fn tarpit_on_two_workers() {
+    if skip() {
+        return;
+    }
+    let envoy = Envoy::try_start_workers(
+        |dir| crate::envoy::render_config(&tarpit_config(8), &dir.join("access.log")),
+        2,
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    let request = get(Some("localhost"), &["X-Slow: 1"]);
+    let started = Instant::now();
+    let mut held: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut s = connect(envoy.addr);
+            s.write_all(&request).unwrap();
+            s
+        })
+        .collect();
+    for s in &mut held {
+        let out = read_until_close(s, Duration::from_secs(4));
+        assert!(out.bytes.is_empty(), "{out:?}");
+        assert_eq!(out.end, End::Fin, "{out:?}");
+    }
+    // All were closed within the window (the last one read last).
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= EARLIEST && elapsed <= LATEST + Duration::from_millis(200),
+        "{elapsed:?}"
+    );
+    assert_eq!(
+        envoy.wait_counter("wasmcustom.drop444.tarpitted", 6, PATIENCE),
+        6
+    );
+    let workers = envoy
+        .stats()
+        .into_iter()
+        .filter(|(k, v)| {
+            k.starts_with("listener.")
+                && k.ends_with(".downstream_cx_total")
+                && k.contains("worker_")
+                && *v > 0
+        })
+        .count();
+    println!("connections spread over {workers} workers");
+}
