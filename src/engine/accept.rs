@@ -53,7 +53,9 @@ impl AcceptRules {
     }
 }
 
-/// Does this condition read nothing but the client address?
+/// Does this condition read nothing but the client address? (A condition on
+/// `client_ip` against a named runtime list belongs here too once lists
+/// exist: it is decided on the same peer-only view.)
 fn peer_only(node: &Node) -> bool {
     match node {
         Node::IpIn(_) => true,
