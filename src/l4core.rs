@@ -36,6 +36,10 @@ pub struct L4Config {
     /// With `malformed: close`, a request head longer than this is closed
     /// (Envoy answers 431 above `max_request_headers_kb`, default 60 KiB).
     pub max_head_bytes: u32,
+    /// The name of the HTTP drop444 plugin (same VM) whose connection-scope
+    /// `client_ip` rules are applied when a connection opens: a refused
+    /// connection is closed before a byte is read. Unset: none.
+    pub refuse_at_accept: Option<String>,
     /// With `malformed: close`, the HCM's path settings, so that the requests
     /// Envoy answers itself because of them are closed too. Set them to what
     /// the HTTP connection manager behind this filter sets.
@@ -87,6 +91,7 @@ impl Default for L4Config {
             http10: Http10::Close,
             max_head_bytes: 60 * 1024,
             hcm: HcmPaths::default(),
+            refuse_at_accept: None,
         }
     }
 }

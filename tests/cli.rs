@@ -357,3 +357,26 @@ fn explain_lists_the_readings_and_applies_path_settings() {
     assert_eq!(out.status.code(), Some(1));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn explain_shows_the_tarpit() {
+    let config =
+        r#"{"rules": [{"name": "slow", "header": "x-slow", "present": true, "tarpit": "10s"}]}"#;
+    let out = drop444(
+        &[
+            "explain",
+            "-",
+            "--host",
+            "localhost",
+            "--header",
+            "X-Slow: 1",
+        ],
+        config.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("DROP (tarpit 10s): rule `slow` matched: the request is held 10s"),
+        "{stdout}"
+    );
+}

@@ -350,10 +350,16 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
             ExitCode::SUCCESS
         }
         Decision::Drop { rule } => {
-            println!(
-                "DROP: rule `{rule}` matched: the connection is closed without a response{}",
-                describe(rule)
-            );
+            match verdict.rule.and_then(|r| engine.tarpit_of(r)) {
+                Some(delay) => println!(
+                    "DROP (tarpit {delay:?}): rule `{rule}` matched: the request is held {delay:?} without a byte, then closed without a response{}",
+                    describe(rule)
+                ),
+                None => println!(
+                    "DROP: rule `{rule}` matched: the connection is closed without a response{}",
+                    describe(rule)
+                ),
+            }
             ExitCode::from(2)
         }
     };

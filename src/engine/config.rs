@@ -25,6 +25,10 @@ pub(crate) struct ConfigSpec {
     pub fallback: FallbackSpec,
     #[serde(default)]
     pub rules: Vec<NodeSpec>,
+    /// Most requests held by `tarpit` rules at once, per plugin and Envoy
+    /// worker; past it a tarpit rule drops at once (default
+    /// [`DEFAULT_MAX_TARPITTED`]).
+    pub max_tarpitted: Option<u32>,
     /// Each rule as written (compact JSON), for explanations.
     #[serde(skip)]
     pub rule_sources: Vec<String>,
@@ -226,6 +230,9 @@ pub(crate) struct NodeSpec {
     pub action: Option<Action>,
     pub scope: Option<Scope>,
     pub rate_limit: Option<RateLimitSpec>,
+    /// Hold a dropped request this long (`"10s"`, `"1500ms"`; 1 to 60 s)
+    /// before closing it.
+    pub tarpit: Option<String>,
 
     // Subjects.
     pub header: Option<String>,
@@ -254,6 +261,41 @@ pub(crate) struct NodeSpec {
 
     // Built-in pattern lists.
     pub preset: Option<String>,
+}
+
+/// Default of `max_tarpitted`.
+pub const DEFAULT_MAX_TARPITTED: u32 = 256;
+/// Largest `max_tarpitted` accepted.
+pub const MAX_TARPITTED_LIMIT: u32 = 100_000;
+/// Bounds of a rule's `tarpit`, in milliseconds.
+pub const TARPIT_MIN_MS: u64 = 1_000;
+pub const TARPIT_MAX_MS: u64 = 60_000;
+
+/// A `tarpit` duration (`"10s"`, `"1500ms"`) in milliseconds, within
+/// [`TARPIT_MIN_MS`]..=[`TARPIT_MAX_MS`].
+pub(crate) fn tarpit_ms(text: &str) -> Result<u64, String> {
+    let (digits, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 1)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1000)
+    } else {
+        return Err(format!(
+            "`{text}`: write a duration like \"10s\" or \"1500ms\""
+        ));
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 9 {
+        return Err(format!(
+            "`{text}`: write a duration like \"10s\" or \"1500ms\""
+        ));
+    }
+    let ms = digits
+        .parse::<u64>()
+        .map_err(|e| format!("`{text}`: {e}"))?
+        .saturating_mul(scale);
+    if !(TARPIT_MIN_MS..=TARPIT_MAX_MS).contains(&ms) {
+        return Err(format!("`{text}`: a tarpit lasts from 1s to 60s"));
+    }
+    Ok(ms)
 }
 
 /// Parses the plugin configuration. Empty or all-whitespace input means the

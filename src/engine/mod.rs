@@ -9,6 +9,7 @@
 //! error path and cannot panic (clippy denies `unwrap`, `expect`, indexing and
 //! unchecked arithmetic in this crate).
 
+mod accept;
 mod config;
 mod error;
 mod facts;
@@ -21,6 +22,7 @@ mod rules;
 
 use std::collections::HashMap;
 
+pub use accept::AcceptRules;
 pub use config::{Action, LogLevel, LogSpec, Mode, Scope};
 pub use error::ConfigError;
 pub use host::{classify as classify_host, HostForm};
@@ -115,6 +117,7 @@ pub struct Engine {
     allow_plan: Vec<Unit>,
     drop_plan: Vec<Unit>,
     reads_peer: bool,
+    max_tarpitted: u32,
 }
 
 /// Header slots of the request parts that are not plain headers.
@@ -178,6 +181,7 @@ impl Engine {
             allow_plan: Vec::new(),
             drop_plan: Vec::new(),
             reads_peer: false,
+            max_tarpitted: config::DEFAULT_MAX_TARPITTED,
         }
     }
 
@@ -279,6 +283,7 @@ impl Engine {
             allow_plan,
             drop_plan,
             reads_peer: uses(Subject::ClientIp),
+            max_tarpitted: spec.max_tarpitted.unwrap_or(config::DEFAULT_MAX_TARPITTED),
         })
     }
 
@@ -599,6 +604,14 @@ fn validate_settings(spec: &ConfigSpec) -> Result<(), ConfigError> {
             "log.max_per_second",
             format!("at most {MAX_LOG_PER_SECOND}"),
         ));
+    }
+    if let Some(max) = spec.max_tarpitted {
+        if !(1..=config::MAX_TARPITTED_LIMIT).contains(&max) {
+            return Err(ConfigError::new(
+                "max_tarpitted",
+                format!("from 1 to {}", config::MAX_TARPITTED_LIMIT),
+            ));
+        }
     }
     if spec.log.user_agent_max > MAX_USER_AGENT_LOGGED {
         return Err(ConfigError::new(

@@ -71,6 +71,8 @@ pub(crate) struct Rule {
     pub action: Action,
     pub scope: Scope,
     pub limit: Option<RateLimit>,
+    /// Milliseconds a drop by this rule is held first (`tarpit`).
+    pub tarpit_ms: Option<u64>,
     pub node: Node,
     /// The rule as configured (compact JSON), for explanations.
     pub source: String,
@@ -163,6 +165,19 @@ impl Compiler {
             }
             None => None,
         };
+        let tarpit_ms = match &spec.tarpit {
+            Some(_) if action == Action::Allow => {
+                return Err(ConfigError::new(
+                    format!("{path}.tarpit"),
+                    "an allow rule holds nothing; `tarpit` is for drop and log rules",
+                ))
+            }
+            Some(text) => Some(
+                super::config::tarpit_ms(text)
+                    .map_err(|e| ConfigError::new(format!("{path}.tarpit"), e))?,
+            ),
+            None => None,
+        };
         let unconditional = limit.is_some() && !has_condition(spec);
         let node = if unconditional {
             Node::All(Vec::new())
@@ -174,6 +189,7 @@ impl Compiler {
             action,
             scope,
             limit,
+            tarpit_ms,
             node,
             source: String::new(),
         })
@@ -209,6 +225,12 @@ impl Compiler {
                 return Err(ConfigError::new(
                     format!("{path}.rate_limit"),
                     "only a rule (top level) has a rate limit",
+                ));
+            }
+            if spec.tarpit.is_some() {
+                return Err(ConfigError::new(
+                    format!("{path}.tarpit"),
+                    "only a rule (top level) has a tarpit",
                 ));
             }
         }

@@ -16,6 +16,8 @@ pub const OK: u32 = 0;
 pub const UNIMPLEMENTED: u32 = 12;
 /// `proxy_close_stream` stream type of the HTTP request.
 const HTTP_REQUEST: u32 = 0;
+/// `proxy_close_stream` stream type of the downstream connection.
+const DOWNSTREAM: u32 = 2;
 /// `proxy_get_header_map_pairs` map type of the HTTP request headers.
 const REQUEST_HEADERS: u32 = 0;
 
@@ -26,6 +28,7 @@ const REQUEST_HEADERS: u32 = 0;
 extern "C" {
     fn proxy_close_stream(stream_type: u32) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_get_header_map_pairs(
         map_type: u32,
         return_data: *mut *mut u8,
@@ -53,6 +56,20 @@ extern "C" {
 pub fn reset_request() -> u32 {
     // SAFETY: no pointers; the host validates the stream type.
     unsafe { proxy_close_stream(HTTP_REQUEST) }
+}
+
+/// Closes the downstream connection (L4 plugin); the host's status code.
+pub fn close_downstream() -> u32 {
+    // SAFETY: no pointers; the host validates the stream type.
+    unsafe { proxy_close_stream(DOWNSTREAM) }
+}
+
+/// Makes `context_id` the context later host calls act on (until the
+/// current callback returns); the host's status code (not OK for a context
+/// that no longer exists).
+pub fn set_effective_context(context_id: u32) -> u32 {
+    // SAFETY: no pointers; the host looks the id up.
+    unsafe { proxy_set_effective_context(context_id) }
 }
 
 /// Asks for `on_tick` every `period`; the host's status code.

@@ -19,8 +19,11 @@ use proxy_wasm::types::{Action, MapType, Status};
 use serde::Serialize;
 
 use super::abi::{self, Batched, LogBudget};
+use super::tarpit::{self, Hold, Tarpit};
 use crate::engine::request::{client_from_xff, parse_address};
-use crate::engine::{self, Decision, Engine, RateLimit, RequestSource, RuleRef, Scope, Verdict};
+use crate::engine::{
+    self, AcceptRules, Decision, Engine, RateLimit, RequestSource, RuleRef, Scope, Verdict,
+};
 use crate::limiter::{key_hash, BucketState};
 
 /// Compare-and-swap attempts on a rate-limit bucket before giving up (and
@@ -32,32 +35,61 @@ const MAX_CAS_TRIES: usize = 8;
 /// drop, `dry-run` for a dry-run drop) in access logs.
 const RULE_PROPERTY: &str = "drop444";
 const STATUS_PROPERTY: &str = "drop444_status";
+/// `drop444_status` of a request held by a tarpit rule (then closed).
+const TARPIT_STATUS: &str = "444-tarpit";
 
 /// One per plugin and worker: the compiled configuration, its counters and
 /// the drop-log budget, shared by every request context of the plugin.
 pub struct Plugin {
-    engine: Engine,
-    stats: Stats,
-    log_budget: LogBudget,
+    pub(super) engine: Engine,
+    pub(super) stats: Stats,
+    pub(super) log_budget: LogBudget,
+    /// Requests held by `tarpit` rules on this worker.
+    pub(super) tarpit: Tarpit,
+    /// The rules the L4 plugin applies when a connection opens.
+    pub(super) accept_rules: AcceptRules,
     /// Set once the host has shown it cannot close a stream (logged once).
     cannot_close: std::cell::Cell<bool>,
+    /// Fast ticks since the last counter flush.
+    fast_ticks: std::cell::Cell<u32>,
 }
 
 impl Plugin {
     pub fn new(engine: Engine) -> Self {
         let stats = Stats::define(&engine);
         let log_budget = LogBudget::new(engine.log_settings().max_per_second);
+        let tarpit = Tarpit::new(engine.max_tarpitted());
+        let accept_rules = engine.accept_rules();
         Plugin {
             engine,
             stats,
             log_budget,
+            tarpit,
+            accept_rules,
             cannot_close: std::cell::Cell::new(false),
+            fast_ticks: std::cell::Cell::new(0),
         }
     }
 
     /// Hands the counts of this worker to the host (on the tick).
     pub fn flush(&self) {
         self.stats.flush();
+    }
+
+    /// The root's tick: closes the tarpitted requests that are due, and
+    /// hands the counts to the host about once per [`TICK`] (every tick at
+    /// that period; every [`tarpit::FAST_TICKS_PER_FLUSH`]th while requests
+    /// are held and the tick is fast).
+    pub fn on_tick(&self) {
+        if self.tarpit.on_tick(TICK) {
+            let ticks = self.fast_ticks.get().saturating_add(1);
+            if ticks < tarpit::FAST_TICKS_PER_FLUSH {
+                self.fast_ticks.set(ticks);
+                return;
+            }
+        }
+        self.fast_ticks.set(0);
+        self.flush();
     }
 
     /// The plugin for this configuration; `None` (after an error log naming
@@ -92,13 +124,49 @@ impl Drop for Plugin {
 /// One per HTTP request (stream).
 pub struct Request {
     pub plugin: Rc<Plugin>,
+    /// The host's id of this request's context (the tarpit closes it by id).
+    pub context_id: u32,
+    /// Held by a tarpit rule.
+    pub held: bool,
+}
+
+impl Request {
+    /// Holds the request for a tarpit rule; false if the bound is reached
+    /// (the caller drops at once).
+    fn tarpit(&mut self, rule: RuleRef<'_>, delay: std::time::Duration) -> bool {
+        let plugin = &*self.plugin;
+        let connection = (rule.scope == Scope::Connection).then_some(rule.name);
+        match plugin.tarpit.hold(self.context_id, delay, connection) {
+            Hold::Held => {
+                self.held = true;
+                plugin.stats.tarpitted.bump();
+                set_filter_state(rule.name, TARPIT_STATUS);
+                true
+            }
+            Hold::Full => {
+                plugin.stats.tarpit_overflow.bump();
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Request {
+    /// A held request whose context Envoy deletes (the client went away, or
+    /// the tick closed it) is no longer held.
+    fn drop(&mut self) {
+        if self.held {
+            self.plugin.tarpit.release(self.context_id);
+        }
+    }
 }
 
 impl Context for Request {}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let plugin = &*self.plugin;
+        let plugin = Rc::clone(&self.plugin);
+        let plugin = &*plugin;
         let mut request = HostRequest::new(plugin.engine.stat_prefix());
         let verdict = plugin.engine.decide(&mut request);
         plugin.record(&verdict, &mut request);
@@ -114,6 +182,11 @@ impl HttpContext for Request {
                 Action::Continue
             }
             (Decision::Drop { .. }, Some(rule)) => {
+                if let Some(delay) = plugin.engine.tarpit_of(rule) {
+                    if self.tarpit(rule, delay) {
+                        return Action::Pause;
+                    }
+                }
                 // Filter state first: the access log line is written after the reset.
                 set_filter_state(rule.name, "444");
                 // Before the reset: its RST_STREAM is the write the L4 filter
@@ -125,6 +198,30 @@ impl HttpContext for Request {
                 Action::Pause
             }
             _ => Action::Continue,
+        }
+    }
+
+    /// Envoy hands no body to a stream whose headers paused (measured:
+    /// `tarpit_with_a_request_body_stays_silent`). On a host that does, a
+    /// held request stays held while its body arrives (a Continue here would
+    /// resume it); past [`tarpit::MAX_HELD_BODY`] it is closed at once, before
+    /// a buffer limit could make the host answer 413 itself.
+    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        if !self.held {
+            return Action::Continue;
+        }
+        if body_size > tarpit::MAX_HELD_BODY && self.plugin.tarpit.release(self.context_id) {
+            self.held = false;
+            self.plugin.close("tarpit-body");
+        }
+        Action::Pause
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.held {
+            Action::Pause
+        } else {
+            Action::Continue
         }
     }
 }
@@ -294,14 +391,17 @@ fn truncate(text: &mut String, max: usize) {
 /// handed to the host on the plugin's tick ([`TICK`]): a request makes no
 /// host call for them. Per-rule counters are indexed by the rule id a verdict
 /// carries ([`RuleRef::id`]).
-struct Stats {
+pub(super) struct Stats {
+    pub(super) tarpitted: Batched,
+    pub(super) tarpit_overflow: Batched,
+    pub(super) refused_at_accept: Batched,
     seen: Batched,
     dropped: Batched,
     passed: Batched,
     allowed: Batched,
     dry_run: Batched,
     log_hits: Batched,
-    suppressed: Batched,
+    pub(super) suppressed: Batched,
     reset_failed: Batched,
     fallback: Batched,
     rate_limited: Batched,
@@ -318,6 +418,9 @@ impl Stats {
         let (prefix, rules) = engine.stat_names();
         let total = |name: &str| Batched::define(&format!("{prefix}.{name}"));
         Stats {
+            tarpitted: total("tarpitted"),
+            tarpit_overflow: total("tarpit_overflow"),
+            refused_at_accept: total("refused_at_accept"),
             seen: total("requests_seen"),
             dropped: total("requests_dropped"),
             passed: total("requests_passed"),
@@ -336,7 +439,7 @@ impl Stats {
         }
     }
 
-    fn rule(&self, rule: RuleRef<'_>) -> Option<&Batched> {
+    pub(super) fn rule(&self, rule: RuleRef<'_>) -> Option<&Batched> {
         self.rules.get(rule.id as usize)
     }
 
@@ -354,6 +457,9 @@ impl Stats {
             &self.fallback,
             &self.rate_limited,
             &self.contention,
+            &self.tarpitted,
+            &self.tarpit_overflow,
+            &self.refused_at_accept,
         ]
         .into_iter()
         .chain(&self.rules)

@@ -94,6 +94,8 @@ pub struct Plugin {
     closed_by_rule: Counter,
     closed_malformed: Counter,
     log_budget: LogBudget,
+    /// The missing-HTTP-plugin warning of `refuse_at_accept` was written.
+    accept_warned: Cell<bool>,
 }
 
 impl Plugin {
@@ -108,6 +110,7 @@ impl Plugin {
                     closed_by_rule: Counter::define("drop444.l4.connections_closed_by_rule"),
                     closed_malformed: Counter::define("drop444.l4.malformed_requests_closed"),
                     log_budget: LogBudget::new(10),
+                    accept_warned: Cell::new(false),
                 })
             }
             Err(err) => {
@@ -157,6 +160,14 @@ impl Context for Connection {}
 
 impl StreamContext for Connection {
     fn on_new_connection(&mut self) -> Action {
+        if let Some(name) = self.plugin.config.refuse_at_accept.as_deref() {
+            if super::accept::refuse(name, &self.plugin.accept_warned) {
+                // Closing; nothing of this connection reaches the HCM.
+                self.closed = true;
+                self.inspector = None;
+                return Action::Pause;
+            }
+        }
         self.id = connection_id();
         match self.id {
             Some(id) => CONNECTIONS.with(|c| {

@@ -5,11 +5,16 @@
 //! - [`abi`]: raw ABI calls, clock, plugin-configuration read, counters and
 //!   the log budget, shared by both plugins;
 //! - [`http`]: the HTTP filter (the engine's adapter);
-//! - [`l4`]: the network filter (`scope: connection`, `malformed: close`).
+//! - [`l4`]: the network filter (`scope: connection`, `malformed: close`);
+//! - [`tarpit`]: requests held by `tarpit` rules, closed on the root's tick;
+//! - [`accept`]: refuse at accept, the L4 plugin applying the HTTP plugin's
+//!   connection-scope `client_ip` rules when a connection opens.
 
 mod abi;
+mod accept;
 mod http;
 mod l4;
+mod tarpit;
 
 use std::rc::Rc;
 
@@ -53,7 +58,8 @@ impl RootContext for Root {
         };
         match root {
             Some(root) => {
-                if let Root::Http(_) = root {
+                if let Root::Http(plugin) = &root {
+                    accept::register(plugin);
                     let status = abi::set_tick_period(http::TICK);
                     if status != abi::OK {
                         log::warn!("no tick (status {status}): counters reach the host only when the configuration changes");
@@ -69,7 +75,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Root::Http(plugin) = self {
-            plugin.flush();
+            plugin.on_tick();
         }
     }
 
@@ -80,10 +86,12 @@ impl RootContext for Root {
         })
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         match self {
             Root::Http(plugin) => Some(Box::new(http::Request {
                 plugin: Rc::clone(plugin),
+                context_id,
+                held: false,
             })),
             Root::L4(_) => None,
         }

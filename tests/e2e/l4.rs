@@ -17,7 +17,7 @@ use crate::{assert_dropped, assert_served, BODY, CLOSE_WITHIN, PATIENCE};
 /// The HTTP filter configuration shipped in envoy/envoy-l4.yaml.
 pub const HTTP_CONFIG: &str = r#"{"rules": [{"name": "kill", "header": "x-kill", "present": true, "scope": "connection"}, {"name": "probe", "header": "x-probe", "present": true}]}"#;
 /// The L4 configuration shipped in envoy/envoy-l4.yaml.
-pub const L4_CONFIG: &str = r#"{"malformed": "close", "hcm": {"normalize_path": true, "merge_slashes": true, "path_with_escaped_slashes_action": "REJECT_REQUEST"}}"#;
+pub const L4_CONFIG: &str = r#"{"malformed": "close", "refuse_at_accept": "drop444", "hcm": {"normalize_path": true, "merge_slashes": true, "path_with_escaped_slashes_action": "REJECT_REQUEST"}}"#;
 
 /// The codec model's limits with the shipped L4 configuration's `hcm` path
 /// settings (the same as the shipped HCM's).
@@ -88,7 +88,7 @@ const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
 /// A HEADERS frame (END_STREAM | END_HEADERS) for `GET /` with `:authority`
 /// `localhost` and the extra headers, HPACK-encoded without indexing or
 /// Huffman so the bytes are plain to read.
-fn h2_get(stream: u32, extra: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn h2_get(stream: u32, extra: &[(&str, &str)]) -> Vec<u8> {
     let mut block = vec![0x82, 0x86, 0x84]; // :method GET, :scheme http, :path /
     block.push(0x01); // literal without indexing, name = static entry 1 (:authority)
     block.push(9);
@@ -108,7 +108,7 @@ fn h2_get(stream: u32, extra: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// Frames as (type, flags, stream) from received bytes.
-fn h2_frames(mut bytes: &[u8]) -> Vec<(u8, u8, u32)> {
+pub(crate) fn h2_frames(mut bytes: &[u8]) -> Vec<(u8, u8, u32)> {
     let mut frames = Vec::new();
     while bytes.len() >= 9 {
         let len =
@@ -122,7 +122,7 @@ fn h2_frames(mut bytes: &[u8]) -> Vec<(u8, u8, u32)> {
 
 /// Opens an h2c connection and reads Envoy's SETTINGS (and whatever else it
 /// sends first), so that everything read later answers our requests.
-fn h2_open(envoy: &Envoy) -> TcpStream {
+pub(crate) fn h2_open(envoy: &Envoy) -> TcpStream {
     let mut stream = connect(envoy.addr);
     stream.write_all(PREFACE).unwrap();
     stream.write_all(EMPTY_SETTINGS).unwrap();
@@ -135,8 +135,8 @@ fn h2_open(envoy: &Envoy) -> TcpStream {
     stream
 }
 
-const RST_STREAM: u8 = 0x3;
-const HEADERS: u8 = 0x1;
+pub(crate) const RST_STREAM: u8 = 0x3;
+pub(crate) const HEADERS: u8 = 0x1;
 const DATA: u8 = 0x0;
 
 #[test]

@@ -28,6 +28,7 @@ mod operations;
 mod ratelimit;
 mod serve;
 mod soak;
+mod tarpit;
 mod tls;
 mod upstream;
 mod wire;
@@ -345,7 +346,9 @@ fn start_remote(server: &serve::FileServer, sha256: &str) -> Envoy {
                     &format!("uri: http://127.0.0.1:8000/{name}"),
                     format!("uri: http://{}/{name}", server.addr),
                 ),
-                ("sha256: RELEASE_SHA256", format!("sha256: {sha256}")),
+                // Quoted: a digest of digits only (the wrong one below is 0s and 1s)
+                // would be read by YAML as a number.
+                ("sha256: RELEASE_SHA256", format!("sha256: \"{sha256}\"")),
                 (
                     "path: /dev/stdout",
                     format!("path: {}", dir.join("access.log").display()),

@@ -142,7 +142,7 @@ fn client(addr: SocketAddr, thread: u64, quota: u64, stop: &AtomicBool, totals: 
 }
 
 /// Envoy's pid, found by the scratch directory on its command line.
-fn envoy_pid(envoy: &Envoy) -> u32 {
+pub(crate) fn envoy_pid(envoy: &Envoy) -> u32 {
     let marker = envoy.scratch().display().to_string();
     std::fs::read_dir("/proc")
         .expect("/proc")
@@ -156,15 +156,15 @@ fn envoy_pid(envoy: &Envoy) -> u32 {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Sample {
-    at: f64,
-    requests: u64,
-    allocated: f64,
-    heap: f64,
-    rss: f64,
+pub(crate) struct Sample {
+    pub at: f64,
+    pub requests: u64,
+    pub allocated: f64,
+    pub heap: f64,
+    pub rss: f64,
 }
 
-fn sample(envoy: &Envoy, pid: u32, started: Instant, requests: u64) -> Sample {
+pub(crate) fn sample(envoy: &Envoy, pid: u32, started: Instant, requests: u64) -> Sample {
     let (_, body) = http_get(envoy.admin, "/memory").expect("admin /memory");
     let memory: serde_json::Value = serde_json::from_slice(&body).expect("memory json");
     let number = |k: &str| {
@@ -188,7 +188,7 @@ fn sample(envoy: &Envoy, pid: u32, started: Instant, requests: u64) -> Sample {
     }
 }
 
-fn mean(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+pub(crate) fn mean(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
     samples.iter().map(f).sum::<f64>() / samples.len() as f64
 }
 

@@ -135,3 +135,59 @@ fn a_logged_drop_reads_the_clock_and_the_peer_once() {
     );
     assert_eq!(stream.allocations, 1, "the header map");
 }
+
+/// A tarpitted request: held (Pause, no close), `444-tarpit` in filter
+/// state, the tick sped up from the request's context; when the host deletes
+/// the request (the client left) it is no longer held, so the next tick only
+/// slows the timer down again, and a tick with nothing held makes no host
+/// call but the counter flush.
+#[test]
+fn a_tarpitted_request_is_held_then_released_when_deleted() {
+    let config = r#"{"log": {"level": "off"}, "rules": [
+        {"name": "slow", "header": "x-probe", "exact": "evil", "tarpit": "10s"}]}"#;
+    let mut plugin = Plugin::start(config, HostOptions::envoy_like());
+    let stream = plugin.request(&Request::get("example.com").header("X-Probe", "evil"));
+    assert_eq!(stream.action, Some(crate::harness::Action::Pause));
+    let calls: Vec<&Call> = stream.calls.iter().map(|r| &r.call).collect();
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::CloseStream { .. })),
+        "held, not closed: {calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| matches!(c, Call::SetProperty { value, .. } if value == b"444-tarpit")),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&&Call::SetTickPeriodMilliseconds { millis: 50 }),
+        "{calls:?}"
+    );
+    // The harness deleted the context after the headers (the client left).
+    let tick: Vec<Call> = plugin.tick().into_iter().map(|r| r.call).collect();
+    assert!(
+        !tick
+            .iter()
+            .any(|c| matches!(c, Call::CloseStream { .. } | Call::Unimplemented { .. })),
+        "released on delete, nothing to close: {tick:?}"
+    );
+    assert!(
+        tick.contains(&Call::SetTickPeriodMilliseconds { millis: 1000 }),
+        "{tick:?}"
+    );
+    assert_eq!(plugin.state().tick_period_millis, 1000);
+    // Back at 1 s: the counters (tarpitted 1), then nothing at all.
+    let flush = plugin.tick();
+    assert!(
+        flush
+            .iter()
+            .all(|r| matches!(r.call, Call::IncrementMetric { .. })),
+        "{flush:?}"
+    );
+    assert_eq!(
+        plugin.state().metrics.value("drop444.tarpitted"),
+        Some(1),
+        "tarpitted"
+    );
+    assert!(plugin.tick().is_empty(), "an idle tick makes no host call");
+}

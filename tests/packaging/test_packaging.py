@@ -297,6 +297,22 @@ class ShippedEnvoyConfigs(unittest.TestCase):
         self.assertTrue(set(FRONT_CONFIGS) <= set(files), files)
         return files
 
+    def test_front_configs_keep_stream_timeouts_above_the_longest_tarpit(self):
+        # A stream timeout under 60 s answers a tarpitted request with a 504
+        # (tests/e2e/tarpit.rs measures it; docs/operations.md).
+        def seconds(text):
+            self.assertTrue(str(text).endswith("s"), text)
+            return float(str(text)[:-1])
+
+        for name in FRONT_CONFIGS:
+            for hcm in http_connection_managers(yaml.safe_load((ROOT / name).read_text())):
+                with self.subTest(config=name):
+                    self.assertGreaterEqual(seconds(hcm.get("stream_idle_timeout", "0s")), 60)
+                    request = seconds(hcm.get("request_timeout", "0s"))
+                    self.assertTrue(request == 0 or request >= 60, request)
+                    options = hcm.get("common_http_protocol_options", {})
+                    self.assertNotIn("max_stream_duration", options)
+
     def test_every_http_connection_manager_sets_the_path_settings(self):
         checked = 0
         for file in self.shipped():

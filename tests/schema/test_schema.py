@@ -34,6 +34,12 @@ BAD = [
     {"stats": {"prefix": "Bad-Prefix"}},
     {"hosts": {}},
     {"client_ip": {"xff_trusted_hops": -1}},
+    {"rules": [{"header": "ua", "present": True, "tarpit": "0s"}]},
+    {"rules": [{"header": "ua", "present": True, "tarpit": "61s"}]},
+    {"rules": [{"header": "ua", "present": True, "tarpit": "999ms"}]},
+    {"rules": [{"header": "ua", "present": True, "tarpit": "10"}]},
+    {"rules": [{"header": "ua", "present": True, "tarpit": 10}]},
+    {"max_tarpitted": 0},
     [],
 ]
 

@@ -1,0 +1,354 @@
+//! Decisions made before a request exists: the `tarpit` of a rule, and the
+//! rules an L4 adapter can apply when a connection is accepted, on nothing
+//! but the peer address ("refuse at accept").
+//!
+//! A rule is decided at accept when it has `"scope": "connection"`, drops
+//! (or logs), has no rate limit and no tarpit, and its condition reads only
+//! `client_ip` (with `xff_trusted_hops` 0: the peer is the client). Such a
+//! rule would close the connection on the first request anyway, whatever the
+//! request says; at accept it is closed before a byte is read. The condition
+//! is evaluated by the same code as for a request ([`Facts::eval`]), on a
+//! request view that has only a peer address.
+//!
+//! `allow` rules come first in a decision. An allow rule that reads only
+//! `client_ip` is evaluated at accept too (a match lets the connection in);
+//! an allow rule that reads anything else might exempt some request of the
+//! connection, so with one in the configuration nothing is refused at accept
+//! ([`AcceptRules::disabled_by`] names it) and the HTTP filter decides.
+
+use std::time::Duration;
+
+use super::config::{Action, Mode, Scope};
+use super::facts::Facts;
+use super::rules::{Node, Rule};
+use super::{Decision, Engine, RateLimit, RequestSource, RuleRef, Verdict};
+
+/// The rules of one configuration decided at accept (see the module doc),
+/// computed once per configuration by [`Engine::accept_rules`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AcceptRules {
+    /// Peer-only allow rules, in rule order.
+    allow: Vec<u32>,
+    /// Connection-scope, peer-only drop and log rules, in rule order.
+    refuse: Vec<u32>,
+    /// The allow rule that keeps every refusal in the HTTP filter.
+    disabled_by: Option<String>,
+}
+
+impl AcceptRules {
+    /// True if no connection can be refused at accept.
+    pub fn is_empty(&self) -> bool {
+        self.refuse.is_empty()
+    }
+
+    /// Names of the rules refused at accept.
+    pub fn count(&self) -> usize {
+        self.refuse.len()
+    }
+
+    /// An allow rule reading more than the client address, which keeps
+    /// connection-scope `client_ip` rules in the HTTP filter.
+    pub fn disabled_by(&self) -> Option<&str> {
+        self.disabled_by.as_deref()
+    }
+}
+
+/// Does this condition read nothing but the client address? (A condition on
+/// `client_ip` against a named runtime list belongs here too once lists
+/// exist: it is decided on the same peer-only view.)
+fn peer_only(node: &Node) -> bool {
+    match node {
+        Node::IpIn(_) => true,
+        Node::All(children) | Node::Any(children) => {
+            !children.is_empty() && children.iter().all(peer_only)
+        }
+        Node::Not(child) => peer_only(child),
+        _ => false,
+    }
+}
+
+/// A request view with nothing but the peer address.
+struct PeerOnly<'a>(&'a [u8]);
+
+impl RequestSource for PeerOnly<'_> {
+    fn header(&mut self, _name: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn peer_address(&mut self) -> Option<Vec<u8>> {
+        Some(self.0.to_vec())
+    }
+    fn protocol(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+    fn over_limit(&mut self, _limit: &RateLimit, _key: &[u8]) -> bool {
+        false
+    }
+}
+
+impl Engine {
+    /// How long a drop by this rule is held before it is closed (`tarpit`).
+    pub fn tarpit_of(&self, rule: RuleRef<'_>) -> Option<Duration> {
+        self.rules
+            .get(rule.id as usize)
+            .and_then(|r| r.tarpit_ms)
+            .map(Duration::from_millis)
+    }
+
+    /// Most requests one plugin holds at once on one worker (`max_tarpitted`).
+    pub fn max_tarpitted(&self) -> u32 {
+        self.max_tarpitted
+    }
+
+    /// The rules decided when a connection is accepted (module doc).
+    pub fn accept_rules(&self) -> AcceptRules {
+        let mut out = AcceptRules::default();
+        let peer_is_client = self.xff_trusted_hops == 0;
+        for (i, rule) in self.rules.iter().enumerate() {
+            let id = u32::try_from(i).unwrap_or(u32::MAX);
+            let reads_peer_only = peer_is_client && rule.limit.is_none() && peer_only(&rule.node);
+            match rule.action {
+                Action::Allow if reads_peer_only => out.allow.push(id),
+                Action::Allow => {
+                    if out.disabled_by.is_none() {
+                        out.disabled_by = Some(rule.name.clone());
+                    }
+                }
+                Action::Drop | Action::Log => {
+                    if reads_peer_only
+                        && rule.scope == Scope::Connection
+                        && rule.tarpit_ms.is_none()
+                    {
+                        out.refuse.push(id);
+                    }
+                }
+            }
+        }
+        if out.disabled_by.is_some() {
+            out.allow.clear();
+            out.refuse.clear();
+        }
+        out
+    }
+
+    /// Decides a new connection from `peer` (`ip` or `ip:port`) on the rules
+    /// of [`Engine::accept_rules`]: a peer-only allow rule lets it in; else
+    /// the first connection-scope drop rule that matches refuses it (in
+    /// `dry-run` mode, reports it), and `log` rules matching before it are
+    /// reported. [`Decision::Pass`] when none matches: the HTTP filter then
+    /// decides every request as usual.
+    pub fn decide_at_accept<'e>(&'e self, rules: &AcceptRules, peer: &[u8]) -> Verdict<'e> {
+        let mut source = PeerOnly(peer);
+        let mut facts = Facts::new(self, &mut source);
+        let mut eval = |id: u32, every: bool| -> Option<(&'e Rule, RuleRef<'e>)> {
+            let rule = self.rules.get(id as usize)?;
+            if facts.eval(&rule.node, every) {
+                Some((rule, self.rule(id)?))
+            } else {
+                None
+            }
+        };
+        for &id in &rules.allow {
+            if let Some((_, rule)) = eval(id, true) {
+                return Verdict {
+                    decision: Decision::Allow { rule: rule.name },
+                    logged: Vec::new(),
+                    rule: Some(rule),
+                    logged_rules: Vec::new(),
+                };
+            }
+        }
+        let mut logged_rules = Vec::new();
+        let mut found = None;
+        for &id in &rules.refuse {
+            match eval(id, false) {
+                Some((r, rule)) if r.action == Action::Log => logged_rules.push(rule),
+                Some((_, rule)) => {
+                    found = Some(rule);
+                    break;
+                }
+                None => {}
+            }
+        }
+        let decision = match found {
+            None => Decision::Pass,
+            Some(rule) if self.mode == Mode::DryRun => Decision::DryRun { rule: rule.name },
+            Some(rule) => Decision::Drop { rule: rule.name },
+        };
+        Verdict {
+            decision,
+            logged: logged_rules.iter().map(|r| r.name).collect(),
+            rule: found,
+            logged_rules,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(json: &str) -> Engine {
+        match Engine::from_json(json.as_bytes()) {
+            Ok(e) => e,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn error(json: &str) -> String {
+        match Engine::from_json(json.as_bytes()) {
+            Ok(_) => panic!("accepted: {json}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const DENY: &str = r#"{"name": "deny", "field": "client_ip", "in": ["127.0.0.2/32", "10.0.0.0/8"], "scope": "connection"}"#;
+
+    #[test]
+    fn tarpit_durations_are_bounded_and_named_by_path() {
+        let e = engine(
+            r#"{"rules": [{"name": "slow", "header": "x-a", "present": true, "tarpit": "1500ms"}, {"name": "t10", "header": "x-b", "present": true, "tarpit": "10s"}]}"#,
+        );
+        let rule = |n: &str| {
+            e.rule(
+                (0..20)
+                    .find(|i| e.rule(*i).is_some_and(|r| r.name == n))
+                    .unwrap_or(0),
+            )
+        };
+        assert_eq!(
+            e.tarpit_of(rule("slow").unwrap()),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            e.tarpit_of(rule("t10").unwrap()),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(e.tarpit_of(rule("host-missing").unwrap()), None);
+        for bad in [
+            "\"0s\"",
+            "\"61s\"",
+            "\"999ms\"",
+            "\"10\"",
+            "\"s\"",
+            "\"1.5s\"",
+            "\"-1s\"",
+            "10",
+        ] {
+            let msg = error(&format!(
+                r#"{{"rules": [{{"header": "x", "present": true, "tarpit": {bad}}}]}}"#
+            ));
+            assert!(msg.contains("rules[0].tarpit"), "{bad}: {msg}");
+        }
+        let msg = error(
+            r#"{"rules": [{"action": "allow", "header": "x", "present": true, "tarpit": "2s"}]}"#,
+        );
+        assert!(msg.contains("rules[0].tarpit"), "{msg}");
+        let msg =
+            error(r#"{"rules": [{"all": [{"header": "x", "present": true, "tarpit": "2s"}]}]}"#);
+        assert!(msg.contains("rules[0].all[0].tarpit"), "{msg}");
+    }
+
+    #[test]
+    fn max_tarpitted_default_and_bounds() {
+        assert_eq!(engine("{}").max_tarpitted(), 256);
+        assert_eq!(engine(r#"{"max_tarpitted": 3}"#).max_tarpitted(), 3);
+        assert!(error(r#"{"max_tarpitted": 0}"#).contains("max_tarpitted"));
+        assert!(error(r#"{"max_tarpitted": 100001}"#).contains("max_tarpitted"));
+    }
+
+    #[test]
+    fn connection_scope_client_ip_rules_refuse_at_accept() {
+        let e = engine(&format!(r#"{{"rules": [{DENY}]}}"#));
+        let rules = e.accept_rules();
+        assert_eq!(rules.count(), 1);
+        let v = e.decide_at_accept(&rules, b"127.0.0.2:5555");
+        assert_eq!(v.decision, Decision::Drop { rule: "deny" });
+        assert_eq!(
+            e.decide_at_accept(&rules, b"127.0.0.1:5555").decision,
+            Decision::Pass
+        );
+        assert_eq!(
+            e.decide_at_accept(&rules, b"[::1]:80").decision,
+            Decision::Pass
+        );
+        // The same rule on a request from that peer: the same decision.
+        let mut req = super::super::HeaderList::new()
+            .with(":authority", "a.example")
+            .peer("127.0.0.2:1");
+        assert_eq!(e.decide(&mut req).decision, Decision::Drop { rule: "deny" });
+    }
+
+    #[test]
+    fn only_peer_only_connection_scope_rules_are_decided_at_accept() {
+        for rule in [
+            // stream scope
+            r#"{"field": "client_ip", "in": ["127.0.0.2"]}"#,
+            // reads a header too
+            r#"{"all": [{"field": "client_ip", "in": ["127.0.0.2"]}, {"header": "x", "present": true}], "scope": "connection"}"#,
+            // held first
+            r#"{"field": "client_ip", "in": ["127.0.0.2"], "scope": "connection", "tarpit": "2s"}"#,
+            // rate limited
+            r#"{"field": "client_ip", "in": ["127.0.0.2"], "scope": "connection", "rate_limit": {"key": ["client_ip"], "rate": 1}}"#,
+        ] {
+            let e = engine(&format!(r#"{{"rules": [{rule}]}}"#));
+            assert!(e.accept_rules().is_empty(), "{rule}");
+        }
+        // Behind trusted proxies the peer is not the client.
+        let e = engine(&format!(
+            r#"{{"client_ip": {{"xff_trusted_hops": 1}}, "rules": [{DENY}]}}"#
+        ));
+        assert!(e.accept_rules().is_empty());
+        // `not` and `any` of client_ip conditions are peer-only.
+        let e = engine(
+            r#"{"rules": [{"name": "outside", "not": {"field": "client_ip", "in": ["127.0.0.1"]}, "scope": "connection"}]}"#,
+        );
+        let rules = e.accept_rules();
+        assert_eq!(
+            e.decide_at_accept(&rules, b"127.0.0.2:1").decision,
+            Decision::Drop { rule: "outside" }
+        );
+        assert_eq!(
+            e.decide_at_accept(&rules, b"127.0.0.1:1").decision,
+            Decision::Pass
+        );
+    }
+
+    #[test]
+    fn allow_rules_take_precedence_or_disable_refusal() {
+        let e = engine(&format!(
+            r#"{{"rules": [{{"name": "ok", "action": "allow", "field": "client_ip", "in": ["127.0.0.2"]}}, {DENY}]}}"#
+        ));
+        let rules = e.accept_rules();
+        assert_eq!(
+            e.decide_at_accept(&rules, b"127.0.0.2:1").decision,
+            Decision::Allow { rule: "ok" }
+        );
+        assert_eq!(
+            e.decide_at_accept(&rules, b"10.1.2.3:1").decision,
+            Decision::Drop { rule: "deny" }
+        );
+        let e = engine(&format!(
+            r#"{{"rules": [{{"name": "health", "action": "allow", "field": "path", "exact": "/healthz"}}, {DENY}]}}"#
+        ));
+        let rules = e.accept_rules();
+        assert!(rules.is_empty());
+        assert_eq!(rules.disabled_by(), Some("health"));
+    }
+
+    #[test]
+    fn dry_run_and_log_at_accept() {
+        let e = engine(&format!(r#"{{"mode": "dry-run", "rules": [{DENY}]}}"#));
+        let rules = e.accept_rules();
+        assert_eq!(
+            e.decide_at_accept(&rules, b"127.0.0.2:1").decision,
+            Decision::DryRun { rule: "deny" }
+        );
+        let e = engine(
+            r#"{"rules": [{"name": "watch", "action": "log", "field": "client_ip", "in": ["127.0.0.0/8"], "scope": "connection"}]}"#,
+        );
+        let rules = e.accept_rules();
+        let v = e.decide_at_accept(&rules, b"127.0.0.2:1");
+        assert_eq!(v.decision, Decision::Pass);
+        assert_eq!(v.logged, vec!["watch"]);
+    }
+}
