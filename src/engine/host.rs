@@ -9,10 +9,8 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::error::ConfigError;
+use super::limits::MAX_HOST_NAME;
 use super::trim_ows;
-
-/// Longest host name accepted (RFC 1035: 253 characters without the root dot).
-const MAX_NAME_LEN: usize = 253;
 
 /// What a Host header value turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +87,7 @@ fn valid_port(port: &str) -> bool {
 
 fn classify_name(name: &str) -> HostForm {
     let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
+    if name.is_empty() || name.len() > MAX_HOST_NAME {
         return HostForm::Invalid;
     }
     let lower = name.to_ascii_lowercase();

@@ -11,9 +11,7 @@ use ipnet::IpNet;
 use regex::bytes::{RegexSet, RegexSetBuilder};
 
 use super::error::ConfigError;
-
-/// Regex program size limit (each regex, and the compiled set).
-pub(crate) const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
+use super::limits::REGEX_SIZE_LIMIT;
 
 /// Hits collected before the first compaction (see `SubjectIndex::search`).
 const HITS_COMPACT_MIN: usize = 4096;
