@@ -46,7 +46,11 @@ pub(crate) fn host_rules(
     if has_allow {
         sources.push((
             HOST_NOT_ALLOWED,
-            format!(r#"{{"all":[{{"field":"host_kind","in":["name","ip"]}},{not_allowed}]}}"#),
+            format!(
+                r#"{{"all":[{{"any":[{},{}]}},{not_allowed}]}}"#,
+                kind("name"),
+                kind("ip")
+            ),
         ));
     }
     sources

@@ -3,10 +3,12 @@
 //! `RegexSet`, so a single pass over a value decides all of them, however
 //! many rules there are. Sets (`in`) are hash sets or sorted ranges.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::automaton::{Automaton, OverlappingState};
+use aho_corasick::nfa::contiguous;
+use aho_corasick::{dfa, AhoCorasick, Input};
 use ipnet::IpNet;
 use regex::bytes::{RegexSet, RegexSetBuilder};
 
@@ -99,12 +101,9 @@ impl IndexBuilder {
             if lit.patterns.is_empty() {
                 continue;
             }
-            let automaton = AhoCorasick::builder()
-                .ascii_case_insensitive(ci == 1)
-                .build(&lit.patterns)
-                .map_err(|e| {
-                    ConfigError::new("rules", format!("patterns too large to compile: {e}"))
-                })?;
+            let automaton = Searcher::build(&lit.patterns, ci == 1).map_err(|e| {
+                ConfigError::new("rules", format!("patterns too large to compile: {e}"))
+            })?;
             literals.push(Literals {
                 automaton,
                 targets: lit.targets,
@@ -140,9 +139,66 @@ pub(crate) fn regex_set<'a>(
         .build()
 }
 
+/// Patterns up to this many bytes in all get a DFA (one table lookup per
+/// byte); more get a contiguous NFA, whose memory grows with the patterns
+/// only (a DFA's grows with patterns × alphabet).
+const DFA_MAX_PATTERN_BYTES: usize = 16 * 1024;
+/// A DFA larger than this is not kept (the NFA is used instead).
+const DFA_MAX_MEMORY: usize = 4 * 1024 * 1024;
+
+/// One Aho-Corasick automaton, held as its concrete type so that the search
+/// loop is compiled for it (through `AhoCorasick` every byte costs calls
+/// through a trait object).
+#[derive(Debug)]
+enum Searcher {
+    Dfa(dfa::DFA),
+    Nfa(contiguous::NFA),
+}
+
+impl Searcher {
+    fn build(patterns: &[Vec<u8>], case_insensitive: bool) -> Result<Self, String> {
+        let bytes: usize = patterns.iter().map(Vec::len).sum();
+        if bytes <= DFA_MAX_PATTERN_BYTES {
+            let dfa = dfa::Builder::new()
+                .ascii_case_insensitive(case_insensitive)
+                .build(patterns)
+                .map_err(|e| e.to_string())?;
+            if dfa.memory_usage() <= DFA_MAX_MEMORY {
+                return Ok(Searcher::Dfa(dfa));
+            }
+        }
+        contiguous::Builder::new()
+            .ascii_case_insensitive(case_insensitive)
+            .build(patterns)
+            .map(Searcher::Nfa)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Calls `f(pattern, start, end)` for every match, overlapping ones
+    /// included.
+    fn each_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
+        match self {
+            Searcher::Dfa(a) => each_overlapping(a, value, f),
+            Searcher::Nfa(a) => each_overlapping(a, value, f),
+        }
+    }
+}
+
+fn each_overlapping<A: Automaton>(aut: &A, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
+    let input = Input::new(value);
+    let mut state = OverlappingState::start();
+    // The automata are built for unanchored searches, which cannot fail.
+    while aut.try_find_overlapping(&input, &mut state).is_ok() {
+        match state.get_match() {
+            Some(m) => f(m.pattern().as_usize(), m.start(), m.end()),
+            None => break,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Literals {
-    automaton: AhoCorasick,
+    automaton: Searcher,
     /// Per pattern id: the leaves that use it, and how.
     targets: Vec<Vec<Target>>,
 }
@@ -164,13 +220,13 @@ impl SubjectIndex {
         // they double, so memory stays bounded by the leaves, not the value.
         let mut compact_at = hits.len().saturating_mul(2).max(HITS_COMPACT_MIN);
         for lit in &self.literals {
-            for m in lit.automaton.find_overlapping_iter(value) {
-                let Some(targets) = lit.targets.get(m.pattern().as_usize()) else {
-                    continue;
+            lit.automaton.each_match(value, &mut |pattern, start, end| {
+                let Some(targets) = lit.targets.get(pattern) else {
+                    return;
                 };
                 // Boundaries only when a target needs them (they scan OWS).
-                let starts = || starts_element(value, m.start(), elements);
-                let ends = || ends_element(value, m.end(), elements);
+                let starts = || starts_element(value, start, elements);
+                let ends = || ends_element(value, end, elements);
                 for target in targets {
                     let ok = match target.kind {
                         Kind::Contains => true,
@@ -178,8 +234,8 @@ impl SubjectIndex {
                         Kind::Suffix => ends(),
                         Kind::Exact => starts() && ends(),
                     };
-                    let bounded = !target.segment
-                        || (segment_start(value, m.start()) && segment_end(value, m.end()));
+                    let bounded =
+                        !target.segment || (segment_start(value, start) && segment_end(value, end));
                     if ok && bounded {
                         hits.push(target.leaf);
                     }
@@ -189,10 +245,15 @@ impl SubjectIndex {
                     hits.dedup();
                     compact_at = hits.len().saturating_mul(2).max(HITS_COMPACT_MIN);
                 }
-            }
+            });
         }
         if let Some((set, leaves)) = &self.regexes {
             let mut run = |v: &[u8]| {
+                // `matches` allocates its answer; most values match nothing,
+                // and `is_match` says so without allocating.
+                if !set.is_match(v) {
+                    return;
+                }
                 for i in set.matches(v).iter() {
                     if let Some(leaf) = leaves.get(i) {
                         hits.push(*leaf);
@@ -259,7 +320,7 @@ fn ends_element(value: &[u8], at: usize, elements: bool) -> bool {
 /// An exact-match set (`in`), optionally ASCII case-insensitive.
 #[derive(Debug)]
 pub(crate) struct StrSet {
-    items: HashSet<Vec<u8>>,
+    items: super::host::FnvSet<Vec<u8>>,
     /// The items that contain a comma or end in whitespace: on a list they
     /// are matched by position, exactly as an `exact` with that text is.
     spanning: Option<AhoCorasick>,

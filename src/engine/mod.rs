@@ -96,6 +96,9 @@ pub struct Engine {
     query_names: Vec<Vec<u8>>,
     slots: Slots,
     indexes: Vec<(Subject, SubjectIndex)>,
+    /// The `host_kind` index, answered ahead of time: `host_kind` has four
+    /// values, so its hits for each are computed once, here.
+    kind_hits: Option<(usize, [Vec<u32>; 4])>,
     leaf_rule: Vec<u32>,
     rules: Vec<Rule>,
     allow_plan: Vec<Unit>,
@@ -140,6 +143,7 @@ impl Engine {
             query_names: Vec::new(),
             slots: Slots::default(),
             indexes: Vec::new(),
+            kind_hits: None,
             leaf_rule: Vec::new(),
             rules: Vec::new(),
             allow_plan: Vec::new(),
@@ -228,6 +232,20 @@ impl Engine {
         {
             indexes.push((*subject, builder.build()?));
         }
+        let kind_hits = indexes
+            .iter()
+            .position(|(subject, _)| *subject == Subject::HostKind)
+            .and_then(|at| {
+                let (_, index) = indexes.get(at)?;
+                let per_kind = request::HOST_KINDS.map(|kind| {
+                    let mut hits = Vec::new();
+                    index.search(kind, false, &mut hits);
+                    hits.sort_unstable();
+                    hits.dedup();
+                    hits
+                });
+                Some((at, per_kind))
+            });
         let allow_plan = plan(&compiled, |a| a == Action::Allow);
         let drop_plan = plan(&compiled, |a| a != Action::Allow);
         Ok(Engine {
@@ -241,6 +259,7 @@ impl Engine {
             query_names: compiler.query_names,
             slots,
             indexes,
+            kind_hits,
             leaf_rule: compiler.leaf_rule,
             rules: compiled,
             allow_plan,
@@ -476,29 +495,30 @@ impl HeaderList {
 }
 
 impl RequestSource for HeaderList {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+    fn header(&mut self, name: &str, out: &mut Vec<u8>) -> bool {
         self.fetched.push(name.to_string());
-        let mut values = self
-            .lines
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice());
-        let first = values.next()?.to_vec();
-        Some(values.fold(first, |mut acc, v| {
-            acc.push(b',');
-            acc.extend_from_slice(v);
-            acc
-        }))
+        let mut found = false;
+        for (_, value) in self.lines.iter().filter(|(n, _)| n == name) {
+            if found {
+                out.push(b',');
+            }
+            out.extend_from_slice(value);
+            found = true;
+        }
+        found
     }
 
-    fn peer_address(&mut self) -> Option<Vec<u8>> {
+    fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {
         self.fetched.push("<peer>".into());
-        self.peer.clone()
+        self.peer.as_ref().map(|p| out.extend_from_slice(p)).is_some()
     }
 
-    fn protocol(&mut self) -> Option<Vec<u8>> {
+    fn protocol(&mut self, out: &mut Vec<u8>) -> bool {
         self.fetched.push("<protocol>".into());
-        self.protocol.clone()
+        self.protocol
+            .as_ref()
+            .map(|p| out.extend_from_slice(p))
+            .is_some()
     }
 
     /// A header list has no buckets: nothing is ever over a limit. Wrap it to

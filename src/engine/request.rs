@@ -10,22 +10,47 @@ use super::host::{classify, HostForm};
 /// Where the engine reads a request from. The proxy adapter implements it with
 /// host calls; `HeaderList` implements it for tests and the CLI. The engine
 /// asks for each item at most once per decision, and only when a rule needs it.
+///
+/// Values are appended to a buffer the engine owns and reuses from request to
+/// request, so reading a request allocates nothing once the buffers have grown
+/// to the size of typical values.
 pub trait RequestSource {
-    /// A header's value, all field lines joined with `,`; `None` if absent.
-    /// `name` is lower case; HTTP/2-style pseudo-headers (`:authority`,
-    /// `:path`, `:method`, `:scheme`) are asked for by those names.
-    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
+    /// Appends a header's value, all field lines joined with `,`, to `out`;
+    /// false (and nothing appended) if absent. `name` is lower case;
+    /// HTTP/2-style pseudo-headers (`:authority`, `:path`, `:method`,
+    /// `:scheme`) are asked for by those names.
+    fn header(&mut self, name: &str, out: &mut Vec<u8>) -> bool;
 
-    /// The direct peer's address (`ip` or `ip:port`, IPv6 possibly in brackets).
-    fn peer_address(&mut self) -> Option<Vec<u8>>;
+    /// Appends the direct peer's address (`ip` or `ip:port`, IPv6 possibly in
+    /// brackets) to `out`; false if unknown.
+    fn peer_address(&mut self, out: &mut Vec<u8>) -> bool;
 
-    /// The HTTP version as text: `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/3`.
-    fn protocol(&mut self) -> Option<Vec<u8>>;
+    /// Appends the HTTP version as text (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`,
+    /// `HTTP/3`) to `out`; false if unknown.
+    fn protocol(&mut self, out: &mut Vec<u8>) -> bool;
 
     /// Takes one token from the bucket of `key` under `limit`; true when the
     /// bucket is empty, i.e. the request is over the limit. Asked only when a
     /// rate-limited rule's condition matched and no earlier rule decided.
     fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool;
+
+    /// [`RequestSource::header`] into a new buffer (for logs and tools).
+    fn header_value(&mut self, name: &str) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.header(name, &mut out).then_some(out)
+    }
+
+    /// [`RequestSource::peer_address`] into a new buffer.
+    fn peer_value(&mut self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.peer_address(&mut out).then_some(out)
+    }
+
+    /// [`RequestSource::protocol`] into a new buffer.
+    fn protocol_value(&mut self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.protocol(&mut out).then_some(out)
+    }
 }
 
 /// A compiled rate limit, handed to [`RequestSource::over_limit`].
@@ -116,6 +141,26 @@ impl PathReading {
 /// starts with `/`. So `/a/%2e%2e//b`, `/a/../b` and `\b` are all `/b`.
 pub fn normalize_path(raw: &[u8]) -> Vec<u8> {
     normalize_path_as(raw, PathReading::Decoded)
+}
+
+/// Is `raw` its own main reading ([`normalize_path`] would return it
+/// unchanged)? True for the common path: it starts with `/` and has no `%`,
+/// no `\`, no empty, `.` or `..` segment (a trailing `/` is fine). One scan,
+/// no allocation.
+pub fn is_normal_path(raw: &[u8]) -> bool {
+    if raw.first() != Some(&b'/') || raw.iter().any(|b| *b == b'%' || *b == b'\\') {
+        return false;
+    }
+    let mut segments = raw.get(1..).unwrap_or_default().split(|b| *b == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        match segment {
+            b"" if last => {}
+            b"" | b"." | b".." => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// The path as one [`PathReading`] reads it.
@@ -288,7 +333,11 @@ fn hex(b: u8) -> Option<u8> {
 /// Parses one address as written in `X-Forwarded-For` or a peer address:
 /// `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]`, `[::1]:80`.
 pub fn parse_address(text: &[u8]) -> Option<IpAddr> {
-    let text = std::str::from_utf8(super::trim_ows(text)).ok()?;
+    let text = super::trim_ows(text);
+    if let Some(v4) = ipv4_with_port(text) {
+        return Some(IpAddr::V4(v4));
+    }
+    let text = std::str::from_utf8(text).ok()?;
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Some(ip);
     }
@@ -296,6 +345,43 @@ pub fn parse_address(text: &[u8]) -> Option<IpAddr> {
         return rest.split_once(']').and_then(|(ip, _)| ip.parse().ok());
     }
     text.rsplit_once(':').and_then(|(ip, _)| ip.parse().ok())
+}
+
+/// `a.b.c.d` or `a.b.c.d:port`, the way every peer address of an IPv4
+/// client is written, read in one pass. Anything else (IPv6, odd forms) is
+/// `None` and left to the general parser, which reads what this reads the
+/// same way: octets of 1-3 digits up to 255, no leading zeros.
+fn ipv4_with_port(text: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut at = 0usize;
+    for (i, octet) in octets.iter_mut().enumerate() {
+        let start = at;
+        let mut value = 0u16;
+        while let Some(d) = text.get(at).filter(|b| b.is_ascii_digit()) {
+            value = value.checked_mul(10)?.checked_add(u16::from(d & 0x0f))?;
+            at = at.saturating_add(1);
+        }
+        let digits = at.saturating_sub(start);
+        if digits == 0 || digits > 3 || (digits > 1 && text.get(start) == Some(&b'0')) {
+            return None;
+        }
+        *octet = u8::try_from(value).ok()?;
+        let sep = text.get(at);
+        match (i, sep) {
+            (0..=2, Some(b'.')) => at = at.saturating_add(1),
+            (3, None) => {}
+            (3, Some(b':')) => {
+                let port = text.get(at.saturating_add(1)..)?;
+                // Digits only: then the general parser, which ignores what
+                // follows the last `:`, reads the same address.
+                if port.is_empty() || !port.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(std::net::Ipv4Addr::from(octets))
 }
 
 /// The client address `client_ip` conditions see.
@@ -350,14 +436,25 @@ pub fn client_from_xff(
     }
 }
 
+/// Every value of the `host_kind` field, in [`host_kind_slot`] order.
+pub const HOST_KINDS: [&[u8]; 4] = [b"missing", b"invalid", b"ip", b"name"];
+
+/// Which of [`HOST_KINDS`] a Host is.
+pub fn host_kind_slot(form: &HostForm) -> usize {
+    match form {
+        HostForm::Missing | HostForm::Empty => 0,
+        HostForm::Invalid => 1,
+        HostForm::IpLiteral(_) => 2,
+        HostForm::Name(_) => 3,
+    }
+}
+
 /// The kind of Host a request has, as the `host_kind` field shows it.
 pub fn host_kind(form: &HostForm) -> &'static [u8] {
-    match form {
-        HostForm::Missing | HostForm::Empty => b"missing",
-        HostForm::Invalid => b"invalid",
-        HostForm::IpLiteral(_) => b"ip",
-        HostForm::Name(_) => b"name",
-    }
+    HOST_KINDS
+        .get(host_kind_slot(form))
+        .copied()
+        .unwrap_or(b"invalid")
 }
 
 /// The `host` field: the normalised name, or the canonical text of an IP
