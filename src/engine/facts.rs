@@ -301,13 +301,13 @@ impl Scratch {
 
 thread_local! {
     /// The scratch buffers of this thread's last decision.
-    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+    static SCRATCH: std::cell::Cell<Option<Scratch>> = const { std::cell::Cell::new(None) };
 }
 
 pub(crate) struct Facts<'e, 's> {
     engine: &'e Engine,
     source: &'s mut dyn RequestSource,
-    scratch: Box<Scratch>,
+    scratch: Scratch,
     host: Option<HostForm>,
     host_value: Option<Option<Vec<u8>>>,
     path: Option<Views>,

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use aho_corasick::automaton::{Automaton, OverlappingState};
+use aho_corasick::automaton::Automaton;
 use aho_corasick::nfa::contiguous;
-use aho_corasick::{dfa, AhoCorasick, Input};
+use aho_corasick::{dfa, AhoCorasick, Anchored, StartKind};
 use ipnet::IpNet;
 use regex::bytes::{RegexSet, RegexSetBuilder};
 
@@ -161,6 +161,8 @@ impl Searcher {
         if bytes <= DFA_MAX_PATTERN_BYTES {
             let dfa = dfa::Builder::new()
                 .ascii_case_insensitive(case_insensitive)
+                .start_kind(StartKind::Unanchored)
+                .prefilter(false)
                 .build(patterns)
                 .map_err(|e| e.to_string())?;
             if dfa.memory_usage() <= DFA_MAX_MEMORY {
@@ -169,6 +171,7 @@ impl Searcher {
         }
         contiguous::Builder::new()
             .ascii_case_insensitive(case_insensitive)
+            .prefilter(false)
             .build(patterns)
             .map(Searcher::Nfa)
             .map_err(|e| e.to_string())
@@ -184,14 +187,28 @@ impl Searcher {
     }
 }
 
+/// Every match, overlapping ones included: one transition per byte, and
+/// only match states (the automata have no prefilter, so no other state is
+/// special) stop the loop. Patterns are never empty, so the start state is
+/// no match.
 fn each_overlapping<A: Automaton>(aut: &A, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
-    let input = Input::new(value);
-    let mut state = OverlappingState::start();
-    // The automata are built for unanchored searches, which cannot fail.
-    while aut.try_find_overlapping(&input, &mut state).is_ok() {
-        match state.get_match() {
-            Some(m) => f(m.pattern().as_usize(), m.start(), m.end()),
-            None => break,
+    let Ok(mut sid) = aut.start_state(Anchored::No) else {
+        return;
+    };
+    for (at, &byte) in value.iter().enumerate() {
+        sid = aut.next_state(Anchored::No, sid, byte);
+        if aut.is_special(sid) {
+            if aut.is_dead(sid) {
+                return;
+            }
+            if aut.is_match(sid) {
+                let end = at.saturating_add(1);
+                for i in 0..aut.match_len(sid) {
+                    let pattern = aut.match_pattern(sid, i);
+                    let start = end.saturating_sub(aut.pattern_len(pattern));
+                    f(pattern.as_usize(), start, end);
+                }
+            }
         }
     }
 }
