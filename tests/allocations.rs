@@ -136,7 +136,11 @@ fn config(total: usize) -> Value {
 
 fn check(total: usize) {
     let engine = Engine::from_json(config(total).to_string().as_bytes()).unwrap();
-    assert!(engine.rules().count() >= total - 1, "{}", engine.rules().count());
+    assert!(
+        engine.rules().count() >= total - 1,
+        "{}",
+        engine.rules().count()
+    );
     // The first decision on this thread sizes the reused buffers.
     let first = engine.decide(&mut browser()).decision;
     assert_eq!(first, Decision::Pass, "the request must be allowed");
@@ -147,7 +151,10 @@ fn check(total: usize) {
             assert_eq!(verdict.decision, Decision::Pass);
         }
     });
-    assert_eq!(count, 0, "{count} allocations in 100 allowed requests at {total} rules");
+    assert_eq!(
+        count, 0,
+        "{count} allocations in 100 allowed requests at {total} rules"
+    );
 }
 
 #[test]

@@ -40,6 +40,14 @@ pub(crate) fn classify_reusing(raw: Option<&[u8]>, buffer: String) -> HostForm {
         return HostForm::Missing;
     };
     let raw = trim_ows(raw);
+    match plain_name(raw, buffer) {
+        Ok(form) => form,
+        Err(buffer) => classify_general(raw, buffer),
+    }
+}
+
+/// Every Host form (`raw` trimmed).
+fn classify_general(raw: &[u8], buffer: String) -> HostForm {
     if raw.is_empty() {
         return HostForm::Empty;
     }
@@ -70,6 +78,65 @@ pub(crate) fn classify_reusing(raw: Option<&[u8]>, buffer: String) -> HostForm {
         return HostForm::Empty;
     }
     classify_name_into(name, buffer)
+}
+
+/// The common Host, read in one pass: labels of letters, digits, `-` and
+/// `_`, an optional `:port` of digits, the last label not a number (so not
+/// an IPv4 form) and no trailing dot. Lower-cased into `buffer`. Anything
+/// else is handed back (`Err`) to the general reading, which classifies
+/// these the same way.
+fn plain_name(raw: &[u8], mut buffer: String) -> Result<HostForm, String> {
+    buffer.clear();
+    let mut bytes = std::mem::take(&mut buffer).into_bytes();
+    let (mut label, mut last_is_number, mut end) = (0usize, true, raw.len());
+    let mut label_start = 0usize;
+    for (i, &b) in raw.iter().enumerate() {
+        let lower = b.to_ascii_lowercase();
+        if lower.is_ascii_lowercase() || b == b'-' || b == b'_' {
+            last_is_number = false;
+        } else if b == b'.' {
+            if label == 0 {
+                break;
+            }
+            label = 0;
+            last_is_number = true;
+            bytes.push(b);
+            label_start = bytes.len();
+            continue;
+        } else if b == b':' {
+            end = i;
+            break;
+        } else if !b.is_ascii_digit() {
+            label = 0;
+            break;
+        }
+        label = label.saturating_add(1);
+        if label > 63 {
+            label = 0;
+            break;
+        }
+        bytes.push(lower);
+    }
+    let port = raw.get(end..).unwrap_or_default();
+    let port_ok = port.is_empty()
+        || port
+            .get(1..)
+            .is_some_and(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+    // `0x…` is a hex number to a browser: left to the general reading.
+    let hex = bytes
+        .get(label_start..)
+        .is_some_and(|l| l.starts_with(b"0x"));
+    let plain = label > 0 && !last_is_number && !hex && port_ok && bytes.len() <= MAX_HOST_NAME;
+    // ASCII only was pushed, so this is always text.
+    match (plain, String::from_utf8(bytes)) {
+        (true, Ok(name)) => Ok(HostForm::Name(name)),
+        (false, Ok(back)) => Err(back),
+        (_, Err(e)) => {
+            let mut back = e.into_bytes();
+            back.clear();
+            Err(String::from_utf8(back).unwrap_or_default())
+        }
+    }
 }
 
 fn classify_bracketed(rest: &str) -> HostForm {
@@ -263,5 +330,48 @@ impl Allowlist {
 
     pub(crate) fn allows_ip(&self, ip: Option<IpAddr>) -> bool {
         ip.is_some_and(|ip| self.ips.contains(&ip))
+    }
+}
+
+#[cfg(test)]
+mod plain_tests {
+    use super::*;
+
+    /// The one-pass reading agrees with the general one wherever it answers.
+    #[test]
+    fn plain_name_agrees_with_the_general_reading() {
+        let alphabet = [
+            b'a', b'Z', b'0', b'x', b'.', b':', b'-', b'_', b'7', b'[', b' ', b'f',
+        ];
+        let mut checked = 0;
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        while let Some(raw) = stack.pop() {
+            if let Ok(fast) = plain_name(&raw, String::new()) {
+                checked += 1;
+                let general = classify_reusing_general(&raw);
+                assert_eq!(fast, general, "{:?}", String::from_utf8_lossy(&raw));
+            }
+            if raw.len() < 6 {
+                for b in alphabet {
+                    let mut next = raw.clone();
+                    next.push(b);
+                    stack.push(next);
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+        for long in [
+            format!("{}.com", "a".repeat(63)),
+            format!("{}.com", "a".repeat(64)),
+        ] {
+            let fast = plain_name(long.as_bytes(), String::new()).ok();
+            if let Some(fast) = fast {
+                assert_eq!(fast, classify_reusing_general(long.as_bytes()));
+            }
+        }
+    }
+
+    fn classify_reusing_general(raw: &[u8]) -> HostForm {
+        classify_general(trim_ows(raw), String::new())
     }
 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use aho_corasick::automaton::Automaton;
 use aho_corasick::nfa::contiguous;
-use aho_corasick::{dfa, AhoCorasick, Anchored, StartKind};
+use aho_corasick::{AhoCorasick, Anchored};
 use ipnet::IpNet;
 use regex::bytes::{RegexSet, RegexSetBuilder};
 
@@ -139,35 +139,25 @@ pub(crate) fn regex_set<'a>(
         .build()
 }
 
-/// Patterns up to this many bytes in all get a DFA (one table lookup per
-/// byte); more get a contiguous NFA, whose memory grows with the patterns
-/// only (a DFA's grows with patterns × alphabet).
-const DFA_MAX_PATTERN_BYTES: usize = 16 * 1024;
-/// A DFA larger than this is not kept (the NFA is used instead).
-const DFA_MAX_MEMORY: usize = 4 * 1024 * 1024;
+/// A dense DFA is built when its table (states × byte classes) has at most
+/// this many entries (4 bytes each); larger sets get a contiguous NFA,
+/// whose memory grows with the patterns only.
+const DENSE_MAX_ENTRIES: usize = 1 << 20;
 
-/// One Aho-Corasick automaton, held as its concrete type so that the search
-/// loop is compiled for it (through `AhoCorasick` every byte costs calls
-/// through a trait object).
+/// One Aho-Corasick automaton. Small sets get drop444's own dense DFA: one
+/// table lookup per byte, written for the shipped `opt-level = "z"` build
+/// (through `aho-corasick`'s own search loops every byte costs several
+/// calls there). Large sets get `aho-corasick`'s contiguous NFA.
 #[derive(Debug)]
 enum Searcher {
-    Dfa(dfa::DFA),
+    Dense(DenseDfa),
     Nfa(contiguous::NFA),
 }
 
 impl Searcher {
     fn build(patterns: &[Vec<u8>], case_insensitive: bool) -> Result<Self, String> {
-        let bytes: usize = patterns.iter().map(Vec::len).sum();
-        if bytes <= DFA_MAX_PATTERN_BYTES {
-            let dfa = dfa::Builder::new()
-                .ascii_case_insensitive(case_insensitive)
-                .start_kind(StartKind::Unanchored)
-                .prefilter(false)
-                .build(patterns)
-                .map_err(|e| e.to_string())?;
-            if dfa.memory_usage() <= DFA_MAX_MEMORY {
-                return Ok(Searcher::Dfa(dfa));
-            }
+        if let Some(dfa) = DenseDfa::build(patterns, case_insensitive) {
+            return Ok(Searcher::Dense(dfa));
         }
         contiguous::Builder::new()
             .ascii_case_insensitive(case_insensitive)
@@ -181,8 +171,182 @@ impl Searcher {
     /// included.
     fn each_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
         match self {
-            Searcher::Dfa(a) => each_overlapping(a, value, f),
+            Searcher::Dense(a) => a.each_match(value, f),
             Searcher::Nfa(a) => each_overlapping(a, value, f),
+        }
+    }
+}
+
+/// A dense Aho-Corasick DFA over byte classes (every byte that occurs in a
+/// pattern is a class of its own, ASCII case folded when case-insensitive;
+/// all other bytes share class 0). A transition holds the target state's
+/// row offset, with [`DenseDfa::MATCH`] set when that state reports
+/// matches.
+#[derive(Debug)]
+struct DenseDfa {
+    classes: [u8; 256],
+    stride: u32,
+    trans: Vec<u32>,
+    /// Per state: its patterns are `outputs[out_start[s]..out_start[s + 1]]`.
+    out_start: Vec<u32>,
+    outputs: Vec<u32>,
+    pattern_len: Vec<u32>,
+}
+
+impl DenseDfa {
+    const MATCH: u32 = 1 << 31;
+
+    fn build(patterns: &[Vec<u8>], case_insensitive: bool) -> Option<DenseDfa> {
+        let fold = |b: u8| {
+            if case_insensitive {
+                b.to_ascii_lowercase()
+            } else {
+                b
+            }
+        };
+        let mut classes = [0u8; 256];
+        let mut count = 1usize;
+        for b in patterns.iter().flatten().map(|b| fold(*b)) {
+            let slot = classes.get_mut(usize::from(b))?;
+            if *slot == 0 {
+                *slot = u8::try_from(count).ok()?;
+                count = count.checked_add(1)?;
+            }
+        }
+        if case_insensitive {
+            for b in b'A'..=b'Z' {
+                let lower = *classes.get(usize::from(b.to_ascii_lowercase()))?;
+                *classes.get_mut(usize::from(b))? = lower;
+            }
+        }
+        let stride = count;
+        let bytes: usize = patterns.iter().map(Vec::len).sum();
+        if bytes.checked_add(1)?.checked_mul(stride)? > DENSE_MAX_ENTRIES {
+            return None;
+        }
+        // The trie, rows of `stride` entries; `NONE` marks a missing edge.
+        const NONE: u32 = u32::MAX;
+        let mut trans: Vec<u32> = vec![NONE; stride];
+        let mut own: Vec<Vec<u32>> = vec![Vec::new()];
+        for (id, pattern) in patterns.iter().enumerate() {
+            let mut state = 0usize;
+            for &b in pattern {
+                let class = usize::from(*classes.get(usize::from(b))?);
+                let at = state.checked_mul(stride)?.checked_add(class)?;
+                let next = *trans.get(at)?;
+                state = if next == NONE {
+                    let new = own.len();
+                    own.push(Vec::new());
+                    trans.resize(trans.len().checked_add(stride)?, NONE);
+                    *trans.get_mut(at)? = u32::try_from(new).ok()?;
+                    new
+                } else {
+                    usize::try_from(next).ok()?
+                };
+            }
+            own.get_mut(state)?.push(u32::try_from(id).ok()?);
+        }
+        // Failure links in breadth-first order turn the trie into a DFA;
+        // each state also reports the patterns of its failure state.
+        let states = own.len();
+        let mut fail = vec![0usize; states];
+        let mut queue = std::collections::VecDeque::new();
+        for class in 0..stride {
+            let entry = trans.get_mut(class)?;
+            if *entry == NONE {
+                *entry = 0;
+            } else {
+                queue.push_back(usize::try_from(*entry).ok()?);
+            }
+        }
+        let mut order = Vec::with_capacity(states);
+        while let Some(state) = queue.pop_front() {
+            order.push(state);
+            let failed = *fail.get(state)?;
+            for class in 0..stride {
+                let at = state.checked_mul(stride)?.checked_add(class)?;
+                let via_fail = *trans.get(failed.checked_mul(stride)?.checked_add(class)?)?;
+                let next = *trans.get(at)?;
+                if next == NONE {
+                    *trans.get_mut(at)? = via_fail;
+                } else {
+                    let child = usize::try_from(next).ok()?;
+                    *fail.get_mut(child)? = usize::try_from(via_fail).ok()?;
+                    queue.push_back(child);
+                }
+            }
+        }
+        // Outputs: a state's own patterns, then its failure state's (whose
+        // list is complete, being earlier in breadth-first order).
+        let mut all: Vec<Vec<u32>> = vec![Vec::new(); states];
+        for &state in &order {
+            let mut list = std::mem::take(own.get_mut(state)?);
+            list.extend_from_slice(all.get(*fail.get(state)?)?);
+            *all.get_mut(state)? = list;
+        }
+        let mut out_start = Vec::with_capacity(states.checked_add(1)?);
+        let mut outputs = Vec::new();
+        for list in &all {
+            out_start.push(u32::try_from(outputs.len()).ok()?);
+            outputs.extend_from_slice(list);
+        }
+        out_start.push(u32::try_from(outputs.len()).ok()?);
+        // Premultiplied targets, flagged when the target reports matches.
+        let stride32 = u32::try_from(stride).ok()?;
+        for entry in &mut trans {
+            let target = usize::try_from(*entry).ok()?;
+            let flag = if all.get(target)?.is_empty() {
+                0
+            } else {
+                Self::MATCH
+            };
+            let offset = entry.checked_mul(stride32)?;
+            if offset >= Self::MATCH {
+                return None;
+            }
+            *entry = offset | flag;
+        }
+        Some(DenseDfa {
+            classes,
+            stride: stride32,
+            trans,
+            out_start,
+            outputs,
+            pattern_len: patterns
+                .iter()
+                .map(|p| u32::try_from(p.len()).unwrap_or(u32::MAX))
+                .collect(),
+        })
+    }
+
+    fn each_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
+        let mut row = 0u32;
+        for (at, &byte) in value.iter().enumerate() {
+            let class = u32::from(self.classes.get(usize::from(byte)).copied().unwrap_or(0));
+            let entry = self
+                .trans
+                .get(row.wrapping_add(class) as usize)
+                .copied()
+                .unwrap_or(0);
+            row = entry & !Self::MATCH;
+            if entry & Self::MATCH != 0 {
+                self.report(row, at.saturating_add(1), f);
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn report(&self, row: u32, end: usize, f: &mut dyn FnMut(usize, usize, usize)) {
+        let state = row.checked_div(self.stride).unwrap_or(0) as usize;
+        let from = self.out_start.get(state).copied().unwrap_or(0) as usize;
+        let to = self
+            .out_start
+            .get(state.saturating_add(1))
+            .copied()
+            .unwrap_or(0) as usize;
+        for &pattern in self.outputs.get(from..to).unwrap_or_default() {
+            let len = self.pattern_len.get(pattern as usize).copied().unwrap_or(0) as usize;
+            f(pattern as usize, end.saturating_sub(len), end);
         }
     }
 }

@@ -510,7 +510,10 @@ impl RequestSource for HeaderList {
 
     fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {
         self.fetched.push("<peer>".into());
-        self.peer.as_ref().map(|p| out.extend_from_slice(p)).is_some()
+        self.peer
+            .as_ref()
+            .map(|p| out.extend_from_slice(p))
+            .is_some()
     }
 
     fn protocol(&mut self, out: &mut Vec<u8>) -> bool {

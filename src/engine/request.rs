@@ -151,7 +151,11 @@ pub fn is_normal_path(raw: &[u8]) -> bool {
     if raw.first() != Some(&b'/') || raw.iter().any(|b| *b == b'%' || *b == b'\\') {
         return false;
     }
-    let mut segments = raw.get(1..).unwrap_or_default().split(|b| *b == b'/').peekable();
+    let mut segments = raw
+        .get(1..)
+        .unwrap_or_default()
+        .split(|b| *b == b'/')
+        .peekable();
     while let Some(segment) = segments.next() {
         let last = segments.peek().is_none();
         match segment {
