@@ -91,8 +91,7 @@ fn plain_name(raw: &[u8], mut buffer: String) -> Result<HostForm, String> {
     let (mut label, mut last_is_number, mut end) = (0usize, true, raw.len());
     let mut label_start = 0usize;
     for (i, &b) in raw.iter().enumerate() {
-        let lower = b.to_ascii_lowercase();
-        if lower.is_ascii_lowercase() || b == b'-' || b == b'_' {
+        if b.is_ascii_alphabetic() || b == b'-' || b == b'_' {
             last_is_number = false;
         } else if b == b'.' {
             if label == 0 {
@@ -100,8 +99,7 @@ fn plain_name(raw: &[u8], mut buffer: String) -> Result<HostForm, String> {
             }
             label = 0;
             last_is_number = true;
-            bytes.push(b);
-            label_start = bytes.len();
+            label_start = i.saturating_add(1);
             continue;
         } else if b == b':' {
             end = i;
@@ -115,7 +113,10 @@ fn plain_name(raw: &[u8], mut buffer: String) -> Result<HostForm, String> {
             label = 0;
             break;
         }
-        bytes.push(lower);
+    }
+    bytes.extend_from_slice(raw.get(..end).unwrap_or_default());
+    for b in &mut bytes {
+        *b = b.to_ascii_lowercase();
     }
     let port = raw.get(end..).unwrap_or_default();
     let port_ok = port.is_empty()
