@@ -352,7 +352,7 @@ mod plain_tests {
                 let general = classify_reusing_general(&raw);
                 assert_eq!(fast, general, "{:?}", String::from_utf8_lossy(&raw));
             }
-            if raw.len() < 6 {
+            if raw.len() < 5 {
                 for b in alphabet {
                     let mut next = raw.clone();
                     next.push(b);
@@ -360,7 +360,7 @@ mod plain_tests {
                 }
             }
         }
-        assert!(checked > 1000, "{checked}");
+        assert!(checked > 100, "{checked}");
         for long in [
             format!("{}.com", "a".repeat(63)),
             format!("{}.com", "a".repeat(64)),
