@@ -301,13 +301,15 @@ impl Scratch {
 
 thread_local! {
     /// The scratch buffers of this thread's last decision.
-    static SCRATCH: std::cell::Cell<Option<Scratch>> = const { std::cell::Cell::new(None) };
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
 }
 
 pub(crate) struct Facts<'e, 's> {
     engine: &'e Engine,
     source: &'s mut dyn RequestSource,
-    scratch: Scratch,
+    /// Boxed: handing the buffers to and from the thread's slot moves a
+    /// pointer, not the buffers' headers.
+    scratch: Box<Scratch>,
     host: Option<HostForm>,
     host_value: Option<Option<Vec<u8>>>,
     path: Option<Views>,
@@ -319,14 +321,21 @@ pub(crate) struct Facts<'e, 's> {
     client_ip: Option<ClientAddress>,
 }
 
-impl Drop for Facts<'_, '_> {
-    /// Hands the buffers back for the next decision on this thread.
-    fn drop(&mut self) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        if let Some(path) = self.path.take() {
+impl<'e, 's> Facts<'e, 's> {
+    /// Hands the buffers back for the next decision on this thread. (A
+    /// decision that does not call this only costs the next one fresh
+    /// buffers.)
+    pub(crate) fn finish(self) {
+        let Facts {
+            mut scratch,
+            path,
+            host,
+            ..
+        } = self;
+        if let Some(path) = path {
             scratch.path = path;
         }
-        if let Some(HostForm::Name(name)) = self.host.take() {
+        if let Some(HostForm::Name(name)) = host {
             scratch.host_name = name;
         }
         if scratch.retained() <= SCRATCH_KEEP_MAX {
@@ -335,9 +344,7 @@ impl Drop for Facts<'_, '_> {
             let _ = SCRATCH.try_with(|slot| slot.set(Some(scratch)));
         }
     }
-}
 
-impl<'e, 's> Facts<'e, 's> {
     pub(crate) fn new(engine: &'e Engine, source: &'s mut dyn RequestSource) -> Self {
         let mut scratch = SCRATCH
             .try_with(|slot| slot.take())

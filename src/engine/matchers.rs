@@ -185,6 +185,9 @@ impl Searcher {
 #[derive(Debug)]
 struct DenseDfa {
     classes: [u8; 256],
+    /// Bytes on which the start state goes anywhere but to itself: from the
+    /// start state, the search skips to the next of them in a tight loop.
+    leaves_start: [bool; 256],
     stride: u32,
     trans: Vec<u32>,
     /// Per state: its patterns are `outputs[out_start[s]..out_start[s + 1]]`.
@@ -306,8 +309,14 @@ impl DenseDfa {
             }
             *entry = offset | flag;
         }
+        let mut leaves_start = [false; 256];
+        for (byte, leaves) in leaves_start.iter_mut().enumerate() {
+            let class = usize::from(*classes.get(byte)?);
+            *leaves = *trans.get(class)? != 0;
+        }
         Some(DenseDfa {
             classes,
+            leaves_start,
             stride: stride32,
             trans,
             out_start,
@@ -321,7 +330,23 @@ impl DenseDfa {
 
     fn each_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
         let mut row = 0u32;
-        for (at, &byte) in value.iter().enumerate() {
+        let mut at = 0usize;
+        while let Some(rest) = value.get(at..) {
+            if row == 0 {
+                let leaves = |b: &u8| {
+                    self.leaves_start
+                        .get(usize::from(*b))
+                        .copied()
+                        .unwrap_or(true)
+                };
+                match rest.iter().position(leaves) {
+                    Some(skip) => at = at.saturating_add(skip),
+                    None => return,
+                }
+            }
+            let Some(&byte) = value.get(at) else {
+                return;
+            };
             let class = u32::from(self.classes.get(usize::from(byte)).copied().unwrap_or(0));
             let entry = self
                 .trans
@@ -329,8 +354,9 @@ impl DenseDfa {
                 .copied()
                 .unwrap_or(0);
             row = entry & !Self::MATCH;
+            at = at.saturating_add(1);
             if entry & Self::MATCH != 0 {
-                self.report(row, at.saturating_add(1), f);
+                self.report(row, at, f);
             }
         }
     }

@@ -374,6 +374,7 @@ impl Engine {
         let mut facts = Facts::new(self, source);
         let mut logged_rules = Vec::new();
         if let Some(rule) = self.first_match(&self.allow_plan, true, &mut facts, &mut Vec::new()) {
+            facts.finish();
             return Verdict {
                 decision: Decision::Allow { rule: rule.name },
                 logged: Vec::new(),
@@ -382,6 +383,7 @@ impl Engine {
             };
         }
         let found = self.first_match(&self.drop_plan, false, &mut facts, &mut logged_rules);
+        facts.finish();
         let decision = match found {
             None => Decision::Pass,
             Some(rule) if self.mode == Mode::DryRun => Decision::DryRun { rule: rule.name },
