@@ -313,6 +313,8 @@ pub(crate) struct Facts<'e, 's> {
     host: Option<HostForm>,
     host_value: Option<Option<Vec<u8>>>,
     path: Option<Views>,
+    /// Length of the raw path (the target before `?`), once split.
+    raw_path_len: Option<usize>,
     path_and_query: Option<PqViews>,
     query: Option<QueryViews>,
     /// The method upper-cased, when that differs from the method as sent.
@@ -359,6 +361,7 @@ impl<'e, 's> Facts<'e, 's> {
             host: None,
             host_value: None,
             path: None,
+            raw_path_len: None,
             path_and_query: None,
             query: None,
             method_upper: None,
@@ -398,6 +401,15 @@ impl<'e, 's> Facts<'e, 's> {
         self.stored(self.engine.slots.path).unwrap_or(b"/")
     }
 
+    /// The raw path: the target before `?` (split once).
+    fn raw_path(&self) -> &[u8] {
+        let target = self.target();
+        match self.raw_path_len {
+            Some(len) => target.get(..len).unwrap_or(target),
+            None => request::split_target(target).0,
+        }
+    }
+
     fn host_form(&mut self) -> &HostForm {
         if self.host.is_none() {
             let buffer = std::mem::take(&mut self.scratch.host_name);
@@ -422,8 +434,10 @@ impl<'e, 's> Facts<'e, 's> {
                 if self.path.is_none() && !matches!(subject, Subject::Query(_)) {
                     let reuse = std::mem::take(&mut self.scratch.path);
                     let (raw, _) = request::split_target(self.target());
+                    let len = raw.len();
                     let views = path_views_reusing(raw, reuse);
                     self.path = Some(views);
+                    self.raw_path_len = Some(len);
                 }
                 if subject == Subject::PathAndQuery && self.path_and_query.is_none() {
                     let target = self.target();
@@ -511,7 +525,7 @@ impl<'e, 's> Facts<'e, 's> {
                 1usize.saturating_add(usize::from(upper.is_some()))
             }
             Subject::Path => {
-                let (raw, _) = request::split_target(self.target());
+                let raw = self.raw_path();
                 self.path.as_ref().map_or(0, |views| {
                     views.visit(raw, f);
                     views.count()

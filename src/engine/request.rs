@@ -341,6 +341,11 @@ pub fn parse_address(text: &[u8]) -> Option<IpAddr> {
     if let Some(v4) = ipv4_with_port(text) {
         return Some(IpAddr::V4(v4));
     }
+    parse_address_general(text)
+}
+
+/// Every address form [`parse_address`] reads (`text` trimmed).
+fn parse_address_general(text: &[u8]) -> Option<IpAddr> {
     let text = std::str::from_utf8(text).ok()?;
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Some(ip);
@@ -357,35 +362,43 @@ pub fn parse_address(text: &[u8]) -> Option<IpAddr> {
 /// same way: octets of 1-3 digits up to 255, no leading zeros.
 fn ipv4_with_port(text: &[u8]) -> Option<std::net::Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut at = 0usize;
-    for (i, octet) in octets.iter_mut().enumerate() {
-        let start = at;
-        let mut value = 0u16;
-        while let Some(d) = text.get(at).filter(|b| b.is_ascii_digit()) {
-            value = value.checked_mul(10)?.checked_add(u16::from(d & 0x0f))?;
-            at = at.saturating_add(1);
-        }
-        let digits = at.saturating_sub(start);
-        if digits == 0 || digits > 3 || (digits > 1 && text.get(start) == Some(&b'0')) {
-            return None;
-        }
-        *octet = u8::try_from(value).ok()?;
-        let sep = text.get(at);
-        match (i, sep) {
-            (0..=2, Some(b'.')) => at = at.saturating_add(1),
-            (3, None) => {}
-            (3, Some(b':')) => {
-                let port = text.get(at.saturating_add(1)..)?;
-                // Digits only: then the general parser, which ignores what
-                // follows the last `:`, reads the same address.
-                if port.is_empty() || !port.iter().all(u8::is_ascii_digit) {
+    let (mut filled, mut value, mut digits) = (0usize, 0u16, 0u8);
+    let mut bytes = text.iter();
+    loop {
+        let byte = bytes.next();
+        match byte {
+            Some(d) if d.is_ascii_digit() => {
+                // At most three digits, no leading zero: then no overflow.
+                if digits == 3 || (digits == 1 && value == 0) {
                     return None;
                 }
+                value = value.wrapping_mul(10).wrapping_add(u16::from(d & 0x0f));
+                digits = digits.wrapping_add(1);
             }
-            _ => return None,
+            Some(b'.' | b':') | None => {
+                if digits == 0 {
+                    return None;
+                }
+                *octets.get_mut(filled)? = u8::try_from(value).ok()?;
+                filled = filled.saturating_add(1);
+                if byte == Some(&b'.') {
+                    (value, digits) = (0, 0);
+                    continue;
+                }
+                if filled != 4 {
+                    return None;
+                }
+                // A port of digits only: then the general parser, which
+                // ignores what follows the last `:`, reads the same address.
+                let port = bytes.as_slice();
+                if byte.is_some() && (port.is_empty() || !port.iter().all(u8::is_ascii_digit)) {
+                    return None;
+                }
+                return Some(std::net::Ipv4Addr::from(octets));
+            }
+            Some(_) => return None,
         }
     }
-    Some(std::net::Ipv4Addr::from(octets))
 }
 
 /// The client address `client_ip` conditions see.
@@ -475,4 +488,57 @@ pub fn host_value(form: &HostForm, raw: Option<&[u8]>) -> Option<Vec<u8>> {
 /// Classifies the raw `:authority` (re-exported for the CLI's explanations).
 pub fn classify_authority(raw: Option<&[u8]>) -> HostForm {
     classify(raw)
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+
+    /// The one-pass IPv4 reading agrees with the general parser wherever it
+    /// answers, and answers for the usual forms.
+    #[test]
+    fn ipv4_fast_path_agrees_with_the_general_parser() {
+        let alphabet = [b'0', b'1', b'5', b'.', b':'];
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut answered = 0;
+        while let Some(text) = stack.pop() {
+            if let Some(fast) = ipv4_with_port(&text) {
+                answered += 1;
+                assert_eq!(
+                    Some(IpAddr::V4(fast)),
+                    parse_address_general(&text),
+                    "{:?}",
+                    String::from_utf8_lossy(&text)
+                );
+            }
+            if text.len() < 8 {
+                for b in alphabet {
+                    let mut next = text.clone();
+                    next.push(b);
+                    stack.push(next);
+                }
+            }
+        }
+        assert!(answered > 10, "{answered}");
+        for text in [
+            "255.255.255.255",
+            "198.51.100.77:40000",
+            "0.0.0.0:0",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3.4:",
+            "1.2.3.4:8a",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1.2.3.4:5:6",
+            "1.2.3.4 ",
+        ] {
+            let fast = ipv4_with_port(text.as_bytes()).map(IpAddr::V4);
+            if fast.is_some() {
+                assert_eq!(fast, parse_address_general(text.as_bytes()), "{text}");
+            }
+        }
+        assert!(ipv4_with_port(b"198.51.100.77:40000").is_some());
+        assert!(ipv4_with_port(b"10.0.0.1").is_some());
+    }
 }
