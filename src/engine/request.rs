@@ -148,23 +148,29 @@ pub fn normalize_path(raw: &[u8]) -> Vec<u8> {
 /// no `\`, no empty, `.` or `..` segment (a trailing `/` is fine). One scan,
 /// no allocation.
 pub fn is_normal_path(raw: &[u8]) -> bool {
-    if raw.first() != Some(&b'/') || raw.iter().any(|b| *b == b'%' || *b == b'\\') {
+    let Some((b'/', rest)) = raw.split_first() else {
         return false;
-    }
-    let mut segments = raw
-        .get(1..)
-        .unwrap_or_default()
-        .split(|b| *b == b'/')
-        .peekable();
-    while let Some(segment) = segments.next() {
-        let last = segments.peek().is_none();
-        match segment {
-            b"" if last => {}
-            b"" | b"." | b".." => return false,
-            _ => {}
+    };
+    // The segment being read: its length, and whether it is dots only.
+    let (mut len, mut dots) = (0usize, true);
+    for &b in rest {
+        match b {
+            b'%' | b'\\' => return false,
+            b'/' => {
+                if len == 0 || (dots && len <= 2) {
+                    return false;
+                }
+                (len, dots) = (0, true);
+            }
+            b'.' => len = len.saturating_add(1),
+            _ => {
+                len = len.saturating_add(1);
+                dots = false;
+            }
         }
     }
-    true
+    // The last segment may be empty (a trailing `/`), not `.` or `..`.
+    len == 0 || !dots || len > 2
 }
 
 /// The path as one [`PathReading`] reads it.
@@ -540,5 +546,36 @@ mod address_tests {
         }
         assert!(ipv4_with_port(b"198.51.100.77:40000").is_some());
         assert!(ipv4_with_port(b"10.0.0.1").is_some());
+    }
+}
+
+#[cfg(test)]
+mod normal_path_tests {
+    use super::*;
+
+    /// A path `is_normal_path` accepts is its own main reading, and every
+    /// plain path (no `%`, no `\\`) that is its own main reading is accepted.
+    #[test]
+    fn normal_paths_are_their_own_main_reading() {
+        let alphabet = [b'/', b'.', b'a', b'%', b'\\', b';'];
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut normal = 0;
+        while let Some(raw) = stack.pop() {
+            let same = normalize_path(&raw) == raw;
+            if is_normal_path(&raw) {
+                normal += 1;
+                assert!(same, "{:?}", String::from_utf8_lossy(&raw));
+            } else if !raw.contains(&b'%') && !raw.contains(&b'\\') {
+                assert!(!same, "{:?} missed", String::from_utf8_lossy(&raw));
+            }
+            if raw.len() < 7 {
+                for b in alphabet {
+                    let mut next = raw.clone();
+                    next.push(b);
+                    stack.push(next);
+                }
+            }
+        }
+        assert!(normal > 100, "{normal}");
     }
 }
