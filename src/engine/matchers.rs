@@ -150,20 +150,20 @@ const DENSE_MAX_ENTRIES: usize = 1 << 20;
 /// calls there). Large sets get `aho-corasick`'s contiguous NFA.
 #[derive(Debug)]
 enum Searcher {
-    Dense(DenseDfa),
-    Nfa(contiguous::NFA),
+    Dense(Box<DenseDfa>),
+    Nfa(Box<contiguous::NFA>),
 }
 
 impl Searcher {
     fn build(patterns: &[Vec<u8>], case_insensitive: bool) -> Result<Self, String> {
         if let Some(dfa) = DenseDfa::build(patterns, case_insensitive) {
-            return Ok(Searcher::Dense(dfa));
+            return Ok(Searcher::Dense(Box::new(dfa)));
         }
         contiguous::Builder::new()
             .ascii_case_insensitive(case_insensitive)
             .prefilter(false)
             .build(patterns)
-            .map(Searcher::Nfa)
+            .map(|nfa| Searcher::Nfa(Box::new(nfa)))
             .map_err(|e| e.to_string())
     }
 
@@ -172,7 +172,7 @@ impl Searcher {
     fn each_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
         match self {
             Searcher::Dense(a) => a.each_match(value, f),
-            Searcher::Nfa(a) => each_overlapping(a, value, f),
+            Searcher::Nfa(a) => each_overlapping(&**a, value, f),
         }
     }
 }
