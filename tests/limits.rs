@@ -147,3 +147,76 @@ fn names_and_settings() {
         "stats.prefix"
     );
 }
+
+/// docs/configuration.md "Limits" shows every constant of
+/// `drop444::engine::limits` with its value (the table is the docs' mirror
+/// of that file: change one, this fails until the other follows).
+#[test]
+fn docs_table_mirrors_limits() {
+    use drop444::engine::limits::*;
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let table = docs
+        .split("\n## Limits\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Limits section");
+    let row = |label: &str| -> &str {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {label}")))
+            .unwrap_or_else(|| panic!("no row `{label}` in the Limits table"))
+    };
+    let thousands = |n: usize| {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let expect = [
+        ("rules", thousands(MAX_RULES)),
+        ("nesting", MAX_DEPTH.to_string()),
+        ("one pattern", format!("{} KiB", MAX_PATTERN_LEN / 1024)),
+        (
+            "all patterns",
+            format!("{} MiB", MAX_PATTERN_BYTES / (1024 * 1024)),
+        ),
+        (
+            "compiled regex",
+            format!("{} MiB", REGEX_SIZE_LIMIT / (1024 * 1024)),
+        ),
+        ("rate-limit buckets", thousands(MAX_SLOTS as usize)),
+        ("rule name", format!("{MAX_RULE_NAME} characters")),
+        (
+            "`log.max_per_second`",
+            thousands(MAX_LOG_PER_SECOND as usize),
+        ),
+        (
+            "`log.user_agent_max`",
+            thousands(MAX_USER_AGENT_LOGGED as usize),
+        ),
+        ("host name", format!("{MAX_HOST_NAME} characters")),
+    ];
+    for (label, value) in expect {
+        let line = row(label);
+        assert!(line.contains(&value), "`{line}` should say {value}");
+    }
+}
+
+/// Host names: 253 characters in `host.allow` load, 254 do not.
+#[test]
+fn host_name_length() {
+    let name = |n: usize| format!("{}{}", "a.".repeat(126), "b".repeat(n - 252));
+    assert_eq!(name(253).len(), 253);
+    assert!(load(&json!({"host": {"allow": [name(253)]}})).is_ok());
+    let err = refused(&json!({"host": {"allow": [name(254)]}}));
+    assert_eq!(err.path(), "host.allow[0]");
+}

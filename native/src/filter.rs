@@ -175,24 +175,24 @@ impl Config {
             return;
         }
         let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
-        let peer = request.peer_address().and_then(|p| parse_address(&p));
+        let peer = request.peer_value().and_then(|p| parse_address(&p));
         let hops = self.engine.xff_trusted_hops();
         let xff = if hops > 0 {
-            request.header("x-forwarded-for")
+            request.header_value("x-forwarded-for")
         } else {
             None
         };
         let client = client_from_xff(xff.as_deref(), hops, peer);
-        let mut user_agent = text(request.header("user-agent"));
+        let mut user_agent = text(request.header_value("user-agent"));
         if let Some(ua) = user_agent.as_mut() {
             truncate(ua, settings.user_agent_max as usize);
         }
         let line = DropLine {
             drop444: event,
             rule,
-            method: text(request.header(":method")),
-            host: text(request.header(":authority")),
-            path: text(request.header(":path")),
+            method: text(request.header_value(":method")),
+            host: text(request.header_value(":authority")),
+            path: text(request.header_value(":path")),
             client: client.map(|c| c.to_string()),
             user_agent,
             suppressed_before: suppressed,
@@ -371,8 +371,8 @@ impl<'c> NativeRequest<'c> {
 }
 
 impl RequestSource for NativeRequest<'_> {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        let mut joined: Option<Vec<u8>> = None;
+    fn header(&mut self, name: &str, out: &mut Vec<u8>) -> bool {
+        let mut found = false;
         for field in &self.headers {
             // SAFETY: header buffers stay valid until the hook returns, and
             // this request does not outlive the hook.
@@ -382,26 +382,30 @@ impl RequestSource for NativeRequest<'_> {
             }
             // SAFETY: as above.
             let value = unsafe { abi::bytes(field.value_ptr, field.value_length) };
-            match joined.as_mut() {
-                None => joined = Some(value.to_vec()),
-                Some(all) => {
-                    all.push(b',');
-                    all.extend_from_slice(value);
-                }
+            if found {
+                out.push(b',');
             }
+            out.extend_from_slice(value);
+            found = true;
         }
-        joined
+        found
     }
 
-    fn peer_address(&mut self) -> Option<Vec<u8>> {
+    fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {
         if self.peer.is_none() {
             self.peer = Some(self.attribute(abi::attribute::SOURCE_ADDRESS));
         }
-        self.peer.clone().flatten()
+        self.peer
+            .as_ref()
+            .and_then(Option::as_ref)
+            .map(|p| out.extend_from_slice(p))
+            .is_some()
     }
 
-    fn protocol(&mut self) -> Option<Vec<u8>> {
+    fn protocol(&mut self, out: &mut Vec<u8>) -> bool {
         self.attribute(abi::attribute::REQUEST_PROTOCOL)
+            .map(|p| out.extend_from_slice(&p))
+            .is_some()
     }
 
     fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {

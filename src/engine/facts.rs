@@ -19,25 +19,33 @@ type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// The distinct readings of the path: the main (decoded, normalised) one,
 /// whether the raw one (the request target's bytes before `?`) differs from
-/// it, and further ones that differ from both and each other.
+/// it, and further ones that differ from both and each other. When the raw
+/// path is already normal (the common case) the main reading *is* the raw
+/// path and nothing is copied.
 #[derive(Debug, Default)]
 pub(crate) struct Views {
+    /// The main reading, unless `main_is_raw`.
     main: Vec<u8>,
+    main_is_raw: bool,
     raw_differs: bool,
     more: Vec<Vec<u8>>,
 }
 
 impl Views {
-    fn new(main: Vec<u8>, raw: &[u8]) -> Self {
-        Views {
-            raw_differs: raw != main.as_slice(),
-            main,
-            more: Vec::new(),
+    /// The main reading (`raw`: the raw path these views were made of).
+    fn main<'a>(&'a self, raw: &'a [u8]) -> &'a [u8] {
+        if self.main_is_raw {
+            raw
+        } else {
+            &self.main
         }
     }
 
     fn push_distinct(&mut self, raw: &[u8], view: Vec<u8>) {
-        if view != self.main && !(self.raw_differs && view == raw) && !self.more.contains(&view) {
+        if view != self.main(raw)
+            && !(self.raw_differs && view == raw)
+            && !self.more.contains(&view)
+        {
             self.more.push(view);
         }
     }
@@ -50,7 +58,7 @@ impl Views {
 
     /// Main first, then raw (when it differs), then the others.
     fn visit(&self, raw: &[u8], f: &mut dyn FnMut(usize, &[u8]) -> bool) {
-        if f(0, &self.main) {
+        if f(0, self.main(raw)) {
             return;
         }
         let mut at = 1usize;
@@ -70,8 +78,20 @@ impl Views {
 }
 
 /// Every distinct reading of a raw path (without query).
+#[cfg(test)]
 pub(crate) fn path_views(raw: &[u8]) -> Views {
-    let mut views = Views::new(request::normalize_path(raw), raw);
+    path_views_reusing(raw, Views::default())
+}
+
+/// [`path_views`], reusing the buffers of earlier views.
+fn path_views_reusing(raw: &[u8], mut views: Views) -> Views {
+    views.more.clear();
+    views.main.clear();
+    views.main_is_raw = request::is_normal_path(raw);
+    if !views.main_is_raw {
+        views.main = request::normalize_path(raw);
+    }
+    views.raw_differs = !views.main_is_raw && raw != views.main.as_slice();
     for reading in PathReading::may_differ(raw) {
         views.push_distinct(raw, request::normalize_path_as(raw, reading));
     }
@@ -91,11 +111,13 @@ pub(crate) struct PqViews {
 
 impl PqViews {
     fn new(path: &Views, target: &[u8], query: Option<&[u8]>) -> Self {
-        let main = join(&path.main, query);
+        let (raw, _) = request::split_target(target);
+        let path_main = path.main(raw);
+        let main = join(path_main, query);
         let raw_differs = target != main.as_slice();
         let decoded_query = query.filter(|q| q.contains(&b'%')).and_then(|q| {
             let decoded = request::percent_decode(q, false);
-            let view = join(&path.main, Some(&decoded));
+            let view = join(path_main, Some(&decoded));
             (view != main && view != target).then_some(view)
         });
         PqViews {
@@ -191,11 +213,14 @@ fn query_views(query: Option<&[u8]>) -> QueryViews {
 }
 
 /// Leaves of one index hit by this request: on any reading, and on every
-/// reading (`None`: the same, there being one value).
-#[derive(Debug, Clone)]
+/// reading (`has_every` false: the same, there being one value). The vectors
+/// keep their capacity from request to request.
+#[derive(Debug, Default)]
 struct Hits {
+    done: bool,
     any: Vec<u32>,
-    every: Option<Vec<u32>>,
+    every: Vec<u32>,
+    has_every: bool,
 }
 
 fn bit(reading: usize) -> u32 {
@@ -209,47 +234,155 @@ fn all_bits(readings: usize) -> u32 {
     (0..readings).fold(0, |mask, r| mask | bit(r))
 }
 
+/// One header slot: not read yet, absent, or present with its value.
+#[derive(Debug, Default)]
+struct Header {
+    state: Read,
+    value: Vec<u8>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    #[default]
+    Not,
+    Absent,
+    Present,
+}
+
+/// The buffers of one decision, kept between decisions (one set per thread)
+/// so that a typical request allocates nothing: header values are appended
+/// to buffers that already have the capacity, hits go to vectors that do too.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    headers: Vec<Header>,
+    hits: Vec<Hits>,
+    path: Views,
+    /// The lower-cased host name of the last request, for its buffer.
+    host_name: String,
+    peer: Vec<u8>,
+}
+
+/// Buffers larger than this in all are not kept for the next request (a
+/// huge request should not pin its memory).
+const SCRATCH_KEEP_MAX: usize = 256 * 1024;
+
+impl Scratch {
+    fn retained(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|h| h.value.capacity()).sum();
+        let hits: usize = self
+            .hits
+            .iter()
+            .map(|h| h.any.capacity().saturating_add(h.every.capacity()))
+            .sum();
+        headers
+            .saturating_add(hits.saturating_mul(4))
+            .saturating_add(self.path.main.capacity())
+            .saturating_add(self.host_name.capacity())
+            .saturating_add(self.peer.capacity())
+    }
+
+    /// Ready for a request on `engine`: nothing read, nothing computed.
+    fn reset(&mut self, engine: &Engine) {
+        if self.headers.len() < engine.header_names.len() {
+            self.headers
+                .resize_with(engine.header_names.len(), Header::default);
+        }
+        for header in &mut self.headers {
+            header.state = Read::Not;
+        }
+        if self.hits.len() < engine.indexes.len() {
+            self.hits.resize_with(engine.indexes.len(), Hits::default);
+        }
+        for hits in &mut self.hits {
+            hits.done = false;
+        }
+    }
+}
+
+thread_local! {
+    /// The scratch buffers of this thread's last decision.
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+}
+
 pub(crate) struct Facts<'e, 's> {
     engine: &'e Engine,
     source: &'s mut dyn RequestSource,
-    headers: Vec<Option<Option<Vec<u8>>>>,
+    /// Boxed: handing the buffers to and from the thread's slot moves a
+    /// pointer, not the buffers' headers.
+    scratch: Box<Scratch>,
     host: Option<HostForm>,
     host_value: Option<Option<Vec<u8>>>,
     path: Option<Views>,
+    /// Length of the raw path (the target before `?`), once split.
+    raw_path_len: Option<usize>,
     path_and_query: Option<PqViews>,
     query: Option<QueryViews>,
     /// The method upper-cased, when that differs from the method as sent.
     method_upper: Option<Option<Vec<u8>>>,
     protocol: Option<Option<Vec<u8>>>,
     client_ip: Option<ClientAddress>,
-    hits: Vec<Option<Hits>>,
 }
 
 impl<'e, 's> Facts<'e, 's> {
+    /// Hands the buffers back for the next decision on this thread. (A
+    /// decision that does not call this only costs the next one fresh
+    /// buffers.)
+    pub(crate) fn finish(self) {
+        let Facts {
+            mut scratch,
+            path,
+            host,
+            ..
+        } = self;
+        if let Some(path) = path {
+            scratch.path = path;
+        }
+        if let Some(HostForm::Name(name)) = host {
+            scratch.host_name = name;
+        }
+        if scratch.retained() <= SCRATCH_KEEP_MAX {
+            // A nested decision (none today) would find the slot taken and
+            // use fresh buffers; whichever finishes last is kept.
+            let _ = SCRATCH.try_with(|slot| slot.set(Some(scratch)));
+        }
+    }
+
     pub(crate) fn new(engine: &'e Engine, source: &'s mut dyn RequestSource) -> Self {
+        let mut scratch = SCRATCH
+            .try_with(|slot| slot.take())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        scratch.reset(engine);
         Facts {
             engine,
             source,
-            headers: vec![None; engine.header_names.len()],
+            scratch,
             host: None,
             host_value: None,
             path: None,
+            raw_path_len: None,
             path_and_query: None,
             query: None,
             method_upper: None,
             protocol: None,
             client_ip: None,
-            hits: vec![None; engine.indexes.len()],
         }
     }
 
     fn header(&mut self, slot: usize) -> Option<&[u8]> {
-        let entry = self.headers.get_mut(slot)?;
-        if entry.is_none() {
+        let entry = self.scratch.headers.get_mut(slot)?;
+        if entry.state == Read::Not {
             let name = self.engine.header_names.get(slot)?;
-            *entry = Some(self.source.header(name));
+            entry.value.clear();
+            entry.state = if self.source.header(name, &mut entry.value) {
+                Read::Present
+            } else {
+                entry.value.clear();
+                Read::Absent
+            };
         }
-        entry.as_ref().and_then(|v| v.as_deref())
+        (entry.state == Read::Present).then_some(entry.value.as_slice())
     }
 
     fn slot_value(&mut self, slot: Option<usize>) -> Option<&[u8]> {
@@ -258,9 +391,9 @@ impl<'e, 's> Facts<'e, 's> {
 
     /// A header already fetched.
     fn stored(&self, slot: Option<usize>) -> Option<&[u8]> {
-        slot.and_then(|s| self.headers.get(s))
-            .and_then(|v| v.as_ref())
-            .and_then(|v| v.as_deref())
+        slot.and_then(|s| self.scratch.headers.get(s))
+            .filter(|h| h.state == Read::Present)
+            .map(|h| h.value.as_slice())
     }
 
     /// The request target (fetched), `/` when there is none.
@@ -268,9 +401,24 @@ impl<'e, 's> Facts<'e, 's> {
         self.stored(self.engine.slots.path).unwrap_or(b"/")
     }
 
+    /// The raw path: the target before `?` (split once).
+    fn raw_path(&self) -> &[u8] {
+        let target = self.target();
+        match self.raw_path_len {
+            Some(len) => target.get(..len).unwrap_or(target),
+            None => request::split_target(target).0,
+        }
+    }
+
     fn host_form(&mut self) -> &HostForm {
         if self.host.is_none() {
-            let form = request::classify_authority(self.slot_value(self.engine.slots.authority));
+            let buffer = std::mem::take(&mut self.scratch.host_name);
+            let raw = self
+                .engine
+                .slots
+                .authority
+                .and_then(|s| self.header(s).map(|_| s));
+            let form = super::host::classify_reusing(self.stored(raw), buffer);
             self.host = Some(form);
         }
         self.host.get_or_insert(HostForm::Missing)
@@ -284,9 +432,12 @@ impl<'e, 's> Facts<'e, 's> {
             Subject::Path | Subject::PathAndQuery | Subject::Query(_) => {
                 self.slot_value(self.engine.slots.path);
                 if self.path.is_none() && !matches!(subject, Subject::Query(_)) {
+                    let reuse = std::mem::take(&mut self.scratch.path);
                     let (raw, _) = request::split_target(self.target());
-                    let views = path_views(raw);
+                    let len = raw.len();
+                    let views = path_views_reusing(raw, reuse);
                     self.path = Some(views);
+                    self.raw_path_len = Some(len);
                 }
                 if subject == Subject::PathAndQuery && self.path_and_query.is_none() {
                     let target = self.target();
@@ -314,7 +465,7 @@ impl<'e, 's> Facts<'e, 's> {
                 self.slot_value(self.engine.slots.scheme);
             }
             Subject::Protocol if self.protocol.is_none() => {
-                self.protocol = Some(self.source.protocol());
+                self.protocol = Some(self.source.protocol_value());
             }
             Subject::Host if self.host_value.is_none() => {
                 let raw = self
@@ -327,10 +478,14 @@ impl<'e, 's> Facts<'e, 's> {
                 self.host_form();
             }
             Subject::ClientIp if self.client_ip.is_none() => {
+                let mut buffer = std::mem::take(&mut self.scratch.peer);
+                buffer.clear();
                 let peer = self
                     .source
-                    .peer_address()
-                    .and_then(|p| request::parse_address(&p));
+                    .peer_address(&mut buffer)
+                    .then(|| request::parse_address(&buffer))
+                    .flatten();
+                self.scratch.peer = buffer;
                 let hops = self.engine.xff_trusted_hops;
                 let xff = self.slot_value(self.engine.slots.xff);
                 self.client_ip = Some(request::client_address(xff, hops, peer));
@@ -370,7 +525,7 @@ impl<'e, 's> Facts<'e, 's> {
                 1usize.saturating_add(usize::from(upper.is_some()))
             }
             Subject::Path => {
-                let (raw, _) = request::split_target(self.target());
+                let raw = self.raw_path();
                 self.path.as_ref().map_or(0, |views| {
                     views.visit(raw, f);
                     views.count()
@@ -472,64 +627,75 @@ impl<'e, 's> Facts<'e, 's> {
     /// or (`every`) on every reading. Each distinct reading is searched once,
     /// and both answers come from that one pass.
     pub(crate) fn hits(&mut self, index: usize, every: bool) -> &[u32] {
-        if self.hits.get(index).is_some_and(Option::is_none) {
-            let engine = self.engine;
-            let computed = match engine.indexes.get(index) {
-                Some((subject, matcher)) => {
-                    self.prepare(*subject);
-                    let list = subject.is_list();
-                    let mut any = Vec::new();
-                    let every = if self.single(*subject) {
-                        self.visit(*subject, &mut |_, v| {
-                            matcher.search(v, list, &mut any);
-                            false
-                        });
-                        any.sort_unstable();
-                        any.dedup();
-                        None
-                    } else {
-                        let (mut seen, mut all, mut found) = (0u32, None::<Vec<u32>>, Vec::new());
-                        let readings = self.visit(*subject, &mut |r, v| {
-                            seen |= bit(r);
-                            found.clear();
-                            matcher.search(v, list, &mut found);
-                            found.sort_unstable();
-                            found.dedup();
-                            any.extend_from_slice(&found);
-                            all = Some(match all.take() {
-                                None => found.clone(),
-                                Some(mut both) => {
-                                    both.retain(|leaf| found.binary_search(leaf).is_ok());
-                                    both
-                                }
-                            });
-                            false
-                        });
-                        any.sort_unstable();
-                        any.dedup();
-                        Some(if readings > 0 && seen == all_bits(readings) {
-                            all.unwrap_or_default()
-                        } else {
-                            Vec::new()
-                        })
-                    };
-                    Hits { any, every }
-                }
-                None => Hits {
-                    any: Vec::new(),
-                    every: None,
-                },
-            };
-            if let Some(slot) = self.hits.get_mut(index) {
-                *slot = Some(computed);
+        let engine = self.engine;
+        if let Some((at, per_kind)) = &engine.kind_hits {
+            if *at == index {
+                // One reading, one value: the same hits either way.
+                let kind = request::host_kind_slot(self.host_form());
+                return per_kind.get(kind).map(Vec::as_slice).unwrap_or_default();
             }
         }
-        self.hits
+        if self.scratch.hits.get(index).is_some_and(|h| !h.done) {
+            let (mut any, mut all) = match self.scratch.hits.get_mut(index) {
+                Some(h) => (std::mem::take(&mut h.any), std::mem::take(&mut h.every)),
+                None => (Vec::new(), Vec::new()),
+            };
+            any.clear();
+            all.clear();
+            let mut has_every = false;
+            if let Some((subject, matcher)) = engine.indexes.get(index) {
+                self.prepare(*subject);
+                let list = subject.is_list();
+                if self.single(*subject) {
+                    self.visit(*subject, &mut |_, v| {
+                        matcher.search(v, list, &mut any);
+                        false
+                    });
+                } else {
+                    has_every = true;
+                    let (mut seen, mut first, mut found) = (0u32, true, Vec::new());
+                    let readings = self.visit(*subject, &mut |r, v| {
+                        seen |= bit(r);
+                        found.clear();
+                        matcher.search(v, list, &mut found);
+                        found.sort_unstable();
+                        found.dedup();
+                        any.extend_from_slice(&found);
+                        if first {
+                            all.extend_from_slice(&found);
+                            first = false;
+                        } else {
+                            all.retain(|leaf| found.binary_search(leaf).is_ok());
+                        }
+                        false
+                    });
+                    if readings == 0 || seen != all_bits(readings) {
+                        all.clear();
+                    }
+                }
+                if any.len() > 1 {
+                    any.sort_unstable();
+                    any.dedup();
+                }
+            }
+            if let Some(h) = self.scratch.hits.get_mut(index) {
+                *h = Hits {
+                    done: true,
+                    any,
+                    every: all,
+                    has_every,
+                };
+            }
+        }
+        self.scratch
+            .hits
             .get(index)
-            .and_then(Option::as_ref)
-            .map(|h| match (every, &h.every) {
-                (true, Some(all)) => all.as_slice(),
-                _ => h.any.as_slice(),
+            .map(|h| {
+                if every && h.has_every {
+                    h.every.as_slice()
+                } else {
+                    h.any.as_slice()
+                }
             })
             .unwrap_or_default()
     }

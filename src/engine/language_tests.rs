@@ -762,14 +762,14 @@ struct Limited<'a> {
 }
 
 impl RequestSource for Limited<'_> {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        self.req.header(name)
+    fn header(&mut self, name: &str, out: &mut Vec<u8>) -> bool {
+        self.req.header(name, out)
     }
-    fn peer_address(&mut self) -> Option<Vec<u8>> {
-        self.req.peer_address()
+    fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {
+        self.req.peer_address(out)
     }
-    fn protocol(&mut self) -> Option<Vec<u8>> {
-        RequestSource::protocol(&mut self.req)
+    fn protocol(&mut self, out: &mut Vec<u8>) -> bool {
+        RequestSource::protocol(&mut self.req, out)
     }
     fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {
         use crate::limiter::{key_hash, BucketState};

@@ -3,17 +3,17 @@
 //! `RegexSet`, so a single pass over a value decides all of them, however
 //! many rules there are. Sets (`in`) are hash sets or sorted ranges.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::automaton::Automaton;
+use aho_corasick::nfa::contiguous;
+use aho_corasick::{AhoCorasick, Anchored};
 use ipnet::IpNet;
 use regex::bytes::{RegexSet, RegexSetBuilder};
 
 use super::error::ConfigError;
-
-/// Regex program size limit (each regex, and the compiled set).
-pub(crate) const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
+use super::limits::REGEX_SIZE_LIMIT;
 
 /// Hits collected before the first compaction (see `SubjectIndex::search`).
 const HITS_COMPACT_MIN: usize = 4096;
@@ -101,12 +101,9 @@ impl IndexBuilder {
             if lit.patterns.is_empty() {
                 continue;
             }
-            let automaton = AhoCorasick::builder()
-                .ascii_case_insensitive(ci == 1)
-                .build(&lit.patterns)
-                .map_err(|e| {
-                    ConfigError::new("rules", format!("patterns too large to compile: {e}"))
-                })?;
+            let automaton = Searcher::build(&lit.patterns, ci == 1).map_err(|e| {
+                ConfigError::new("rules", format!("patterns too large to compile: {e}"))
+            })?;
             literals.push(Literals {
                 automaton,
                 targets: lit.targets,
@@ -142,9 +139,273 @@ pub(crate) fn regex_set<'a>(
         .build()
 }
 
+/// A dense DFA is built when its table (states × byte classes) has at most
+/// this many entries (4 bytes each); larger sets get a contiguous NFA,
+/// whose memory grows with the patterns only.
+const DENSE_MAX_ENTRIES: usize = 1 << 20;
+
+/// One Aho-Corasick automaton. Small sets get drop444's own dense DFA: one
+/// table lookup per byte, written for the shipped `opt-level = "z"` build
+/// (through `aho-corasick`'s own search loops every byte costs several
+/// calls there). Large sets get `aho-corasick`'s contiguous NFA.
+#[derive(Debug)]
+enum Searcher {
+    Dense(Box<DenseDfa>),
+    Nfa(Box<contiguous::NFA>),
+}
+
+impl Searcher {
+    fn build(patterns: &[Vec<u8>], case_insensitive: bool) -> Result<Self, String> {
+        if let Some(dfa) = DenseDfa::build(patterns, case_insensitive) {
+            return Ok(Searcher::Dense(Box::new(dfa)));
+        }
+        contiguous::Builder::new()
+            .ascii_case_insensitive(case_insensitive)
+            .prefilter(false)
+            .build(patterns)
+            .map(|nfa| Searcher::Nfa(Box::new(nfa)))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Calls `f(pattern, start, end)` for every match, overlapping ones
+    /// included.
+    fn each_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
+        match self {
+            Searcher::Dense(a) => a.each_match(value, f),
+            Searcher::Nfa(a) => each_overlapping(&**a, value, f),
+        }
+    }
+}
+
+/// A dense Aho-Corasick DFA over byte classes (every byte that occurs in a
+/// pattern is a class of its own, ASCII case folded when case-insensitive;
+/// all other bytes share class 0). A transition holds the target state's
+/// row offset, with [`DenseDfa::MATCH`] set when that state reports
+/// matches.
+#[derive(Debug)]
+struct DenseDfa {
+    classes: [u8; 256],
+    /// Bytes on which the start state goes anywhere but to itself: from the
+    /// start state, the search skips to the next of them in a tight loop.
+    leaves_start: [bool; 256],
+    stride: u32,
+    trans: Vec<u32>,
+    /// Per state: its patterns are `outputs[out_start[s]..out_start[s + 1]]`.
+    out_start: Vec<u32>,
+    outputs: Vec<u32>,
+    pattern_len: Vec<u32>,
+}
+
+impl DenseDfa {
+    const MATCH: u32 = 1 << 31;
+
+    fn build(patterns: &[Vec<u8>], case_insensitive: bool) -> Option<DenseDfa> {
+        let fold = |b: u8| {
+            if case_insensitive {
+                b.to_ascii_lowercase()
+            } else {
+                b
+            }
+        };
+        let mut classes = [0u8; 256];
+        let mut count = 1usize;
+        for b in patterns.iter().flatten().map(|b| fold(*b)) {
+            let slot = classes.get_mut(usize::from(b))?;
+            if *slot == 0 {
+                *slot = u8::try_from(count).ok()?;
+                count = count.checked_add(1)?;
+            }
+        }
+        if case_insensitive {
+            for b in b'A'..=b'Z' {
+                let lower = *classes.get(usize::from(b.to_ascii_lowercase()))?;
+                *classes.get_mut(usize::from(b))? = lower;
+            }
+        }
+        let stride = count;
+        let bytes: usize = patterns.iter().map(Vec::len).sum();
+        if bytes.checked_add(1)?.checked_mul(stride)? > DENSE_MAX_ENTRIES {
+            return None;
+        }
+        // The trie, rows of `stride` entries; `NONE` marks a missing edge.
+        const NONE: u32 = u32::MAX;
+        let mut trans: Vec<u32> = vec![NONE; stride];
+        let mut own: Vec<Vec<u32>> = vec![Vec::new()];
+        for (id, pattern) in patterns.iter().enumerate() {
+            let mut state = 0usize;
+            for &b in pattern {
+                let class = usize::from(*classes.get(usize::from(b))?);
+                let at = state.checked_mul(stride)?.checked_add(class)?;
+                let next = *trans.get(at)?;
+                state = if next == NONE {
+                    let new = own.len();
+                    own.push(Vec::new());
+                    trans.resize(trans.len().checked_add(stride)?, NONE);
+                    *trans.get_mut(at)? = u32::try_from(new).ok()?;
+                    new
+                } else {
+                    usize::try_from(next).ok()?
+                };
+            }
+            own.get_mut(state)?.push(u32::try_from(id).ok()?);
+        }
+        // Failure links in breadth-first order turn the trie into a DFA;
+        // each state also reports the patterns of its failure state.
+        let states = own.len();
+        let mut fail = vec![0usize; states];
+        let mut queue = std::collections::VecDeque::new();
+        for class in 0..stride {
+            let entry = trans.get_mut(class)?;
+            if *entry == NONE {
+                *entry = 0;
+            } else {
+                queue.push_back(usize::try_from(*entry).ok()?);
+            }
+        }
+        let mut order = Vec::with_capacity(states);
+        while let Some(state) = queue.pop_front() {
+            order.push(state);
+            let failed = *fail.get(state)?;
+            for class in 0..stride {
+                let at = state.checked_mul(stride)?.checked_add(class)?;
+                let via_fail = *trans.get(failed.checked_mul(stride)?.checked_add(class)?)?;
+                let next = *trans.get(at)?;
+                if next == NONE {
+                    *trans.get_mut(at)? = via_fail;
+                } else {
+                    let child = usize::try_from(next).ok()?;
+                    *fail.get_mut(child)? = usize::try_from(via_fail).ok()?;
+                    queue.push_back(child);
+                }
+            }
+        }
+        // Outputs: a state's own patterns, then its failure state's (whose
+        // list is complete, being earlier in breadth-first order).
+        let mut all: Vec<Vec<u32>> = vec![Vec::new(); states];
+        for &state in &order {
+            let mut list = std::mem::take(own.get_mut(state)?);
+            list.extend_from_slice(all.get(*fail.get(state)?)?);
+            *all.get_mut(state)? = list;
+        }
+        let mut out_start = Vec::with_capacity(states.checked_add(1)?);
+        let mut outputs = Vec::new();
+        for list in &all {
+            out_start.push(u32::try_from(outputs.len()).ok()?);
+            outputs.extend_from_slice(list);
+        }
+        out_start.push(u32::try_from(outputs.len()).ok()?);
+        // Premultiplied targets, flagged when the target reports matches.
+        let stride32 = u32::try_from(stride).ok()?;
+        for entry in &mut trans {
+            let target = usize::try_from(*entry).ok()?;
+            let flag = if all.get(target)?.is_empty() {
+                0
+            } else {
+                Self::MATCH
+            };
+            let offset = entry.checked_mul(stride32)?;
+            if offset >= Self::MATCH {
+                return None;
+            }
+            *entry = offset | flag;
+        }
+        let mut leaves_start = [false; 256];
+        for (byte, leaves) in leaves_start.iter_mut().enumerate() {
+            let class = usize::from(*classes.get(byte)?);
+            *leaves = *trans.get(class)? != 0;
+        }
+        Some(DenseDfa {
+            classes,
+            leaves_start,
+            stride: stride32,
+            trans,
+            out_start,
+            outputs,
+            pattern_len: patterns
+                .iter()
+                .map(|p| u32::try_from(p.len()).unwrap_or(u32::MAX))
+                .collect(),
+        })
+    }
+
+    fn each_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
+        let mut row = 0u32;
+        let mut at = 0usize;
+        while let Some(rest) = value.get(at..) {
+            if row == 0 {
+                let leaves = |b: &u8| {
+                    self.leaves_start
+                        .get(usize::from(*b))
+                        .copied()
+                        .unwrap_or(true)
+                };
+                match rest.iter().position(leaves) {
+                    Some(skip) => at = at.saturating_add(skip),
+                    None => return,
+                }
+            }
+            let Some(&byte) = value.get(at) else {
+                return;
+            };
+            let class = u32::from(self.classes.get(usize::from(byte)).copied().unwrap_or(0));
+            let entry = self
+                .trans
+                .get(row.wrapping_add(class) as usize)
+                .copied()
+                .unwrap_or(0);
+            row = entry & !Self::MATCH;
+            at = at.saturating_add(1);
+            if entry & Self::MATCH != 0 {
+                self.report(row, at, f);
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn report(&self, row: u32, end: usize, f: &mut dyn FnMut(usize, usize, usize)) {
+        let state = row.checked_div(self.stride).unwrap_or(0) as usize;
+        let from = self.out_start.get(state).copied().unwrap_or(0) as usize;
+        let to = self
+            .out_start
+            .get(state.saturating_add(1))
+            .copied()
+            .unwrap_or(0) as usize;
+        for &pattern in self.outputs.get(from..to).unwrap_or_default() {
+            let len = self.pattern_len.get(pattern as usize).copied().unwrap_or(0) as usize;
+            f(pattern as usize, end.saturating_sub(len), end);
+        }
+    }
+}
+
+/// Every match, overlapping ones included: one transition per byte, and
+/// only match states (the automata have no prefilter, so no other state is
+/// special) stop the loop. Patterns are never empty, so the start state is
+/// no match.
+fn each_overlapping<A: Automaton>(aut: &A, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
+    let Ok(mut sid) = aut.start_state(Anchored::No) else {
+        return;
+    };
+    for (at, &byte) in value.iter().enumerate() {
+        sid = aut.next_state(Anchored::No, sid, byte);
+        if aut.is_special(sid) {
+            if aut.is_dead(sid) {
+                return;
+            }
+            if aut.is_match(sid) {
+                let end = at.saturating_add(1);
+                for i in 0..aut.match_len(sid) {
+                    let pattern = aut.match_pattern(sid, i);
+                    let start = end.saturating_sub(aut.pattern_len(pattern));
+                    f(pattern.as_usize(), start, end);
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Literals {
-    automaton: AhoCorasick,
+    automaton: Searcher,
     /// Per pattern id: the leaves that use it, and how.
     targets: Vec<Vec<Target>>,
 }
@@ -166,13 +427,13 @@ impl SubjectIndex {
         // they double, so memory stays bounded by the leaves, not the value.
         let mut compact_at = hits.len().saturating_mul(2).max(HITS_COMPACT_MIN);
         for lit in &self.literals {
-            for m in lit.automaton.find_overlapping_iter(value) {
-                let Some(targets) = lit.targets.get(m.pattern().as_usize()) else {
-                    continue;
+            lit.automaton.each_match(value, &mut |pattern, start, end| {
+                let Some(targets) = lit.targets.get(pattern) else {
+                    return;
                 };
                 // Boundaries only when a target needs them (they scan OWS).
-                let starts = || starts_element(value, m.start(), elements);
-                let ends = || ends_element(value, m.end(), elements);
+                let starts = || starts_element(value, start, elements);
+                let ends = || ends_element(value, end, elements);
                 for target in targets {
                     let ok = match target.kind {
                         Kind::Contains => true,
@@ -180,8 +441,8 @@ impl SubjectIndex {
                         Kind::Suffix => ends(),
                         Kind::Exact => starts() && ends(),
                     };
-                    let bounded = !target.segment
-                        || (segment_start(value, m.start()) && segment_end(value, m.end()));
+                    let bounded =
+                        !target.segment || (segment_start(value, start) && segment_end(value, end));
                     if ok && bounded {
                         hits.push(target.leaf);
                     }
@@ -191,10 +452,15 @@ impl SubjectIndex {
                     hits.dedup();
                     compact_at = hits.len().saturating_mul(2).max(HITS_COMPACT_MIN);
                 }
-            }
+            });
         }
         if let Some((set, leaves)) = &self.regexes {
             let mut run = |v: &[u8]| {
+                // `matches` allocates its answer; most values match nothing,
+                // and `is_match` says so without allocating.
+                if !set.is_match(v) {
+                    return;
+                }
                 for i in set.matches(v).iter() {
                     if let Some(leaf) = leaves.get(i) {
                         hits.push(*leaf);
@@ -261,7 +527,7 @@ fn ends_element(value: &[u8], at: usize, elements: bool) -> bool {
 /// An exact-match set (`in`), optionally ASCII case-insensitive.
 #[derive(Debug)]
 pub(crate) struct StrSet {
-    items: HashSet<Vec<u8>>,
+    items: super::host::FnvSet<Vec<u8>>,
     /// The items that contain a comma or end in whitespace: on a list they
     /// are matched by position, exactly as an `exact` with that text is.
     spanning: Option<AhoCorasick>,

@@ -10,12 +10,16 @@
 //! unchecked arithmetic in this crate).
 
 mod accept;
+/// Names of the built-in host rules, as they appear in logs and stats.
+pub mod builtin;
 mod config;
 mod error;
 mod facts;
 mod header;
 mod host;
+pub mod limits;
 mod matchers;
+mod plan;
 pub mod presets;
 pub mod request;
 mod rules;
@@ -28,30 +32,12 @@ pub use error::ConfigError;
 pub use host::{classify as classify_host, HostForm};
 pub use request::{RateLimit, RequestSource};
 
-use config::{ConfigSpec, NodeSpec};
+use config::ConfigSpec;
 use facts::Facts;
+use limits::{MAX_LOG_PER_SECOND, MAX_RULES, MAX_RULE_NAME, MAX_USER_AGENT_LOGGED};
 use matchers::SubjectIndex;
+use plan::{plan, Unit};
 use rules::{Compiler, Rule, Subject};
-
-/// Names of the built-in host rules, as they appear in logs and stats.
-pub mod builtin {
-    pub const HOST_MISSING: &str = "host-missing";
-    pub const HOST_INVALID: &str = "host-invalid";
-    pub const HOST_IP_LITERAL: &str = "host-ip-literal";
-    pub const HOST_NOT_ALLOWED: &str = "host-not-allowed";
-    pub const ALL: [&str; 4] = [
-        HOST_MISSING,
-        HOST_INVALID,
-        HOST_IP_LITERAL,
-        HOST_NOT_ALLOWED,
-    ];
-}
-
-/// Longest rule name; names end up in logs, filter state and stats.
-const MAX_RULE_NAME: usize = 64;
-/// Bounds of the `log` settings.
-const MAX_LOG_PER_SECOND: u32 = 100_000;
-const MAX_USER_AGENT_LOGGED: u32 = 8192;
 
 /// What happens to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +98,9 @@ pub struct Engine {
     query_names: Vec<Vec<u8>>,
     slots: Slots,
     indexes: Vec<(Subject, SubjectIndex)>,
+    /// The `host_kind` index, answered ahead of time: `host_kind` has four
+    /// values, so its hits for each are computed once, here.
+    kind_hits: Option<(usize, [Vec<u32>; 4])>,
     leaf_rule: Vec<u32>,
     rules: Vec<Rule>,
     allow_plan: Vec<Unit>,
@@ -128,25 +117,6 @@ pub(crate) struct Slots {
     pub method: Option<usize>,
     pub scheme: Option<usize>,
     pub xff: Option<usize>,
-}
-
-/// One step of a decision: run a subject index (deciding every flat rule on
-/// it at once) or evaluate one other rule. Steps are sorted by the first rule
-/// they can decide, so evaluation stops as soon as no later step can beat the
-/// rule already found.
-#[derive(Debug, Clone, Copy)]
-enum Unit {
-    Index { index: usize, first_rule: u32 },
-    Rule(u32),
-}
-
-impl Unit {
-    fn first_rule(self) -> u32 {
-        match self {
-            Unit::Index { first_rule, .. } => first_rule,
-            Unit::Rule(rule) => rule,
-        }
-    }
 }
 
 impl Engine {
@@ -176,6 +146,7 @@ impl Engine {
             query_names: Vec::new(),
             slots: Slots::default(),
             indexes: Vec::new(),
+            kind_hits: None,
             leaf_rule: Vec::new(),
             rules: Vec::new(),
             allow_plan: Vec::new(),
@@ -187,10 +158,10 @@ impl Engine {
 
     fn compile(spec: ConfigSpec) -> Result<Engine, ConfigError> {
         let total = spec.rules.len().saturating_add(builtin::ALL.len());
-        if total > rules::MAX_RULES {
+        if total > MAX_RULES {
             return Err(ConfigError::new(
                 "rules",
-                format!("more than {} rules", rules::MAX_RULES),
+                format!("more than {MAX_RULES} rules"),
             ));
         }
         validate_settings(&spec)?;
@@ -202,7 +173,7 @@ impl Engine {
         // placed before the configured rules. Its allowlist is checked here
         // so errors name `host.allow`, not the generated rule.
         host::Allowlist::compile(&spec.host.allow, "host.allow")?;
-        for (name, rule_spec, source) in host_rules(&spec.host) {
+        for (name, rule_spec, source) in builtin::host_rules(&spec.host)? {
             let index = compiled.len();
             let mut rule = compiler.rule(&rule_spec, index, name.to_string(), "host")?;
             rule.source = source;
@@ -265,6 +236,20 @@ impl Engine {
         {
             indexes.push((*subject, builder.build()?));
         }
+        let kind_hits = indexes
+            .iter()
+            .position(|(subject, _)| *subject == Subject::HostKind)
+            .and_then(|at| {
+                let (_, index) = indexes.get(at)?;
+                let per_kind = request::HOST_KINDS.map(|kind| {
+                    let mut hits = Vec::new();
+                    index.search(kind, false, &mut hits);
+                    hits.sort_unstable();
+                    hits.dedup();
+                    hits
+                });
+                Some((at, per_kind))
+            });
         let allow_plan = plan(&compiled, |a| a == Action::Allow);
         let drop_plan = plan(&compiled, |a| a != Action::Allow);
         Ok(Engine {
@@ -278,6 +263,7 @@ impl Engine {
             query_names: compiler.query_names,
             slots,
             indexes,
+            kind_hits,
             leaf_rule: compiler.leaf_rule,
             rules: compiled,
             allow_plan,
@@ -393,6 +379,7 @@ impl Engine {
         let mut facts = Facts::new(self, source);
         let mut logged_rules = Vec::new();
         if let Some(rule) = self.first_match(&self.allow_plan, true, &mut facts, &mut Vec::new()) {
+            facts.finish();
             return Verdict {
                 decision: Decision::Allow { rule: rule.name },
                 logged: Vec::new(),
@@ -401,6 +388,7 @@ impl Engine {
             };
         }
         let found = self.first_match(&self.drop_plan, false, &mut facts, &mut logged_rules);
+        facts.finish();
         let decision = match found {
             None => Decision::Pass,
             Some(rule) if self.mode == Mode::DryRun => Decision::DryRun { rule: rule.name },
@@ -422,166 +410,6 @@ impl Engine {
             scope: r.scope,
         })
     }
-
-    /// The first (lowest-index) rule of the plan that matches and is not a
-    /// `log` rule; `log` rules matching before it are pushed to `logged`.
-    fn first_match<'e>(
-        &'e self,
-        plan: &[Unit],
-        allow_phase: bool,
-        facts: &mut Facts<'_, '_>,
-        logged: &mut Vec<RuleRef<'e>>,
-    ) -> Option<RuleRef<'e>> {
-        let mut best: Option<u32> = None;
-        let mut log_hits: Vec<u32> = Vec::new();
-        for unit in plan {
-            if best.is_some_and(|b| unit.first_rule() > b) {
-                break;
-            }
-            let mut consider = |rule: u32, best: &mut Option<u32>| {
-                if best.is_some_and(|b| rule >= b) {
-                    return;
-                }
-                match self.rules.get(rule as usize).map(|r| r.action) {
-                    Some(Action::Log) => log_hits.push(rule),
-                    Some(_) => *best = Some(rule),
-                    None => {}
-                }
-            };
-            match *unit {
-                Unit::Index { index, .. } => {
-                    for &leaf in facts.hits(index, allow_phase) {
-                        if let Some(&rule) = self.leaf_rule.get(leaf as usize) {
-                            if self.flat_in_phase(rule, allow_phase) {
-                                consider(rule, &mut best);
-                            }
-                        }
-                    }
-                }
-                Unit::Rule(rule) => {
-                    let matched = self.rules.get(rule as usize).is_some_and(|r| {
-                        facts.eval(&r.node, allow_phase)
-                            && r.limit.as_ref().is_none_or(|limit| facts.over_limit(limit))
-                    });
-                    if matched {
-                        consider(rule, &mut best);
-                    }
-                }
-            }
-        }
-        log_hits.sort_unstable();
-        log_hits.dedup();
-        for rule in log_hits {
-            if best.is_none_or(|b| rule < b) {
-                logged.extend(self.rule(rule));
-            }
-        }
-        best.and_then(|b| self.rule(b))
-    }
-
-    /// Is this a flat rule (decided by index hits alone) of the given phase?
-    /// Index hits also report leaves of other rules, which are skipped here.
-    fn flat_in_phase(&self, rule: u32, allow_phase: bool) -> bool {
-        self.rules
-            .get(rule as usize)
-            .is_some_and(|r| (r.action == Action::Allow) == allow_phase && r.is_flat())
-    }
-}
-
-/// Builds the evaluation plan for the rules whose action passes `phase`.
-fn plan(rules: &[Rule], phase: impl Fn(Action) -> bool) -> Vec<Unit> {
-    let mut first_of_index: HashMap<usize, u32> = HashMap::new();
-    let mut units = Vec::new();
-    for (i, rule) in rules.iter().enumerate() {
-        if !phase(rule.action) {
-            continue;
-        }
-        let i = u32::try_from(i).unwrap_or(u32::MAX);
-        if rule.is_flat() {
-            let mut used = Vec::new();
-            rules::indexes_of(&rule.node, &mut used);
-            for index in used {
-                first_of_index.entry(index).or_insert(i);
-            }
-        } else {
-            units.push(Unit::Rule(i));
-        }
-    }
-    units.extend(
-        first_of_index
-            .into_iter()
-            .map(|(index, first_rule)| Unit::Index { index, first_rule }),
-    );
-    units.sort_by_key(|u| (u.first_rule(), matches!(u, Unit::Rule(_))));
-    units
-}
-
-/// The host policy as rules of the same language (`host_kind` and `host`
-/// fields), so it behaves, logs and counts like any other rule.
-fn host_rules(host: &config::HostSpec) -> Vec<(&'static str, NodeSpec, String)> {
-    let kind = |k: &str| NodeSpec {
-        field: Some("host_kind".into()),
-        exact: Some(k.into()),
-        ..NodeSpec::default()
-    };
-    let allowed = || NodeSpec {
-        field: Some("host".into()),
-        in_list: Some(host.allow.clone()),
-        ..NodeSpec::default()
-    };
-    let not = |n: NodeSpec| NodeSpec {
-        not: Some(Box::new(n)),
-        ..NodeSpec::default()
-    };
-    let all = |v: Vec<NodeSpec>| NodeSpec {
-        all: Some(v),
-        ..NodeSpec::default()
-    };
-    let any = |v: Vec<NodeSpec>| NodeSpec {
-        any: Some(v),
-        ..NodeSpec::default()
-    };
-    let has_allow = !host.allow.is_empty();
-    let allow_json = serde_json::to_string(&host.allow).unwrap_or_default();
-    let mut out = Vec::new();
-    if host.drop_missing {
-        out.push((
-            builtin::HOST_MISSING,
-            kind("missing"),
-            r#"{"field":"host_kind","exact":"missing"}"#.to_string(),
-        ));
-    }
-    if host.drop_invalid {
-        out.push((
-            builtin::HOST_INVALID,
-            kind("invalid"),
-            r#"{"field":"host_kind","exact":"invalid"}"#.to_string(),
-        ));
-    }
-    if host.drop_ip_literal {
-        let (spec, source) = if has_allow {
-            (
-                all(vec![kind("ip"), not(allowed())]),
-                format!(
-                    r#"{{"all":[{{"field":"host_kind","exact":"ip"}},{{"not":{{"field":"host","in":{allow_json}}}}}]}}"#
-                ),
-            )
-        } else {
-            (
-                kind("ip"),
-                r#"{"field":"host_kind","exact":"ip"}"#.to_string(),
-            )
-        };
-        out.push((builtin::HOST_IP_LITERAL, spec, source));
-    }
-    if has_allow {
-        out.push((
-            builtin::HOST_NOT_ALLOWED,
-            all(vec![any(vec![kind("name"), kind("ip")]), not(allowed())]),
-            format!(r#"{{"all":[{{"field":"host_kind","in":["name","ip"]}},{{"not":{{"field":"host","in":{allow_json}}}}}]}}"#),
-        ));
-    }
-    out
 }
 
 fn validate_settings(spec: &ConfigSpec) -> Result<(), ConfigError> {
@@ -682,29 +510,33 @@ impl HeaderList {
 }
 
 impl RequestSource for HeaderList {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+    fn header(&mut self, name: &str, out: &mut Vec<u8>) -> bool {
         self.fetched.push(name.to_string());
-        let mut values = self
-            .lines
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice());
-        let first = values.next()?.to_vec();
-        Some(values.fold(first, |mut acc, v| {
-            acc.push(b',');
-            acc.extend_from_slice(v);
-            acc
-        }))
+        let mut found = false;
+        for (_, value) in self.lines.iter().filter(|(n, _)| n == name) {
+            if found {
+                out.push(b',');
+            }
+            out.extend_from_slice(value);
+            found = true;
+        }
+        found
     }
 
-    fn peer_address(&mut self) -> Option<Vec<u8>> {
+    fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {
         self.fetched.push("<peer>".into());
-        self.peer.clone()
+        self.peer
+            .as_ref()
+            .map(|p| out.extend_from_slice(p))
+            .is_some()
     }
 
-    fn protocol(&mut self) -> Option<Vec<u8>> {
+    fn protocol(&mut self, out: &mut Vec<u8>) -> bool {
         self.fetched.push("<protocol>".into());
-        self.protocol.clone()
+        self.protocol
+            .as_ref()
+            .map(|p| out.extend_from_slice(p))
+            .is_some()
     }
 
     /// A header list has no buckets: nothing is ever over a limit. Wrap it to

@@ -10,22 +10,47 @@ use super::host::{classify, HostForm};
 /// Where the engine reads a request from. The proxy adapter implements it with
 /// host calls; `HeaderList` implements it for tests and the CLI. The engine
 /// asks for each item at most once per decision, and only when a rule needs it.
+///
+/// Values are appended to a buffer the engine owns and reuses from request to
+/// request, so reading a request allocates nothing once the buffers have grown
+/// to the size of typical values.
 pub trait RequestSource {
-    /// A header's value, all field lines joined with `,`; `None` if absent.
-    /// `name` is lower case; HTTP/2-style pseudo-headers (`:authority`,
-    /// `:path`, `:method`, `:scheme`) are asked for by those names.
-    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
+    /// Appends a header's value, all field lines joined with `,`, to `out`;
+    /// false (and nothing appended) if absent. `name` is lower case;
+    /// HTTP/2-style pseudo-headers (`:authority`, `:path`, `:method`,
+    /// `:scheme`) are asked for by those names.
+    fn header(&mut self, name: &str, out: &mut Vec<u8>) -> bool;
 
-    /// The direct peer's address (`ip` or `ip:port`, IPv6 possibly in brackets).
-    fn peer_address(&mut self) -> Option<Vec<u8>>;
+    /// Appends the direct peer's address (`ip` or `ip:port`, IPv6 possibly in
+    /// brackets) to `out`; false if unknown.
+    fn peer_address(&mut self, out: &mut Vec<u8>) -> bool;
 
-    /// The HTTP version as text: `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/3`.
-    fn protocol(&mut self) -> Option<Vec<u8>>;
+    /// Appends the HTTP version as text (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`,
+    /// `HTTP/3`) to `out`; false if unknown.
+    fn protocol(&mut self, out: &mut Vec<u8>) -> bool;
 
     /// Takes one token from the bucket of `key` under `limit`; true when the
     /// bucket is empty, i.e. the request is over the limit. Asked only when a
     /// rate-limited rule's condition matched and no earlier rule decided.
     fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool;
+
+    /// [`RequestSource::header`] into a new buffer (for logs and tools).
+    fn header_value(&mut self, name: &str) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.header(name, &mut out).then_some(out)
+    }
+
+    /// [`RequestSource::peer_address`] into a new buffer.
+    fn peer_value(&mut self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.peer_address(&mut out).then_some(out)
+    }
+
+    /// [`RequestSource::protocol`] into a new buffer.
+    fn protocol_value(&mut self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.protocol(&mut out).then_some(out)
+    }
 }
 
 /// A compiled rate limit, handed to [`RequestSource::over_limit`].
@@ -129,6 +154,36 @@ impl PathReading {
 /// starts with `/`. So `/a/%2e%2e//b`, `/a/../b` and `\b` are all `/b`.
 pub fn normalize_path(raw: &[u8]) -> Vec<u8> {
     normalize_path_as(raw, PathReading::Decoded)
+}
+
+/// Is `raw` its own main reading ([`normalize_path`] would return it
+/// unchanged)? True for the common path: it starts with `/` and has no `%`,
+/// no `\`, no empty, `.` or `..` segment (a trailing `/` is fine). One scan,
+/// no allocation.
+pub fn is_normal_path(raw: &[u8]) -> bool {
+    let Some((b'/', rest)) = raw.split_first() else {
+        return false;
+    };
+    // The segment being read: its length, and whether it is dots only.
+    let (mut len, mut dots) = (0usize, true);
+    for &b in rest {
+        match b {
+            b'%' | b'\\' => return false,
+            b'/' => {
+                if len == 0 || (dots && len <= 2) {
+                    return false;
+                }
+                (len, dots) = (0, true);
+            }
+            b'.' => len = len.saturating_add(1),
+            _ => {
+                len = len.saturating_add(1);
+                dots = false;
+            }
+        }
+    }
+    // The last segment may be empty (a trailing `/`), not `.` or `..`.
+    len == 0 || !dots || len > 2
 }
 
 /// The path as one [`PathReading`] reads it.
@@ -301,7 +356,16 @@ fn hex(b: u8) -> Option<u8> {
 /// Parses one address as written in `X-Forwarded-For` or a peer address:
 /// `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]`, `[::1]:80`.
 pub fn parse_address(text: &[u8]) -> Option<IpAddr> {
-    let text = std::str::from_utf8(super::trim_ows(text)).ok()?;
+    let text = super::trim_ows(text);
+    if let Some(v4) = ipv4_with_port(text) {
+        return Some(IpAddr::V4(v4));
+    }
+    parse_address_general(text)
+}
+
+/// Every address form [`parse_address`] reads (`text` trimmed).
+fn parse_address_general(text: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(text).ok()?;
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Some(ip);
     }
@@ -309,6 +373,51 @@ pub fn parse_address(text: &[u8]) -> Option<IpAddr> {
         return rest.split_once(']').and_then(|(ip, _)| ip.parse().ok());
     }
     text.rsplit_once(':').and_then(|(ip, _)| ip.parse().ok())
+}
+
+/// `a.b.c.d` or `a.b.c.d:port`, the way every peer address of an IPv4
+/// client is written, read in one pass. Anything else (IPv6, odd forms) is
+/// `None` and left to the general parser, which reads what this reads the
+/// same way: octets of 1-3 digits up to 255, no leading zeros.
+fn ipv4_with_port(text: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let (mut filled, mut value, mut digits) = (0usize, 0u16, 0u8);
+    let mut bytes = text.iter();
+    loop {
+        let byte = bytes.next();
+        match byte {
+            Some(d) if d.is_ascii_digit() => {
+                // At most three digits, no leading zero: then no overflow.
+                if digits == 3 || (digits == 1 && value == 0) {
+                    return None;
+                }
+                value = value.wrapping_mul(10).wrapping_add(u16::from(d & 0x0f));
+                digits = digits.wrapping_add(1);
+            }
+            Some(b'.' | b':') | None => {
+                if digits == 0 {
+                    return None;
+                }
+                *octets.get_mut(filled)? = u8::try_from(value).ok()?;
+                filled = filled.saturating_add(1);
+                if byte == Some(&b'.') {
+                    (value, digits) = (0, 0);
+                    continue;
+                }
+                if filled != 4 {
+                    return None;
+                }
+                // A port of digits only: then the general parser, which
+                // ignores what follows the last `:`, reads the same address.
+                let port = bytes.as_slice();
+                if byte.is_some() && (port.is_empty() || !port.iter().all(u8::is_ascii_digit)) {
+                    return None;
+                }
+                return Some(std::net::Ipv4Addr::from(octets));
+            }
+            Some(_) => return None,
+        }
+    }
 }
 
 /// The client address `client_ip` conditions see.
@@ -363,14 +472,25 @@ pub fn client_from_xff(
     }
 }
 
+/// Every value of the `host_kind` field, in [`host_kind_slot`] order.
+pub const HOST_KINDS: [&[u8]; 4] = [b"missing", b"invalid", b"ip", b"name"];
+
+/// Which of [`HOST_KINDS`] a Host is.
+pub fn host_kind_slot(form: &HostForm) -> usize {
+    match form {
+        HostForm::Missing | HostForm::Empty => 0,
+        HostForm::Invalid => 1,
+        HostForm::IpLiteral(_) => 2,
+        HostForm::Name(_) => 3,
+    }
+}
+
 /// The kind of Host a request has, as the `host_kind` field shows it.
 pub fn host_kind(form: &HostForm) -> &'static [u8] {
-    match form {
-        HostForm::Missing | HostForm::Empty => b"missing",
-        HostForm::Invalid => b"invalid",
-        HostForm::IpLiteral(_) => b"ip",
-        HostForm::Name(_) => b"name",
-    }
+    HOST_KINDS
+        .get(host_kind_slot(form))
+        .copied()
+        .unwrap_or(b"invalid")
 }
 
 /// The `host` field: the normalised name, or the canonical text of an IP
@@ -387,4 +507,88 @@ pub fn host_value(form: &HostForm, raw: Option<&[u8]>) -> Option<Vec<u8>> {
 /// Classifies the raw `:authority` (re-exported for the CLI's explanations).
 pub fn classify_authority(raw: Option<&[u8]>) -> HostForm {
     classify(raw)
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+
+    /// The one-pass IPv4 reading agrees with the general parser wherever it
+    /// answers, and answers for the usual forms.
+    #[test]
+    fn ipv4_fast_path_agrees_with_the_general_parser() {
+        let alphabet = [b'0', b'1', b'5', b'.', b':'];
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut answered = 0;
+        while let Some(text) = stack.pop() {
+            if let Some(fast) = ipv4_with_port(&text) {
+                answered += 1;
+                assert_eq!(
+                    Some(IpAddr::V4(fast)),
+                    parse_address_general(&text),
+                    "{:?}",
+                    String::from_utf8_lossy(&text)
+                );
+            }
+            if text.len() < 8 {
+                for b in alphabet {
+                    let mut next = text.clone();
+                    next.push(b);
+                    stack.push(next);
+                }
+            }
+        }
+        assert!(answered > 10, "{answered}");
+        for text in [
+            "255.255.255.255",
+            "198.51.100.77:40000",
+            "0.0.0.0:0",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3.4:",
+            "1.2.3.4:8a",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1.2.3.4:5:6",
+            "1.2.3.4 ",
+        ] {
+            let fast = ipv4_with_port(text.as_bytes()).map(IpAddr::V4);
+            if fast.is_some() {
+                assert_eq!(fast, parse_address_general(text.as_bytes()), "{text}");
+            }
+        }
+        assert!(ipv4_with_port(b"198.51.100.77:40000").is_some());
+        assert!(ipv4_with_port(b"10.0.0.1").is_some());
+    }
+}
+
+#[cfg(test)]
+mod normal_path_tests {
+    use super::*;
+
+    /// A path `is_normal_path` accepts is its own main reading, and every
+    /// plain path (no `%`, no `\\`) that is its own main reading is accepted.
+    #[test]
+    fn normal_paths_are_their_own_main_reading() {
+        let alphabet = [b'/', b'.', b'a', b'%', b'\\', b';'];
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut normal = 0;
+        while let Some(raw) = stack.pop() {
+            let same = normalize_path(&raw) == raw;
+            if is_normal_path(&raw) {
+                normal += 1;
+                assert!(same, "{:?}", String::from_utf8_lossy(&raw));
+            } else if !raw.contains(&b'%') && !raw.contains(&b'\\') {
+                assert!(!same, "{:?} missed", String::from_utf8_lossy(&raw));
+            }
+            if raw.len() < 7 {
+                for b in alphabet {
+                    let mut next = raw.clone();
+                    next.push(b);
+                    stack.push(next);
+                }
+            }
+        }
+        assert!(normal > 100, "{normal}");
+    }
 }

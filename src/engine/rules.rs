@@ -6,19 +6,11 @@ use super::config::{Action, Boundary, NodeSpec, Per, RateLimitSpec, Scope};
 use super::error::ConfigError;
 use super::header::header_name;
 use super::host::Allowlist;
+use super::limits::{MAX_DEPTH, MAX_PATTERN_BYTES, MAX_PATTERN_LEN, MAX_SLOTS};
 use super::matchers::{regex_set, IndexBuilder, IpSet, Kind, StrSet};
 use super::presets;
 use super::request::{KeyPart, RateLimit};
 use crate::limiter::{Rate, NANOS};
-
-/// Deepest nesting of `all` / `any` / `not`.
-pub(crate) const MAX_DEPTH: usize = 32;
-/// Most rules in one configuration (presets count as one rule each).
-pub(crate) const MAX_RULES: usize = 100_000;
-/// Most bytes of literal and regex patterns in one configuration.
-pub(crate) const MAX_PATTERN_BYTES: usize = 16 * 1024 * 1024;
-/// Longest single pattern.
-pub(crate) const MAX_PATTERN_LEN: usize = 8 * 1024;
 
 /// What a condition looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -538,9 +530,6 @@ fn has_condition(spec: &NodeSpec) -> bool {
         || spec.not.is_some()
         || spec.preset.is_some()
 }
-
-/// Most slots (buckets) one rate limit may keep.
-pub(crate) const MAX_SLOTS: u32 = 1 << 20;
 
 impl Compiler {
     fn rate_limit(

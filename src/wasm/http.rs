@@ -322,24 +322,24 @@ impl Plugin {
             return;
         };
         let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
-        let peer = request.peer_address().and_then(|p| parse_address(&p));
+        let peer = request.peer_value().and_then(|p| parse_address(&p));
         let hops = self.engine.xff_trusted_hops();
         let xff = if hops > 0 {
-            request.header("x-forwarded-for")
+            request.header_value("x-forwarded-for")
         } else {
             None
         };
         let client = client_from_xff(xff.as_deref(), hops, peer);
-        let mut user_agent = text(request.header("user-agent"));
+        let mut user_agent = text(request.header_value("user-agent"));
         if let Some(ua) = user_agent.as_mut() {
             truncate(ua, settings.user_agent_max as usize);
         }
         let line = DropLine {
             drop444: event,
             rule,
-            method: text(request.header(":method")),
-            host: text(request.header(":authority")),
-            path: text(request.header(":path")),
+            method: text(request.header_value(":method")),
+            host: text(request.header_value(":authority")),
+            path: text(request.header_value(":path")),
             client: client.map(|c| c.to_string()),
             user_agent,
             suppressed_before: suppressed,
@@ -502,22 +502,21 @@ impl HeaderPairs {
         })
     }
 
-    /// A header's value, every line of it joined with `,` (as Envoy's
-    /// `request.headers.<name>` attribute joins them); `None` if absent.
-    fn get(&self, name: &str) -> Option<Vec<u8>> {
-        let mut value: Option<Vec<u8>> = None;
-        for (n, v) in self.lines()? {
+    /// Appends a header's value, every line of it joined with `,` (as
+    /// Envoy's `request.headers.<name>` attribute joins them), to `out`;
+    /// false if absent.
+    fn get(&self, name: &str, out: &mut Vec<u8>) -> bool {
+        let mut found = false;
+        for (n, v) in self.lines().into_iter().flatten() {
             if n.eq_ignore_ascii_case(name.as_bytes()) {
-                match value.as_mut() {
-                    Some(joined) => {
-                        joined.push(b',');
-                        joined.extend_from_slice(v);
-                    }
-                    None => value = Some(v.to_vec()),
+                if found {
+                    out.push(b',');
                 }
+                out.extend_from_slice(v);
+                found = true;
             }
         }
-        value
+        found
     }
 }
 
@@ -589,30 +588,37 @@ impl<'e> HostRequest<'e> {
 }
 
 impl RequestSource for HostRequest<'_> {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+    fn header(&mut self, name: &str, out: &mut Vec<u8>) -> bool {
         let pairs = self
             .pairs
             .get_or_insert_with(|| abi::request_header_pairs().and_then(HeaderPairs::parse));
         match pairs {
-            Some(pairs) => pairs.get(name),
-            None => self.single_header(name),
+            Some(pairs) => pairs.get(name, out),
+            None => self
+                .single_header(name)
+                .map(|v| out.extend_from_slice(&v))
+                .is_some(),
         }
     }
 
-    fn peer_address(&mut self) -> Option<Vec<u8>> {
+    fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {
         self.peer
             .get_or_insert_with(|| {
                 hostcalls::get_property(vec!["source", "address"])
                     .ok()
                     .flatten()
             })
-            .clone()
+            .as_ref()
+            .map(|p| out.extend_from_slice(p))
+            .is_some()
     }
 
-    fn protocol(&mut self) -> Option<Vec<u8>> {
+    fn protocol(&mut self, out: &mut Vec<u8>) -> bool {
         hostcalls::get_property(vec!["request", "protocol"])
             .ok()
             .flatten()
+            .map(|p| out.extend_from_slice(&p))
+            .is_some()
     }
 
     fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {

@@ -1,7 +1,8 @@
 //! The shared decision table, `tests/cases/decisions.json`: one list of
-//! configurations and requests with the expected outcome, run through the
-//! wasmtime host harness (`tests/host/`) and through real Envoy
-//! (`tests/e2e/`), so the two engines are compared on the same cases.
+//! configurations and requests with the expected outcome, run natively
+//! through the engine (`tests/decisions.rs`), through the wasmtime host
+//! harness (`tests/host/`) and through real Envoy (`tests/e2e/`), so every
+//! engine is compared on the same cases.
 //!
 //! Every case is a request Envoy hands to the filter over HTTP/1.1: a Host
 //! line is always sent (Envoy answers a request without one with 400 itself).

@@ -1,0 +1,123 @@
+//! The evaluation plan: the order in which one decision runs the subject
+//! indexes and the rules that are not flat, and the walk that finds the first
+//! matching rule.
+
+use std::collections::HashMap;
+
+use super::config::Action;
+use super::facts::Facts;
+use super::rules::{self, Rule};
+use super::{Engine, RuleRef};
+
+/// One step of a decision: run a subject index (deciding every flat rule on
+/// it at once) or evaluate one other rule. Steps are sorted by the first rule
+/// they can decide, so evaluation stops as soon as no later step can beat the
+/// rule already found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Unit {
+    Index { index: usize, first_rule: u32 },
+    Rule(u32),
+}
+
+impl Unit {
+    pub(crate) fn first_rule(self) -> u32 {
+        match self {
+            Unit::Index { first_rule, .. } => first_rule,
+            Unit::Rule(rule) => rule,
+        }
+    }
+}
+
+/// Builds the evaluation plan for the rules whose action passes `phase`.
+pub(crate) fn plan(rules: &[Rule], phase: impl Fn(Action) -> bool) -> Vec<Unit> {
+    let mut first_of_index: HashMap<usize, u32> = HashMap::new();
+    let mut units = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        if !phase(rule.action) {
+            continue;
+        }
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        if rule.is_flat() {
+            let mut used = Vec::new();
+            rules::indexes_of(&rule.node, &mut used);
+            for index in used {
+                first_of_index.entry(index).or_insert(i);
+            }
+        } else {
+            units.push(Unit::Rule(i));
+        }
+    }
+    units.extend(
+        first_of_index
+            .into_iter()
+            .map(|(index, first_rule)| Unit::Index { index, first_rule }),
+    );
+    units.sort_by_key(|u| (u.first_rule(), matches!(u, Unit::Rule(_))));
+    units
+}
+
+impl Engine {
+    /// The first (lowest-index) rule of the plan that matches and is not a
+    /// `log` rule; `log` rules matching before it are pushed to `logged`.
+    pub(crate) fn first_match<'e>(
+        &'e self,
+        plan: &[Unit],
+        allow_phase: bool,
+        facts: &mut Facts<'_, '_>,
+        logged: &mut Vec<RuleRef<'e>>,
+    ) -> Option<RuleRef<'e>> {
+        let mut best: Option<u32> = None;
+        let mut log_hits: Vec<u32> = Vec::new();
+        for unit in plan {
+            if best.is_some_and(|b| unit.first_rule() > b) {
+                break;
+            }
+            let mut consider = |rule: u32, best: &mut Option<u32>| {
+                if best.is_some_and(|b| rule >= b) {
+                    return;
+                }
+                match self.rules.get(rule as usize).map(|r| r.action) {
+                    Some(Action::Log) => log_hits.push(rule),
+                    Some(_) => *best = Some(rule),
+                    None => {}
+                }
+            };
+            match *unit {
+                Unit::Index { index, .. } => {
+                    for &leaf in facts.hits(index, allow_phase) {
+                        if let Some(&rule) = self.leaf_rule.get(leaf as usize) {
+                            if self.flat_in_phase(rule, allow_phase) {
+                                consider(rule, &mut best);
+                            }
+                        }
+                    }
+                }
+                Unit::Rule(rule) => {
+                    let matched = self.rules.get(rule as usize).is_some_and(|r| {
+                        facts.eval(&r.node, allow_phase)
+                            && r.limit.as_ref().is_none_or(|limit| facts.over_limit(limit))
+                    });
+                    if matched {
+                        consider(rule, &mut best);
+                    }
+                }
+            }
+        }
+        log_hits.sort_unstable();
+        log_hits.dedup();
+        for rule in log_hits {
+            if best.is_none_or(|b| rule < b) {
+                logged.extend(self.rule(rule));
+            }
+        }
+        best.and_then(|b| self.rule(b))
+    }
+
+    /// Is this a flat rule (decided by index hits alone) of the given phase?
+    /// Index hits also report leaves of other rules, which are skipped here.
+    fn flat_in_phase(&self, rule: u32, allow_phase: bool) -> bool {
+        self.rules
+            .get(rule as usize)
+            .is_some_and(|r| (r.action == Action::Allow) == allow_phase && r.is_flat())
+    }
+}
