@@ -71,14 +71,15 @@ fn peer_only(node: &Node) -> bool {
 struct PeerOnly<'a>(&'a [u8]);
 
 impl RequestSource for PeerOnly<'_> {
-    fn header(&mut self, _name: &str) -> Option<Vec<u8>> {
-        None
+    fn header(&mut self, _name: &str, _out: &mut Vec<u8>) -> bool {
+        false
     }
-    fn peer_address(&mut self) -> Option<Vec<u8>> {
-        Some(self.0.to_vec())
+    fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {
+        out.extend_from_slice(self.0);
+        true
     }
-    fn protocol(&mut self) -> Option<Vec<u8>> {
-        None
+    fn protocol(&mut self, _out: &mut Vec<u8>) -> bool {
+        false
     }
     fn over_limit(&mut self, _limit: &RateLimit, _key: &[u8]) -> bool {
         false
