@@ -565,6 +565,14 @@ impl<'e, 's> Facts<'e, 's> {
         self.source.over_limit(limit, &key)
     }
 
+    /// The first of `lists` that has not loaded yet, if any.
+    pub(crate) fn missing_list(&self, lists: &[u32]) -> Option<u32> {
+        lists
+            .iter()
+            .copied()
+            .find(|id| self.source.list(*id).is_none())
+    }
+
     /// Evaluates a condition: on any reading of each subject (`every` false:
     /// drop and log rules), or on every reading (`every`: allow rules).
     /// `not` swaps the two, so a negated condition can never be escaped
@@ -588,6 +596,23 @@ impl<'e, 's> Facts<'e, 's> {
                     Some(ClientAddress::Unknown) => !every,
                     Some(ClientAddress::None) | None => false,
                 }
+            }
+            Node::InList { subject, list } => {
+                // Rules reading a list not loaded yet never get here (see
+                // `missing_list`); should one, the condition matches nothing.
+                let Some(data) = self.source.list(*list) else {
+                    return false;
+                };
+                if *subject == Subject::ClientIp {
+                    self.prepare(Subject::ClientIp);
+                    return match self.client_ip {
+                        Some(ClientAddress::Known(ip)) => data.contains_ip(ip),
+                        Some(ClientAddress::Unknown) => !every,
+                        Some(ClientAddress::None) | None => false,
+                    };
+                }
+                let elements = subject.is_list();
+                self.check(*subject, every, &mut |v| data.matches_str(v, elements))
             }
             Node::Present(subject) => self.presence(*subject, every, true),
             Node::Absent(subject) => self.presence(*subject, every, false),

@@ -14,6 +14,7 @@ mod error;
 mod facts;
 mod header;
 mod host;
+pub mod lists;
 mod matchers;
 pub mod presets;
 pub mod request;
@@ -115,6 +116,8 @@ pub struct Engine {
     allow_plan: Vec<Unit>,
     drop_plan: Vec<Unit>,
     reads_peer: bool,
+    /// Named lists (`lists`), by id; their contents come with each request.
+    lists: Vec<lists::ListDecl>,
 }
 
 /// Header slots of the request parts that are not plain headers.
@@ -178,6 +181,7 @@ impl Engine {
             allow_plan: Vec::new(),
             drop_plan: Vec::new(),
             reads_peer: false,
+            lists: Vec::new(),
         }
     }
 
@@ -190,7 +194,12 @@ impl Engine {
             ));
         }
         validate_settings(&spec)?;
+        let list_decls = lists::compile_decls(&spec.lists)?;
         let mut compiler = Compiler::default();
+        compiler.list_decls = list_decls
+            .iter()
+            .map(|d| (d.name.clone(), d.format))
+            .collect();
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut compiled: Vec<Rule> = Vec::with_capacity(total);
 
@@ -279,7 +288,31 @@ impl Engine {
             allow_plan,
             drop_plan,
             reads_peer: uses(Subject::ClientIp),
+            lists: list_decls,
         })
+    }
+
+    /// The named lists this configuration declares; a list's id (for
+    /// [`RequestSource::list`] and [`lists::ListSet`]) is its index here.
+    pub fn lists(&self) -> &[lists::ListDecl] {
+        &self.lists
+    }
+
+    /// The list whose absence decided this rule, when the rule matched only
+    /// because a list it reads has not loaded and its `on_missing` is
+    /// `drop` or `refuse` (the adapter answers 503 for `refuse`).
+    pub fn missing_list_of(&self, rule: u32, source: &dyn RequestSource) -> Option<&lists::ListDecl> {
+        let r = self.rules.get(rule as usize)?;
+        let id = r.lists.iter().copied().find(|id| source.list(*id).is_none())?;
+        self.lists.get(id as usize)
+    }
+
+    /// The rules that read list `id`, by name (for `check` and docs).
+    pub fn rules_reading_list(&self, id: u32) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .filter(move |r| r.lists.contains(&id))
+            .map(|r| r.name.as_str())
     }
 
     /// The headers (and pseudo-headers) this configuration may read, lower
@@ -455,6 +488,14 @@ impl Engine {
                 }
                 Unit::Rule(rule) => {
                     let matched = self.rules.get(rule as usize).is_some_and(|r| {
+                        // A rule reading a list that has not loaded yet
+                        // does what the list's `on_missing` says.
+                        if let Some(id) = facts.missing_list(&r.lists) {
+                            return self
+                                .lists
+                                .get(id as usize)
+                                .is_some_and(|d| d.on_missing != lists::OnMissing::Pass);
+                        }
                         facts.eval(&r.node, allow_phase)
                             && r.limit.as_ref().is_none_or(|limit| facts.over_limit(limit))
                     });
@@ -641,6 +682,8 @@ pub struct HeaderList {
     protocol: Option<Vec<u8>>,
     /// What the engine read, in order (tests check each is read once).
     pub fetched: Vec<String>,
+    /// Named lists' contents (`in_list`); none loaded by default.
+    lists: lists::ListSet,
 }
 
 impl HeaderList {
@@ -664,6 +707,12 @@ impl HeaderList {
     /// Sets the protocol (`HTTP/1.1`, `HTTP/2`, ...).
     pub fn protocol(mut self, protocol: &str) -> Self {
         self.protocol = Some(protocol.as_bytes().to_vec());
+        self
+    }
+
+    /// Sets the named lists' contents.
+    pub fn lists(mut self, lists: lists::ListSet) -> Self {
+        self.lists = lists;
         self
     }
 }
@@ -699,6 +748,10 @@ impl RequestSource for HeaderList {
     fn over_limit(&mut self, limit: &RateLimit, _key: &[u8]) -> bool {
         self.fetched.push(format!("<limit {}>", limit.rule));
         false
+    }
+
+    fn list(&self, id: u32) -> Option<std::sync::Arc<lists::ListData>> {
+        self.lists.get(id).cloned()
     }
 }
 

@@ -26,6 +26,15 @@ pub trait RequestSource {
     /// bucket is empty, i.e. the request is over the limit. Asked only when a
     /// rate-limited rule's condition matched and no earlier rule decided.
     fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool;
+
+    /// The current snapshot of named list `id` (see [`Engine::lists`]);
+    /// `None` until it has loaded. Sources without lists keep the default.
+    ///
+    /// [`Engine::lists`]: super::Engine::lists
+    fn list(&self, id: u32) -> Option<std::sync::Arc<super::lists::ListData>> {
+        let _ = id;
+        None
+    }
 }
 
 /// A compiled rate limit, handed to [`RequestSource::over_limit`].
