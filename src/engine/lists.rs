@@ -248,7 +248,10 @@ pub(crate) fn duration_ms(text: &str, path: &str) -> Result<u64, ConfigError> {
         )
     };
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-    let (number, unit) = (text.get(..digits).ok_or_else(err)?, text.get(digits..).ok_or_else(err)?);
+    let (number, unit) = (
+        text.get(..digits).ok_or_else(err)?,
+        text.get(digits..).ok_or_else(err)?,
+    );
     let n: u64 = number.parse().map_err(|_| err())?;
     let scale: u64 = match unit {
         "ms" => 1,
@@ -347,7 +350,8 @@ pub fn parse(format: Format, case_insensitive: bool, body: &[u8]) -> Result<List
             if items.len() > MAX_ENTRIES {
                 return Err(format!("more than {MAX_ENTRIES} entries"));
             }
-            let set = StrSet::new(&items, case_insensitive, "").map_err(|e| e.message().to_string())?;
+            let set =
+                StrSet::new(&items, case_insensitive, "").map_err(|e| e.message().to_string())?;
             ListData(Contents::Strings(set))
         }
     };
@@ -486,7 +490,12 @@ mod tests {
         assert!(data.contains_ip(ip("66.249.64.31")));
         assert!(!data.contains_ip(ip("66.249.64.32")));
         assert!(data.contains_ip(ip("2001:4860:4801:10::5")));
-        assert!(parse(Format::GoogleJson, false, br#"{"prefixes":[{"ipv4Prefix":"x"}]}"#).is_err());
+        assert!(parse(
+            Format::GoogleJson,
+            false,
+            br#"{"prefixes":[{"ipv4Prefix":"x"}]}"#
+        )
+        .is_err());
         assert!(parse(Format::GoogleJson, false, b"<html>").is_err());
         assert!(parse(Format::GoogleJson, false, br#"{"prefixes":[]}"#).is_err());
     }
@@ -539,19 +548,50 @@ mod tests {
         assert_eq!(d[0].refresh_ms, 6 * 3_600_000);
         assert_eq!(d[0].timeout_ms, 2_000);
         assert_eq!(d[0].on_missing, OnMissing::Pass);
-        let d = decl(r#"{"g":{"url":"http://127.0.0.1:8080?x=1","cluster":"c","format":"cidr"}}"#).unwrap();
+        let d = decl(r#"{"g":{"url":"http://127.0.0.1:8080?x=1","cluster":"c","format":"cidr"}}"#)
+            .unwrap();
         assert_eq!(d[0].path, "/?x=1");
         for (json, path) in [
-            (r#"{"a b":{"url":"http://h/","cluster":"c","format":"cidr"}}"#, "lists.a b"),
-            (r#"{"g":{"url":"ftp://h/","cluster":"c","format":"cidr"}}"#, "lists.g.url"),
-            (r#"{"g":{"url":"http:///x","cluster":"c","format":"cidr"}}"#, "lists.g.url"),
-            (r#"{"g":{"url":"http://h/","cluster":"","format":"cidr"}}"#, "lists.g.cluster"),
-            (r#"{"g":{"url":"http://h/","cluster":"c","format":"cidr","refresh":"1x"}}"#, "lists.g.refresh"),
-            (r#"{"g":{"url":"http://h/","cluster":"c","format":"cidr","refresh":"10ms"}}"#, "lists.g.refresh"),
-            (r#"{"g":{"url":"http://h/","cluster":"c","format":"cidr","timeout":"0s"}}"#, "lists.g.timeout"),
-            (r#"{"g":{"url":"http://h/","cluster":"c","format":"cidr","max_bytes":0}}"#, "lists.g.max_bytes"),
-            (r#"{"g":{"url":"http://h/","cluster":"c","format":"cidr","sha256":"abc"}}"#, "lists.g.sha256"),
-            (r#"{"g":{"url":"http://h/","cluster":"c","format":"cidr","case_insensitive":true}}"#, "lists.g.case_insensitive"),
+            (
+                r#"{"a b":{"url":"http://h/","cluster":"c","format":"cidr"}}"#,
+                "lists.a b",
+            ),
+            (
+                r#"{"g":{"url":"ftp://h/","cluster":"c","format":"cidr"}}"#,
+                "lists.g.url",
+            ),
+            (
+                r#"{"g":{"url":"http:///x","cluster":"c","format":"cidr"}}"#,
+                "lists.g.url",
+            ),
+            (
+                r#"{"g":{"url":"http://h/","cluster":"","format":"cidr"}}"#,
+                "lists.g.cluster",
+            ),
+            (
+                r#"{"g":{"url":"http://h/","cluster":"c","format":"cidr","refresh":"1x"}}"#,
+                "lists.g.refresh",
+            ),
+            (
+                r#"{"g":{"url":"http://h/","cluster":"c","format":"cidr","refresh":"10ms"}}"#,
+                "lists.g.refresh",
+            ),
+            (
+                r#"{"g":{"url":"http://h/","cluster":"c","format":"cidr","timeout":"0s"}}"#,
+                "lists.g.timeout",
+            ),
+            (
+                r#"{"g":{"url":"http://h/","cluster":"c","format":"cidr","max_bytes":0}}"#,
+                "lists.g.max_bytes",
+            ),
+            (
+                r#"{"g":{"url":"http://h/","cluster":"c","format":"cidr","sha256":"abc"}}"#,
+                "lists.g.sha256",
+            ),
+            (
+                r#"{"g":{"url":"http://h/","cluster":"c","format":"cidr","case_insensitive":true}}"#,
+                "lists.g.case_insensitive",
+            ),
         ] {
             assert_eq!(decl(json).unwrap_err().path(), path, "{json}");
         }
@@ -626,16 +666,28 @@ mod decision_tests {
             &e,
             &[
                 ("blocked", b"203.0.113.0/24\n"),
-                ("googlebot", br#"{"prefixes":[{"ipv4Prefix":"66.249.64.0/19"}]}"#),
+                (
+                    "googlebot",
+                    br#"{"prefixes":[{"ipv4Prefix":"66.249.64.0/19"}]}"#,
+                ),
                 ("agents", b"EvilScraper/2.0\n"),
             ],
         );
-        assert_eq!(decide(&e, &lists, "203.0.113.9:1", "curl/8").as_deref(), Some("blocked-ip"));
+        assert_eq!(
+            decide(&e, &lists, "203.0.113.9:1", "curl/8").as_deref(),
+            Some("blocked-ip")
+        );
         assert_eq!(decide(&e, &lists, "198.51.100.1:1", "curl/8"), None);
         let gb = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
-        assert_eq!(decide(&e, &lists, "198.51.100.1:1", gb).as_deref(), Some("fake-googlebot"));
+        assert_eq!(
+            decide(&e, &lists, "198.51.100.1:1", gb).as_deref(),
+            Some("fake-googlebot")
+        );
         assert_eq!(decide(&e, &lists, "66.249.66.1:1", gb), None);
-        assert_eq!(decide(&e, &lists, "198.51.100.1:1", "evilscraper/2.0").as_deref(), Some("bad-agent"));
+        assert_eq!(
+            decide(&e, &lists, "198.51.100.1:1", "evilscraper/2.0").as_deref(),
+            Some("bad-agent")
+        );
     }
 
     #[test]
@@ -644,13 +696,28 @@ mod decision_tests {
         let none = ListSet::new(e.lists().len());
         // blocked (pass): skipped; googlebot (drop): its rule matches every
         // request that reaches it; agents (pass): skipped.
-        assert_eq!(decide(&e, &none, "203.0.113.9:1", "curl/8").as_deref(), Some("fake-googlebot"));
-        let only_google = loaded(&e, &[("googlebot", br#"{"prefixes":[{"ipv4Prefix":"66.249.64.0/19"}]}"#)]);
+        assert_eq!(
+            decide(&e, &none, "203.0.113.9:1", "curl/8").as_deref(),
+            Some("fake-googlebot")
+        );
+        let only_google = loaded(
+            &e,
+            &[(
+                "googlebot",
+                br#"{"prefixes":[{"ipv4Prefix":"66.249.64.0/19"}]}"#,
+            )],
+        );
         assert_eq!(decide(&e, &only_google, "203.0.113.9:1", "curl/8"), None);
-        assert_eq!(decide(&e, &only_google, "203.0.113.9:1", "EvilScraper/2.0"), None);
+        assert_eq!(
+            decide(&e, &only_google, "203.0.113.9:1", "EvilScraper/2.0"),
+            None
+        );
         let fake = e.rules().position(|(n, _)| n == "fake-googlebot").unwrap() as u32;
         let req = HeaderList::new().lists(none);
-        assert_eq!(e.missing_list_of(fake, &req).map(|d| d.name.as_str()), Some("googlebot"));
+        assert_eq!(
+            e.missing_list_of(fake, &req).map(|d| d.name.as_str()),
+            Some("googlebot")
+        );
         let blocked: Vec<&str> = e.rules_reading_list(id(&e, "blocked")).collect();
         assert_eq!(blocked, ["blocked-ip"]);
     }
@@ -658,12 +725,30 @@ mod decision_tests {
     #[test]
     fn in_list_errors_name_the_path() {
         let cases = [
-            (r#"{"rules":[{"field":"client_ip","in_list":"nope"}]}"#, "rules[0].in_list"),
-            (r#"{"lists":{"s":{"url":"http://h/","cluster":"c","format":"strings"}},"rules":[{"field":"client_ip","in_list":"s"}]}"#, "rules[0].in_list"),
-            (r#"{"lists":{"s":{"url":"http://h/","cluster":"c","format":"cidr"}},"rules":[{"header":"user-agent","in_list":"s"}]}"#, "rules[0].in_list"),
-            (r#"{"lists":{"s":{"url":"http://h/","cluster":"c","format":"strings"}},"rules":[{"header":"user-agent","in_list":"s","case_insensitive":true}]}"#, "rules[0].case_insensitive"),
-            (r#"{"lists":{"s":{"url":"http://h/","cluster":"c","format":"strings"}},"rules":[{"header":"user-agent","in_list":"s","exact":"x"}]}"#, "rules[0]"),
-            (r#"{"lists":{"s":{"url":"http://h/","cluster":"c","format":"cidr","bogus":1}}}"#, "lists.s.bogus"),
+            (
+                r#"{"rules":[{"field":"client_ip","in_list":"nope"}]}"#,
+                "rules[0].in_list",
+            ),
+            (
+                r#"{"lists":{"s":{"url":"http://h/","cluster":"c","format":"strings"}},"rules":[{"field":"client_ip","in_list":"s"}]}"#,
+                "rules[0].in_list",
+            ),
+            (
+                r#"{"lists":{"s":{"url":"http://h/","cluster":"c","format":"cidr"}},"rules":[{"header":"user-agent","in_list":"s"}]}"#,
+                "rules[0].in_list",
+            ),
+            (
+                r#"{"lists":{"s":{"url":"http://h/","cluster":"c","format":"strings"}},"rules":[{"header":"user-agent","in_list":"s","case_insensitive":true}]}"#,
+                "rules[0].case_insensitive",
+            ),
+            (
+                r#"{"lists":{"s":{"url":"http://h/","cluster":"c","format":"strings"}},"rules":[{"header":"user-agent","in_list":"s","exact":"x"}]}"#,
+                "rules[0]",
+            ),
+            (
+                r#"{"lists":{"s":{"url":"http://h/","cluster":"c","format":"cidr","bogus":1}}}"#,
+                "lists.s.bogus",
+            ),
             (r#"{"lists":{"s":[1]}}"#, "lists.s"),
         ];
         for (json, path) in cases {

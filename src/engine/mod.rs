@@ -301,9 +301,17 @@ impl Engine {
     /// The list whose absence decided this rule, when the rule matched only
     /// because a list it reads has not loaded and its `on_missing` is
     /// `drop` or `refuse` (the adapter answers 503 for `refuse`).
-    pub fn missing_list_of(&self, rule: u32, source: &dyn RequestSource) -> Option<&lists::ListDecl> {
+    pub fn missing_list_of(
+        &self,
+        rule: u32,
+        source: &dyn RequestSource,
+    ) -> Option<&lists::ListDecl> {
         let r = self.rules.get(rule as usize)?;
-        let id = r.lists.iter().copied().find(|id| source.list(*id).is_none())?;
+        let id = r
+            .lists
+            .iter()
+            .copied()
+            .find(|id| source.list(*id).is_none())?;
         self.lists.get(id as usize)
     }
 

@@ -529,7 +529,10 @@ impl Compiler {
             let known: Vec<&str> = self.list_decls.iter().map(|(n, _)| n.as_str()).collect();
             return Err(ConfigError::new(
                 at,
-                format!("no list `{name}` in `lists` (declared: {})", known.join(", ")),
+                format!(
+                    "no list `{name}` in `lists` (declared: {})",
+                    known.join(", ")
+                ),
             ));
         };
         let is_ip = self

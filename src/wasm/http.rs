@@ -19,6 +19,7 @@ use proxy_wasm::types::{Action, MapType, Status};
 use serde::Serialize;
 
 use super::abi::{self, Batched, LogBudget};
+use super::lists::Lists;
 use crate::engine::request::{client_from_xff, parse_address};
 use crate::engine::{self, Decision, Engine, RateLimit, RequestSource, RuleRef, Scope, Verdict};
 use crate::limiter::{key_hash, BucketState};
@@ -41,17 +42,21 @@ pub struct Plugin {
     log_budget: LogBudget,
     /// Set once the host has shown it cannot close a stream (logged once).
     cannot_close: std::cell::Cell<bool>,
+    /// The named lists' fetch state and this worker's snapshots.
+    pub lists: Lists,
 }
 
 impl Plugin {
     pub fn new(engine: Engine) -> Self {
         let stats = Stats::define(&engine);
         let log_budget = LogBudget::new(engine.log_settings().max_per_second);
+        let lists = Lists::new(engine.stat_prefix(), engine.lists());
         Plugin {
             engine,
             stats,
             log_budget,
             cannot_close: std::cell::Cell::new(false),
+            lists,
         }
     }
 
@@ -99,7 +104,7 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let plugin = &*self.plugin;
-        let mut request = HostRequest::new(plugin.engine.stat_prefix());
+        let mut request = HostRequest::new(plugin.engine.stat_prefix(), &plugin.lists);
         let verdict = plugin.engine.decide(&mut request);
         plugin.record(&verdict, &mut request);
         for _ in 0..request.buckets.over_limit {
@@ -118,6 +123,9 @@ impl HttpContext for Request {
                 set_filter_state(rule.name, "444");
                 // Before the reset: its RST_STREAM is the write the L4 filter
                 // closes the connection on (docs/connection-close.md).
+                if plugin.refuses(rule.id, &request) {
+                    return Action::Pause;
+                }
                 if rule.scope == Scope::Connection {
                     super::l4::close_connection(rule.name);
                 }
@@ -141,6 +149,19 @@ fn set_filter_state(rule: &str, status: &str) {
 }
 
 impl Plugin {
+    /// A drop decided only because a list the rule reads has not loaded and
+    /// its `on_missing` is `refuse`: answered 503 (the client may retry)
+    /// instead of closed. True if the answer was sent.
+    fn refuses(&self, rule: u32, request: &HostRequest<'_>) -> bool {
+        let refuse = self
+            .engine
+            .missing_list_of(rule, request)
+            .is_some_and(|d| d.on_missing == engine::lists::OnMissing::Refuse);
+        refuse
+            && abi::send_local_response(503, "drop444_list_missing", &[("retry-after", "10")])
+                == abi::OK
+    }
+
     /// Closes the request without a response. On a host that cannot (its
     /// close-stream call fails), sends the configured minimal response with
     /// `connection: close` instead: never passes the request on.
@@ -455,15 +476,17 @@ struct HostRequest<'e> {
     single: Vec<(String, Option<Vec<u8>>)>,
     peer: Option<Option<Vec<u8>>>,
     buckets: SharedBuckets<'e>,
+    lists: &'e Lists,
 }
 
 impl<'e> HostRequest<'e> {
-    fn new(stat_prefix: &'e str) -> Self {
+    fn new(stat_prefix: &'e str, lists: &'e Lists) -> Self {
         HostRequest {
             pairs: None,
             single: Vec::new(),
             peer: None,
             buckets: SharedBuckets::new(stat_prefix),
+            lists,
         }
     }
 
@@ -511,6 +534,10 @@ impl RequestSource for HostRequest<'_> {
 
     fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {
         self.buckets.over_limit(limit, key)
+    }
+
+    fn list(&self, id: u32) -> Option<std::sync::Arc<engine::lists::ListData>> {
+        self.lists.get(id)
     }
 }
 

@@ -10,6 +10,7 @@
 mod abi;
 mod http;
 mod l4;
+mod lists;
 
 use std::rc::Rc;
 
@@ -37,7 +38,20 @@ enum Root {
     L4(Rc<l4::Plugin>),
 }
 
-impl Context for Root {}
+impl Context for Root {
+    /// Answers to the list fetches (`lists`) this root made.
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        if let Root::Http(plugin) = self {
+            plugin.lists.on_response(token_id, body_size);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -69,6 +83,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Root::Http(plugin) = self {
+            plugin.lists.tick();
             plugin.flush();
         }
     }
