@@ -223,6 +223,11 @@ pub(crate) struct Facts<'e, 's> {
     protocol: Option<Option<Vec<u8>>>,
     client_ip: Option<ClientAddress>,
     hits: Vec<Option<Hits>>,
+    /// While a rule that reads a list not loaded yet is evaluated: the value
+    /// such a list's condition takes (both are tried).
+    missing_as: bool,
+    /// Rules that matched only because of a list not loaded yet (rule, list).
+    pub(crate) missing_hits: Vec<(u32, u32)>,
 }
 
 impl<'e, 's> Facts<'e, 's> {
@@ -240,6 +245,8 @@ impl<'e, 's> Facts<'e, 's> {
             protocol: None,
             client_ip: None,
             hits: vec![None; engine.indexes.len()],
+            missing_as: false,
+            missing_hits: Vec::new(),
         }
     }
 
@@ -573,6 +580,17 @@ impl<'e, 's> Facts<'e, 's> {
             .find(|id| self.source.list(*id).is_none())
     }
 
+    /// Evaluates a condition reading lists that have not loaded, with their
+    /// conditions true and then false: `Some(result)` when both agree (the
+    /// lists do not decide this request), `None` when they differ.
+    pub(crate) fn eval_assuming(&mut self, node: &Node, every: bool) -> Option<bool> {
+        self.missing_as = true;
+        let when_true = self.eval(node, every);
+        self.missing_as = false;
+        let when_false = self.eval(node, every);
+        (when_true == when_false).then_some(when_true)
+    }
+
     /// Evaluates a condition: on any reading of each subject (`every` false:
     /// drop and log rules), or on every reading (`every`: allow rules).
     /// `not` swaps the two, so a negated condition can never be escaped
@@ -598,10 +616,10 @@ impl<'e, 's> Facts<'e, 's> {
                 }
             }
             Node::InList { subject, list } => {
-                // Rules reading a list not loaded yet never get here (see
-                // `missing_list`); should one, the condition matches nothing.
+                // A list not loaded yet: the value being tried (see
+                // `eval_assuming`).
                 let Some(data) = self.source.list(*list) else {
-                    return false;
+                    return self.missing_as;
                 };
                 if *subject == Subject::ClientIp {
                     self.prepare(Subject::ClientIp);

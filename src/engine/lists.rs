@@ -694,10 +694,12 @@ mod decision_tests {
     fn on_missing_pass_skips_and_drop_matches() {
         let e = engine();
         let none = ListSet::new(e.lists().len());
-        // blocked (pass): skipped; googlebot (drop): its rule matches every
-        // request that reaches it; agents (pass): skipped.
+        // blocked (pass): skipped; googlebot (drop): its rule matches the
+        // requests whose fate the list decides (a Googlebot UA), and only
+        // those; agents (pass): skipped.
+        assert_eq!(decide(&e, &none, "203.0.113.9:1", "curl/8"), None);
         assert_eq!(
-            decide(&e, &none, "203.0.113.9:1", "curl/8").as_deref(),
+            decide(&e, &none, "203.0.113.9:1", "Googlebot/2.1").as_deref(),
             Some("fake-googlebot")
         );
         let only_google = loaded(
@@ -712,10 +714,15 @@ mod decision_tests {
             decide(&e, &only_google, "203.0.113.9:1", "EvilScraper/2.0"),
             None
         );
-        let fake = e.rules().position(|(n, _)| n == "fake-googlebot").unwrap() as u32;
-        let req = HeaderList::new().lists(none);
+        let mut req = HeaderList::new()
+            .with(":authority", "example.com")
+            .with("user-agent", "Googlebot/2.1")
+            .peer("203.0.113.9:1")
+            .lists(none.clone());
+        let verdict = e.decide(&mut req);
+        assert_eq!(verdict.drop_rule(), Some("fake-googlebot"));
         assert_eq!(
-            e.missing_list_of(fake, &req).map(|d| d.name.as_str()),
+            verdict.missing_list.map(|d| d.name.as_str()),
             Some("googlebot")
         );
         let blocked: Vec<&str> = e.rules_reading_list(id(&e, "blocked")).collect();

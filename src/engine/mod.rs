@@ -86,6 +86,9 @@ pub struct Verdict<'e> {
     pub rule: Option<RuleRef<'e>>,
     /// The rules of `logged`, same order.
     pub logged_rules: Vec<RuleRef<'e>>,
+    /// When `rule` matched only because a list it reads has not loaded yet
+    /// (its `on_missing` is `drop` or `refuse`): that list's declaration.
+    pub missing_list: Option<&'e lists::ListDecl>,
 }
 
 impl Verdict<'_> {
@@ -298,23 +301,6 @@ impl Engine {
         &self.lists
     }
 
-    /// The list whose absence decided this rule, when the rule matched only
-    /// because a list it reads has not loaded and its `on_missing` is
-    /// `drop` or `refuse` (the adapter answers 503 for `refuse`).
-    pub fn missing_list_of(
-        &self,
-        rule: u32,
-        source: &dyn RequestSource,
-    ) -> Option<&lists::ListDecl> {
-        let r = self.rules.get(rule as usize)?;
-        let id = r
-            .lists
-            .iter()
-            .copied()
-            .find(|id| source.list(*id).is_none())?;
-        self.lists.get(id as usize)
-    }
-
     /// The rules that read list `id`, by name (for `check` and docs).
     pub fn rules_reading_list(&self, id: u32) -> impl Iterator<Item = &str> {
         self.rules
@@ -434,6 +420,7 @@ impl Engine {
                 logged: Vec::new(),
                 rule: Some(rule),
                 logged_rules,
+                missing_list: self.missing_decided(&facts, Some(rule)),
             };
         }
         let found = self.first_match(&self.drop_plan, false, &mut facts, &mut logged_rules);
@@ -447,7 +434,18 @@ impl Engine {
             logged: logged_rules.iter().map(|r| r.name).collect(),
             rule: found,
             logged_rules,
+            missing_list: self.missing_decided(&facts, found),
         }
+    }
+
+    fn missing_decided(
+        &self,
+        facts: &Facts<'_, '_>,
+        rule: Option<RuleRef<'_>>,
+    ) -> Option<&lists::ListDecl> {
+        let rule = rule?;
+        let (_, list) = facts.missing_hits.iter().find(|(r, _)| *r == rule.id)?;
+        self.lists.get(*list as usize)
     }
 
     /// The rule with this id (see [`RuleRef`]).
@@ -496,16 +494,28 @@ impl Engine {
                 }
                 Unit::Rule(rule) => {
                     let matched = self.rules.get(rule as usize).is_some_and(|r| {
-                        // A rule reading a list that has not loaded yet
-                        // does what the list's `on_missing` says.
+                        // A rule reading a list that has not loaded yet: if
+                        // the list decides this request, the list's
+                        // `on_missing` says what the rule does.
                         if let Some(id) = facts.missing_list(&r.lists) {
-                            return self
-                                .lists
-                                .get(id as usize)
-                                .is_some_and(|d| d.on_missing != lists::OnMissing::Pass);
+                            match facts.eval_assuming(&r.node, allow_phase) {
+                                Some(false) => return false,
+                                Some(true) => {}
+                                None => {
+                                    let hit = self
+                                        .lists
+                                        .get(id as usize)
+                                        .is_some_and(|d| d.on_missing != lists::OnMissing::Pass);
+                                    if hit {
+                                        facts.missing_hits.push((rule, id));
+                                    }
+                                    return hit;
+                                }
+                            }
+                        } else if !facts.eval(&r.node, allow_phase) {
+                            return false;
                         }
-                        facts.eval(&r.node, allow_phase)
-                            && r.limit.as_ref().is_none_or(|limit| facts.over_limit(limit))
+                        true && r.limit.as_ref().is_none_or(|limit| facts.over_limit(limit))
                     });
                     if matched {
                         consider(rule, &mut best);

@@ -47,18 +47,6 @@ extern "C" {
         headers_len: usize,
         grpc_status: i32,
     ) -> u32;
-    fn proxy_http_call(
-        upstream: *const u8,
-        upstream_len: usize,
-        headers: *const u8,
-        headers_len: usize,
-        body: *const u8,
-        body_len: usize,
-        trailers: *const u8,
-        trailers_len: usize,
-        timeout_ms: u32,
-        token: *mut u32,
-    ) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -81,38 +69,20 @@ const HTTP_CALL_RESPONSE_BODY: u32 = 4;
 const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
 
 /// Sends an HTTP request to `cluster` from the root context; the call's
-/// token, or the host's status (unknown cluster, bad headers, ...). The
-/// answer arrives in `on_http_call_response`.
+/// token, or why not. The answer arrives in `on_http_call_response`.
+///
+/// Through the SDK, unlike the other calls here: the SDK's dispatcher routes
+/// the answer by a token it registers in this wrapper (and panics on an
+/// unregistered one). The wrapper panics only on a status other than
+/// `BadArgument` / `InternalFailure`, the only failures Envoy's
+/// `proxy_http_call` returns (unknown cluster, missing pseudo-headers, no
+/// async client).
 pub fn http_call(
     cluster: &str,
     headers: &[(&str, &str)],
     timeout: std::time::Duration,
-) -> Result<u32, u32> {
-    let map = serialize_map(headers);
-    let trailers = serialize_map(&[]);
-    let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-    let mut token: u32 = 0;
-    // SAFETY: all buffers are valid for the given lengths during the call and
-    // `token` is a valid out-pointer.
-    let status = unsafe {
-        proxy_http_call(
-            cluster.as_ptr(),
-            cluster.len(),
-            map.as_ptr(),
-            map.len(),
-            [].as_ptr(),
-            0,
-            trailers.as_ptr(),
-            trailers.len(),
-            millis,
-            &mut token,
-        )
-    };
-    if status == OK {
-        Ok(token)
-    } else {
-        Err(status)
-    }
+) -> Result<u32, proxy_wasm::types::Status> {
+    hostcalls::dispatch_http_call(cluster, headers.to_vec(), None, Vec::new(), timeout)
 }
 
 /// Takes ownership of a buffer the host filled through the SDK's

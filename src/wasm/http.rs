@@ -123,7 +123,7 @@ impl HttpContext for Request {
                 set_filter_state(rule.name, "444");
                 // Before the reset: its RST_STREAM is the write the L4 filter
                 // closes the connection on (docs/connection-close.md).
-                if plugin.refuses(rule.id, &request) {
+                if plugin.refuses(&verdict) {
                     return Action::Pause;
                 }
                 if rule.scope == Scope::Connection {
@@ -152,10 +152,9 @@ impl Plugin {
     /// A drop decided only because a list the rule reads has not loaded and
     /// its `on_missing` is `refuse`: answered 503 (the client may retry)
     /// instead of closed. True if the answer was sent.
-    fn refuses(&self, rule: u32, request: &HostRequest<'_>) -> bool {
-        let refuse = self
-            .engine
-            .missing_list_of(rule, request)
+    fn refuses(&self, verdict: &Verdict<'_>) -> bool {
+        let refuse = verdict
+            .missing_list
             .is_some_and(|d| d.on_missing == engine::lists::OnMissing::Refuse);
         refuse
             && abi::send_local_response(503, "drop444_list_missing", &[("retry-after", "10")])

@@ -187,10 +187,7 @@ impl Lists {
             Err(status) => self.failed(
                 list,
                 now,
-                &format!(
-                    "cannot call cluster `{}` (status {status})",
-                    list.decl.cluster
-                ),
+                &format!("cannot call cluster `{}` ({status:?})", list.decl.cluster),
             ),
         }
     }
