@@ -3,6 +3,7 @@
 //! ```text
 //! drop444 check CONFIG                 validate a configuration (like `nginx -t`)
 //! drop444 explain CONFIG [REQUEST]     decide one request and say why
+//!                 [--list NAME=FILE]   with a local copy of a named list
 //! drop444 presets                      list the built-in presets
 //! ```
 //!
@@ -11,15 +12,18 @@
 use std::io::Read;
 use std::process::ExitCode;
 
+use drop444::engine::lists::{self, ListSet};
 use drop444::engine::request::{client_from_xff, normalize_path, parse_address, split_target};
 use drop444::engine::{classify_host, presets, Action, Decision, Engine, HeaderList, HostForm};
 use drop444::http1;
+use std::sync::Arc;
 
 const USAGE: &str = "usage:
   drop444 check CONFIG
   drop444 explain CONFIG [--method M] [--path TARGET] [--host HOST] [--header 'Name: value']...
                          [--client-ip IP[:PORT]] [--protocol HTTP/1.1] [--scheme http]
   drop444 explain CONFIG --raw < request.txt     (a raw HTTP/1.x request head on stdin)
+  drop444 explain CONFIG --list NAME=FILE ...    (a local copy of a named list; others count as not loaded)
   drop444 presets
 
 CONFIG is the plugin configuration as a JSON file, or - for stdin.
@@ -97,7 +101,68 @@ fn check(path: &str) -> Result<ExitCode, String> {
         engine.mode(),
         engine.header_names()
     );
+    describe_lists(&engine);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `check`: one line per named list (validated with the configuration).
+fn describe_lists(engine: &Engine) {
+    for (id, list) in engine.lists().iter().enumerate() {
+        let rules: Vec<&str> = engine
+            .rules_reading_list(u32::try_from(id).unwrap_or(u32::MAX))
+            .collect();
+        println!(
+            "  list {}: {:?} from {} via cluster {}, refresh {} s, timeout {} ms, max {} bytes{}, on_missing {:?}; read by {}",
+            list.name,
+            list.format,
+            list.url,
+            list.cluster,
+            list.refresh_ms / 1000,
+            list.timeout_ms,
+            list.max_bytes,
+            if list.sha256.is_some() { ", sha256 pinned" } else { "" },
+            list.on_missing,
+            if rules.is_empty() { "no rule (unused)".to_string() } else { rules.join(", ") }
+        );
+    }
+}
+
+/// `explain --list NAME=FILE`: local copies of named lists, checked and
+/// parsed exactly as the filter does with a fetched body.
+fn load_lists(engine: &Engine, specs: &[String]) -> Result<ListSet, String> {
+    let mut set = ListSet::new(engine.lists().len());
+    for spec in specs {
+        let (name, file) = spec
+            .split_once('=')
+            .ok_or(format!("--list wants NAME=FILE, got {spec:?}"))?;
+        let id = engine
+            .lists()
+            .iter()
+            .position(|d| d.name == name)
+            .ok_or(format!(
+                "--list {name}: the configuration declares no list `{name}`"
+            ))?;
+        let decl = engine.lists().get(id).ok_or("list id")?;
+        let body = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+        let data = lists::load(decl, &body).map_err(|e| format!("--list {name}={file}: {e}"))?;
+        println!("list {name}: {} entries from {file}", data.entries());
+        set.set(
+            u32::try_from(id).map_err(|e| e.to_string())?,
+            Arc::new(data),
+        );
+    }
+    for decl in engine.lists() {
+        if !specs
+            .iter()
+            .any(|s| s.split_once('=').is_some_and(|(n, _)| n == decl.name))
+        {
+            println!(
+                "list {}: not given (--list {}=FILE): treated as not loaded yet (on_missing {:?})",
+                decl.name, decl.name, decl.on_missing
+            );
+        }
+    }
+    Ok(set)
 }
 
 /// The request to explain, as the engine will see it.
@@ -124,6 +189,7 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
         protocol: "HTTP/1.1".into(),
         ..Request::default()
     };
+    let mut list_files: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -138,6 +204,7 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
             "--scheme" => request.scheme = value()?,
             "--protocol" => request.protocol = value()?,
             "--client-ip" => request.peer = Some(value()?),
+            "--list" => list_files.push(value()?),
             "--header" => {
                 let line = value()?;
                 let (name, v) = line
@@ -178,6 +245,7 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
     if let Some(peer) = &request.peer {
         source = source.peer(peer);
     }
+    source = source.lists(load_lists(&engine, &list_files)?);
     let verdict = engine.decide(&mut source.clone());
 
     println!("request as drop444 sees it:");
@@ -263,6 +331,12 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
             ExitCode::from(2)
         }
     };
+    if let Some(list) = verdict.missing_list {
+        println!(
+            "NOTE: list `{}` has not loaded, and this request's fate depends on it: its on_missing ({:?}) decided",
+            list.name, list.on_missing
+        );
+    }
     for rule in &verdict.logged {
         println!(
             "LOG: rule `{rule}` matched (action log: reported, request not affected){}",
