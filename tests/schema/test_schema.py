@@ -34,6 +34,12 @@ BAD = [
     {"stats": {"prefix": "Bad-Prefix"}},
     {"hosts": {}},
     {"client_ip": {"xff_trusted_hops": -1}},
+    {"lists": {"x": {"url": "ftp://h/", "cluster": "c", "format": "cidr"}}},
+    {"lists": {"x": {"url": "http://h/", "cluster": "c", "format": "csv"}}},
+    {"lists": {"x": {"url": "http://h/", "cluster": "c", "format": "cidr", "refresh": "soon"}}},
+    {"lists": {"x": {"url": "http://h/", "format": "cidr"}}},
+    {"lists": {"x": {"url": "http://h/", "cluster": "c", "format": "cidr", "on_missing": "maybe"}}},
+    {"lists": {"bad name": {"url": "http://h/", "cluster": "c", "format": "cidr"}}},
     [],
 ]
 
