@@ -41,11 +41,14 @@ const MAX_TIMEOUT_MS: u64 = 300_000;
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListSpec {
     /// `http://` or `https://` URL; its host becomes `:authority`, its path
-    /// and query the request's `:path`.
-    pub url: String,
+    /// and query the request's `:path`. May be left out (with `format`) for
+    /// a list a preset names (`googlebot`, `bingbot`, ...).
+    #[serde(default)]
+    pub url: Option<String>,
     /// The Envoy cluster the request goes through (it decides TLS).
     pub cluster: String,
-    pub format: Format,
+    #[serde(default)]
+    pub format: Option<Format>,
     #[serde(default)]
     pub refresh: Option<String>,
     #[serde(default)]
@@ -145,13 +148,27 @@ fn decl(name: &str, spec: &ListSpec, path: &str) -> Result<ListDecl, ConfigError
             "a list name is 1-64 characters of A-Z a-z 0-9 - _ (it appears in stats names)",
         ));
     }
-    let (authority, url_path) = split_url(&spec.url).ok_or_else(|| {
+    let known = super::presets::known_list(name);
+    let (url, format) = match (&spec.url, spec.format, known) {
+        (Some(url), Some(format), _) => (url.clone(), format),
+        (None, None, Some(known)) => known,
+        (None, _, _) => {
+            return Err(ConfigError::new(
+                format!("{path}.url"),
+                "missing (only lists a preset names, like googlebot or bingbot, may leave out url and format)",
+            ))
+        }
+        (Some(_), None, _) => {
+            return Err(ConfigError::new(
+                format!("{path}.format"),
+                "missing: cidr, google-json or strings",
+            ))
+        }
+    };
+    let (authority, url_path) = split_url(&url).ok_or_else(|| {
         ConfigError::new(
             format!("{path}.url"),
-            format!(
-                "`{}` is not an http:// or https:// URL with a host",
-                spec.url
-            ),
+            format!("`{url}` is not an http:// or https:// URL with a host"),
         )
     })?;
     if spec.cluster.is_empty() {
@@ -196,7 +213,7 @@ fn decl(name: &str, spec: &ListSpec, path: &str) -> Result<ListDecl, ConfigError
         })?),
         None => None,
     };
-    if spec.case_insensitive && spec.format != Format::Strings {
+    if spec.case_insensitive && format != Format::Strings {
         return Err(ConfigError::new(
             format!("{path}.case_insensitive"),
             "applies only to `strings` lists",
@@ -204,11 +221,11 @@ fn decl(name: &str, spec: &ListSpec, path: &str) -> Result<ListDecl, ConfigError
     }
     Ok(ListDecl {
         name: name.to_string(),
-        url: spec.url.clone(),
+        url,
         cluster: spec.cluster.clone(),
         authority,
         path: url_path,
-        format: spec.format,
+        format,
         refresh_ms,
         timeout_ms,
         max_bytes,
@@ -762,5 +779,158 @@ mod decision_tests {
             let err = Engine::from_json(json.as_bytes()).unwrap_err();
             assert_eq!(err.path(), path, "{json}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod crawler_tests {
+    use std::sync::Arc;
+
+    use super::super::{Decision, Engine, HeaderList};
+    use super::*;
+
+    /// The four lists the verified-crawlers presets read, with the cluster
+    /// only: url and format come from the preset.
+    const LISTS: &str = r#""lists": {
+        "googlebot": {"cluster": "google"}, "bingbot": {"cluster": "bing"},
+        "applebot": {"cluster": "apple"}, "duckduckbot": {"cluster": "ddg"}}"#;
+
+    fn fixtures(engine: &Engine) -> ListSet {
+        let body = |v4: &str, v6: &str| {
+            format!(
+                r#"{{"creationTime":"2026-11-01T00:00:00.000000","prefixes":[{{"ipv4Prefix":"{v4}"}},{{"ipv6Prefix":"{v6}"}}]}}"#
+            )
+        };
+        let mut set = ListSet::new(engine.lists().len());
+        for (id, decl) in engine.lists().iter().enumerate() {
+            let text = match decl.name.as_str() {
+                "googlebot" => body("66.249.64.0/27", "2001:4860:4801:10::/64"),
+                "bingbot" => body("157.55.39.0/24", "2a01:111:f100::/48"),
+                "applebot" => body("17.241.208.0/24", "2a01:b740:a42::/48"),
+                _ => body("20.191.45.212/32", "2603:1030::/48"),
+            };
+            set.set(id as u32, Arc::new(load(decl, text.as_bytes()).unwrap()));
+        }
+        set
+    }
+
+    fn fate(engine: &Engine, lists: &ListSet, ip: &str, ua: &str) -> Decision<'static> {
+        let mut req = HeaderList::new()
+            .with(":authority", "example.com")
+            .with(":path", "/products/1")
+            .with("user-agent", ua)
+            .peer(ip)
+            .lists(lists.clone());
+        match engine.decide(&mut req).decision {
+            Decision::Drop { rule } if rule == "fake-crawlers" => Decision::Drop {
+                rule: "fake-crawlers",
+            },
+            Decision::Drop { .. } => Decision::Drop { rule: "other" },
+            Decision::Allow { .. } => Decision::Allow { rule: "real" },
+            _ => Decision::Pass,
+        }
+    }
+
+    const CRAWLERS: [(&str, &str, &str); 4] = [
+        ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "66.249.64.5:1", "[2001:4860:4801:10::9]:1"),
+        ("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)", "157.55.39.1:1", "[2a01:111:f100::1]:1"),
+        ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/13.1.1 Safari/605.1.15 (Applebot/0.1; +http://www.apple.com/go/applebot)", "17.241.208.7:1", "[2a01:b740:a42::1]:1"),
+        ("DuckDuckBot/1.1; (+http://duckduckgo.com/duckduckbot.html)", "20.191.45.212:1", "[2603:1030::2]:1"),
+    ];
+
+    #[test]
+    fn preset_names_the_official_lists() {
+        let e = Engine::from_json(format!(r#"{{{LISTS}, "rules": [{{"name": "fake-crawlers", "preset": "verified-crawlers"}}]}}"#).as_bytes()).unwrap();
+        let google = e.lists().iter().find(|d| d.name == "googlebot").unwrap();
+        assert_eq!(
+            google.url,
+            "https://developers.google.com/static/search/apis/ipranges/googlebot.json"
+        );
+        assert_eq!(google.format, Format::GoogleJson);
+        assert_eq!(google.cluster, "google");
+        let bing = e.lists().iter().find(|d| d.name == "bingbot").unwrap();
+        assert_eq!(bing.authority, "www.bing.com");
+        // Without the lists the preset names what is missing.
+        let err =
+            Engine::from_json(br#"{"rules": [{"preset": "verified-crawlers"}]}"#).unwrap_err();
+        assert!(err.message().contains("no list `googlebot`"), "{err}");
+        // Another list name still needs url and format.
+        let err = Engine::from_json(br#"{"lists": {"mine": {"cluster": "c"}}}"#).unwrap_err();
+        assert_eq!(err.path(), "lists.mine.url");
+    }
+
+    #[test]
+    fn fakes_dropped_real_ones_pass_and_opt_in_allow_exempts_them() {
+        let config = format!(
+            r#"{{{LISTS}, "rules": [
+                {{"name": "real", "action": "allow", "preset": "verified-crawlers-real"}},
+                {{"name": "fake-crawlers", "preset": "verified-crawlers"}},
+                {{"name": "no-products", "field": "path", "prefix": "/products"}}]}}"#
+        );
+        let e = Engine::from_json(config.as_bytes()).unwrap();
+        let lists = fixtures(&e);
+        let stranger = "198.51.100.23:1";
+        for (ua, v4, v6) in CRAWLERS {
+            assert_eq!(
+                fate(&e, &lists, stranger, ua),
+                Decision::Drop {
+                    rule: "fake-crawlers"
+                },
+                "{ua}"
+            );
+            assert_eq!(
+                fate(&e, &lists, "[2001:db8::1]:1", ua),
+                Decision::Drop {
+                    rule: "fake-crawlers"
+                },
+                "{ua}"
+            );
+            // Real: exempt from the other drop rule because the allow preset is on.
+            assert_eq!(
+                fate(&e, &lists, v4, ua),
+                Decision::Allow { rule: "real" },
+                "{ua}"
+            );
+            assert_eq!(
+                fate(&e, &lists, v6, ua),
+                Decision::Allow { rule: "real" },
+                "{ua}"
+            );
+        }
+        // One crawler's address does not vouch for another crawler's UA.
+        assert_eq!(
+            fate(&e, &lists, "157.55.39.1:1", CRAWLERS[0].0),
+            Decision::Drop {
+                rule: "fake-crawlers"
+            }
+        );
+        // Browsers never touch it.
+        let browser = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+        assert_eq!(
+            fate(&e, &lists, stranger, browser),
+            Decision::Drop { rule: "other" }
+        );
+
+        // Without the opt-in allow, a real crawler passes the preset but not
+        // the other drop rules.
+        let e = Engine::from_json(
+            format!(
+                r#"{{{LISTS}, "rules": [
+                {{"name": "fake-crawlers", "preset": "verified-crawlers"}},
+                {{"name": "no-products", "field": "path", "prefix": "/products"}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let lists = fixtures(&e);
+        assert_eq!(
+            fate(&e, &lists, CRAWLERS[0].1, CRAWLERS[0].0),
+            Decision::Drop { rule: "other" }
+        );
+
+        // Lists not loaded (on_missing pass): the preset drops nobody.
+        let e = Engine::from_json(format!(r#"{{{LISTS}, "rules": [{{"name": "fake-crawlers", "preset": "verified-crawlers"}}]}}"#).as_bytes()).unwrap();
+        let none = ListSet::new(e.lists().len());
+        assert_eq!(fate(&e, &none, stranger, CRAWLERS[0].0), Decision::Pass);
     }
 }
