@@ -822,7 +822,9 @@ mod crawler_tests {
             .peer(ip)
             .lists(lists.clone());
         match engine.decide(&mut req).decision {
-            Decision::Drop { rule } if rule == "fake-crawlers" => Decision::Drop {
+            Decision::Drop {
+                rule: "fake-crawlers",
+            } => Decision::Drop {
                 rule: "fake-crawlers",
             },
             Decision::Drop { .. } => Decision::Drop { rule: "other" },

@@ -515,7 +515,7 @@ impl Engine {
                         } else if !facts.eval(&r.node, allow_phase) {
                             return false;
                         }
-                        true && r.limit.as_ref().is_none_or(|limit| facts.over_limit(limit))
+                        r.limit.as_ref().is_none_or(|limit| facts.over_limit(limit))
                     });
                     if matched {
                         consider(rule, &mut best);
