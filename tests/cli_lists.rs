@@ -158,3 +158,34 @@ fn explain_uses_local_copies_of_lists() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn check_warns_when_a_drop_rule_catches_a_real_crawler_and_strict_fails() {
+    let broad = r#"{"host": {"allow": ["*.shop.example"]}, "rules": [
+        {"name": "no-bots", "header": "user-agent", "contains": "bot", "case_insensitive": true},
+        {"name": "scanners", "preset": "scanners"}]}"#;
+    let out = drop444(&["check", "-"], broad.as_bytes());
+    assert!(out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "warning: rule `no-bots` drops real search-engine crawlers: Googlebot (GET /)"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Bingbot (GET /)"), "{stderr}");
+    assert!(!stderr.contains("`scanners`"), "{stderr}");
+    let out = drop444(&["check", "-", "--strict"], broad.as_bytes());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("error: rule `no-bots`"));
+
+    // Every shipped preset (verified-crawlers with its lists not loaded) is
+    // clean: no preset catches a search-engine crawler.
+    let presets = r#"{"lists": {"googlebot": {"cluster": "g"}, "bingbot": {"cluster": "b"},
+        "applebot": {"cluster": "a"}, "duckduckbot": {"cluster": "d"}},
+      "rules": [{"preset": "scanners"}, {"preset": "exploit-paths"}, {"preset": "bad-bots"},
+        {"preset": "ai-crawlers"}, {"preset": "verified-crawlers"}]}"#;
+    let out = drop444(&["check", "-", "--strict"], presets.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+}
