@@ -3,8 +3,11 @@
 //! and reports the difference per request, so set-up is excluded).
 //!
 //! ```sh
-//! cargo run --release --manifest-path bench/engine-bench/Cargo.toml -- CONFIG.json K HEADERS.json
+//! cargo run --release --manifest-path bench/engine-bench/Cargo.toml -- CONFIG.json K HEADERS.json [NAME=FILE]...
 //! ```
+//!
+//! `NAME=FILE` loads a local copy of the configuration's named list `NAME`
+//! (bench/lists.py: a 100,000-entry list).
 //!
 //! CONFIG.json is a drop444 plugin configuration; HEADERS.json an object of
 //! lower-case header names to values (`:authority`, `:path`, `user-agent`).
@@ -14,18 +17,29 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::process::ExitCode;
 
+use drop444::engine::lists::{self, ListData, ListSet};
 use drop444::engine::{Decision, Engine, RateLimit, RequestSource};
 
-/// A request's headers, served to the engine the way the adapter does.
-struct Headers(HashMap<String, Vec<u8>>);
+/// A request's headers, served to the engine the way the adapter does, and
+/// the named lists' snapshots.
+struct Headers(HashMap<String, Vec<u8>>, ListSet);
 
 impl RequestSource for Headers {
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         self.0.get(name).cloned()
     }
 
+    fn list(&self, id: u32) -> Option<std::sync::Arc<ListData>> {
+        self.1.get(id).cloned()
+    }
+
     fn peer_address(&mut self) -> Option<Vec<u8>> {
-        Some(b"198.51.100.77:40000".to_vec())
+        Some(
+            self.0
+                .get("<peer>")
+                .cloned()
+                .unwrap_or_else(|| b"198.51.100.77:40000".to_vec()),
+        )
     }
 
     fn protocol(&mut self) -> Option<Vec<u8>> {
@@ -38,21 +52,35 @@ impl RequestSource for Headers {
 }
 
 fn run(args: &[String]) -> Result<String, String> {
-    let [config, count, headers] = args else {
-        return Err("usage: engine_bench CONFIG.json K HEADERS.json".into());
+    let [config, count, headers, list_args @ ..] = args else {
+        return Err("usage: engine_bench CONFIG.json K HEADERS.json [NAME=FILE]...".into());
     };
     let config = std::fs::read(config).map_err(|e| format!("{config}: {e}"))?;
     let count: u64 = count.parse().map_err(|e| format!("K: {e}"))?;
     let headers: HashMap<String, String> = std::fs::read(headers)
         .map_err(|e| e.to_string())
         .and_then(|raw| serde_json::from_slice(&raw).map_err(|e| e.to_string()))?;
+    let engine = Engine::from_json(&config).map_err(|e| e.to_string())?;
+    let mut set = ListSet::new(engine.lists().len());
+    for arg in list_args {
+        let (name, file) = arg.split_once('=').ok_or("lists are NAME=FILE")?;
+        let id = engine
+            .lists()
+            .iter()
+            .position(|d| d.name == name)
+            .ok_or(format!("no list {name}"))?;
+        let decl = engine.lists().get(id).ok_or("list")?;
+        let body = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+        let data = lists::load(decl, &body)?;
+        set.set(id as u32, std::sync::Arc::new(data));
+    }
     let mut headers = Headers(
         headers
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.into_bytes()))
             .collect(),
+        set,
     );
-    let engine = Engine::from_json(&config).map_err(|e| e.to_string())?;
     let mut dropped: u64 = 0;
     for _ in 0..count {
         if let Decision::Drop { .. } = black_box(&engine).decide(black_box(&mut headers)).decision {
