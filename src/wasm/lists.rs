@@ -109,6 +109,9 @@ impl Lists {
 
     /// On every tick: pick up new versions, start due fetches.
     pub fn tick(&self) {
+        if self.lists.is_empty() {
+            return;
+        }
         let now = abi::now_ns();
         for (id, list) in self.lists.iter().enumerate() {
             let id = u32::try_from(id).unwrap_or(u32::MAX);
