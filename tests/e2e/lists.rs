@@ -90,6 +90,7 @@ impl ListServer {
 
 const GOOGLEBOT_UA: &str =
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+const BINGBOT_UA: &str = "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)";
 
 fn config(refresh: &str) -> String {
     format!(
@@ -97,13 +98,14 @@ fn config(refresh: &str) -> String {
         "lists": {{
           "blocked": {{"url": "http://lists.test/blocked.txt", "cluster": "lists", "format": "cidr", "refresh": "{refresh}", "timeout": "1s"}},
           "googlebot": {{"url": "http://lists.test/googlebot.json", "cluster": "lists", "format": "google-json", "refresh": "{refresh}", "timeout": "1s"}},
+          "bingbot": {{"url": "http://lists.test/bingbot.json", "cluster": "lists", "format": "google-json", "refresh": "{refresh}", "timeout": "1s"}},
+          "applebot": {{"url": "http://lists.test/applebot.json", "cluster": "lists", "format": "google-json", "refresh": "{refresh}"}},
+          "duckduckbot": {{"url": "http://lists.test/duckduckbot.json", "cluster": "lists", "format": "google-json", "refresh": "{refresh}"}},
           "never": {{"url": "http://lists.test/missing.txt", "cluster": "lists", "format": "cidr", "refresh": "{refresh}", "on_missing": "refuse"}}
         }},
         "rules": [
           {{"name": "blocked-ip", "field": "client_ip", "in_list": "blocked"}},
-          {{"name": "fake-googlebot", "all": [
-            {{"header": "user-agent", "contains": "Googlebot"}},
-            {{"not": {{"field": "client_ip", "in_list": "googlebot"}}}}]}},
+          {{"name": "fake-crawlers", "preset": "verified-crawlers"}},
           {{"name": "never-loaded", "all": [
             {{"header": "x-probe", "present": true}},
             {{"field": "client_ip", "in_list": "never"}}]}}
@@ -224,6 +226,10 @@ fn lists_load_change_survive_failures_and_catch_fake_googlebots() {
         "/googlebot.json",
         Reply::Body(br#"{"creationTime":"2026-11-01T00:00:00","prefixes":[{"ipv4Prefix":"66.249.64.0/19"},{"ipv6Prefix":"2001:4860:4801:10::/64"}]}"#.to_vec()),
     );
+    server.set(
+        "/bingbot.json",
+        Reply::Body(br#"{"creationTime":"2026-11-01T00:00:00","prefixes":[{"ipv4Prefix":"157.55.39.0/24"}]}"#.to_vec()),
+    );
     let envoy = start(&server, &config("1s"), 2);
     let addr = envoy.addr;
 
@@ -239,21 +245,22 @@ fn lists_load_change_survive_failures_and_catch_fake_googlebots() {
     assert_eq!(gauge(&envoy, "blocked", "entries"), 1);
     assert!(gauge(&envoy, "blocked", "version") >= 1);
 
-    // Fake Googlebot (UA only) dropped; a listed address with the same UA served.
-    until_stable(
-        addr,
-        "198.51.100.9",
-        GOOGLEBOT_UA,
-        Fate::Dropped,
-        Duration::from_secs(10),
+    // The verified-crawlers preset with fixtures of the published shape: a
+    // fake Googlebot / Bingbot (UA only) dropped; a listed address with the
+    // same UA served. Applebot's and DuckDuckBot's lists never load (404):
+    // `on_missing: pass`, their claims are not judged.
+    let wait = Duration::from_secs(10);
+    until_stable(addr, "198.51.100.9", GOOGLEBOT_UA, Fate::Dropped, wait);
+    until_stable(addr, "66.249.66.1", GOOGLEBOT_UA, Fate::Served, wait);
+    until_stable(addr, "198.51.100.9", BINGBOT_UA, Fate::Dropped, wait);
+    until_stable(addr, "157.55.39.1", BINGBOT_UA, Fate::Served, wait);
+    // Bing's address does not vouch for a Googlebot claim.
+    assert_eq!(
+        request(addr, "157.55.39.1", GOOGLEBOT_UA, false),
+        Fate::Dropped
     );
-    until_stable(
-        addr,
-        "66.249.66.1",
-        GOOGLEBOT_UA,
-        Fate::Served,
-        Duration::from_secs(10),
-    );
+    let ddg = "DuckDuckBot/1.1; (+http://duckduckgo.com/duckduckbot.html)";
+    assert_eq!(request(addr, "198.51.100.9", ddg, false), Fate::Served);
 
     // A list that never loads, `on_missing: refuse`: its rule answers 503.
     assert_eq!(
@@ -286,7 +293,7 @@ fn lists_load_change_survive_failures_and_catch_fake_googlebots() {
         Fate::Served,
         Duration::from_secs(3),
     );
-    assert!(took < Duration::from_secs(4), "change took {took:?}");
+    assert!(took < Duration::from_secs(5), "change took {took:?}");
     assert_eq!(gauge(&envoy, "blocked", "version"), version + 1);
 
     // Garbage, then a server that is down: the last good list stays, every
