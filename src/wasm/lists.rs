@@ -139,7 +139,14 @@ impl Lists {
         }
         match lists::load(&list.decl, body) {
             Ok(parsed) => self.install(id, list, version, Arc::new(parsed)),
-            Err(err) => warn!("list {}: shared copy unreadable: {err}", list.decl.name),
+            Err(err) => {
+                // Not retried until the next version (no log line per tick).
+                list.version.set(version);
+                warn!(
+                    "list {}: shared copy version {version} unreadable here, last good copy kept: {err}",
+                    list.decl.name
+                );
+            }
         }
     }
 
