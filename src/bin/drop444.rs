@@ -1,8 +1,10 @@
 //! `drop444`: the rule engine on the command line.
 //!
 //! ```text
-//! drop444 check CONFIG                 validate a configuration (like `nginx -t`)
+//! drop444 check CONFIG [--strict]      validate a configuration (like `nginx -t`),
+//!                                      warn when a drop rule catches a real crawler
 //! drop444 explain CONFIG [REQUEST]     decide one request and say why
+//!                 [--list NAME=FILE]   with a local copy of a named list
 //! drop444 presets                      list the built-in presets
 //! ```
 //!
@@ -11,18 +13,21 @@
 use std::io::Read;
 use std::process::ExitCode;
 
+use drop444::engine::lists::{self, ListSet};
 use drop444::engine::request::{
     client_from_xff, normalize_path, normalize_path_as, parse_address, parse_query_as,
     split_target, PathReading, QueryReading,
 };
 use drop444::engine::{classify_host, presets, Action, Decision, Engine, HeaderList, HostForm};
 use drop444::http1;
+use std::sync::Arc;
 
 const USAGE: &str = "usage:
-  drop444 check CONFIG
+  drop444 check CONFIG [--strict]   (--strict: a drop rule that catches a real search-engine crawler is an error)
   drop444 explain CONFIG [--method M] [--path TARGET] [--host HOST] [--header 'Name: value']...
                          [--client-ip IP[:PORT]] [--protocol HTTP/1.1] [--scheme http]
   drop444 explain CONFIG --raw < request.txt     (a raw HTTP/1.x request head on stdin)
+  drop444 explain CONFIG --list NAME=FILE ...    (a local copy of a named list; others count as not loaded)
   drop444 presets
 
 Envoy's HTTP connection manager path settings (default: off / KEEP_UNCHANGED, as in Envoy),
@@ -50,7 +55,7 @@ fn main() -> ExitCode {
 
 fn run(args: &[String]) -> Result<ExitCode, String> {
     match args.first().map(String::as_str) {
-        Some("check") => check(args.get(1).ok_or(USAGE)?),
+        Some("check") => check_strict(args.get(1..).unwrap_or_default()),
         Some("explain") => explain(args.get(1).ok_or(USAGE)?, args.get(2..).unwrap_or_default()),
         Some("presets") => {
             for p in presets::catalog() {
@@ -75,6 +80,7 @@ fn read_input(path: &str) -> Result<Vec<u8>, String> {
         std::io::stdin()
             .read_to_end(&mut buf)
             .map_err(|e| format!("stdin: {e}"))?;
+        remember_stdin(&buf);
         Ok(buf)
     } else {
         std::fs::read(path).map_err(|e| format!("{path}: {e}"))
@@ -105,7 +111,192 @@ fn check(path: &str) -> Result<ExitCode, String> {
         engine.mode(),
         engine.header_names()
     );
+    describe_lists(&engine);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `check CONFIG [--strict]`: validation, then the crawler lint: a warning
+/// (with `--strict`, an error) for each drop rule that drops a real
+/// search-engine crawler's request.
+fn check_strict(args: &[String]) -> Result<ExitCode, String> {
+    let mut path = None;
+    let mut strict = false;
+    for arg in args {
+        match arg.as_str() {
+            "--strict" => strict = true,
+            other if path.is_none() => path = Some(other),
+            other => return Err(format!("unexpected argument {other}\n{USAGE}")),
+        }
+    }
+    let path = path.ok_or(USAGE)?;
+    let code = check(path)?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    let json = read_input_cached(path)?;
+    let engine = Engine::from_json(&json).map_err(|e| format!("{path}: {e}"))?;
+    let caught = crawler_lint(&engine, &json);
+    let mut rules: Vec<&str> = Vec::new();
+    for (rule, _, _) in &caught {
+        if !rules.contains(&rule.as_str()) {
+            rules.push(rule);
+        }
+    }
+    for rule in rules {
+        let who: Vec<String> = caught
+            .iter()
+            .filter(|(r, _, _)| r == rule)
+            .map(|(_, crawler, target)| format!("{crawler} (GET {target})"))
+            .collect();
+        eprintln!(
+            "drop444: {}: rule `{rule}` drops real search-engine crawlers: {}. A 444 hides pages from search with no error to report: narrow the rule, or exempt verified crawlers (an allow rule with preset verified-crawlers-real)",
+            if strict { "error" } else { "warning" },
+            who.join(", ")
+        );
+    }
+    if strict && !caught.is_empty() {
+        eprintln!("drop444: configuration {path} test failed (--strict)");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+static STDIN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+fn remember_stdin(buf: &[u8]) {
+    let _ = STDIN.set(buf.to_vec());
+}
+
+/// The configuration text, read once (stdin cannot be read twice).
+fn read_input_cached(path: &str) -> Result<Vec<u8>, String> {
+    if path == "-" {
+        return STDIN.get().cloned().ok_or("stdin was not read".to_string());
+    }
+    read_input(path)
+}
+
+/// Published User-Agents and addresses of the major search-engine crawlers.
+const CRAWLERS: [(&str, &str, &str); 8] = [
+    ("Googlebot", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "66.249.66.1"),
+    ("Googlebot Smartphone", "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.204 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "66.249.66.2"),
+    ("Bingbot", "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm) Chrome/131.0.0.0 Safari/537.36", "157.55.39.1"),
+    ("Applebot", "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/13.1.1 Safari/605.1.15 (Applebot/0.1; +http://www.apple.com/go/applebot)", "17.241.208.1"),
+    ("DuckDuckBot", "DuckDuckBot/1.1; (+http://duckduckgo.com/duckduckbot.html)", "20.191.45.212"),
+    ("YandexBot", "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)", "5.255.253.1"),
+    ("Baiduspider", "Mozilla/5.0 (compatible; Baiduspider/2.0; +http://www.baidu.com/search/spider.html)", "180.76.15.1"),
+    ("PetalBot", "Mozilla/5.0 (Linux; Android 7.0;) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36 (compatible; PetalBot;+https://webmaster.petalsearch.com/site/petalbot)", "114.119.128.1"),
+];
+
+/// Paths every crawler asks for.
+const CRAWLER_PATHS: [&str; 4] = [
+    "/",
+    "/robots.txt",
+    "/sitemap.xml",
+    "/blog/some-article?page=2",
+];
+
+/// (rule, crawler, target) for each drop (or dry-run drop) of a crawler's
+/// typical request; lists count as not loaded. The host is the first
+/// `host.allow` entry (`*.x` read as `www.x`), or `example.com`.
+fn crawler_lint(engine: &Engine, json: &[u8]) -> Vec<(String, &'static str, &'static str)> {
+    let host = serde_json::from_slice::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/host/allow/0")
+                .and_then(|h| h.as_str())
+                .map(str::to_string)
+        })
+        .map(|h| match h.strip_prefix("*.") {
+            Some(rest) => format!("www.{rest}"),
+            None => h,
+        })
+        .unwrap_or_else(|| "example.com".into());
+    let mut caught: Vec<(String, &str, &str)> = Vec::new();
+    for (crawler, user_agent, ip) in CRAWLERS {
+        for target in CRAWLER_PATHS {
+            let mut request = HeaderList::new()
+                .with(":method", "GET")
+                .with(":scheme", "https")
+                .with(":authority", &host)
+                .with(":path", target)
+                .with("user-agent", user_agent)
+                .with(
+                    "accept",
+                    "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+                )
+                .with("accept-encoding", "gzip, deflate, br")
+                .protocol("HTTP/1.1")
+                .peer(&format!("{ip}:40000"));
+            let rule = match engine.decide(&mut request).decision {
+                Decision::Drop { rule } | Decision::DryRun { rule } => rule.to_string(),
+                _ => continue,
+            };
+            if !caught.iter().any(|(r, c, _)| *r == rule && *c == crawler) {
+                caught.push((rule, crawler, target));
+            }
+        }
+    }
+    caught
+}
+
+/// `check`: one line per named list (validated with the configuration).
+fn describe_lists(engine: &Engine) {
+    for (id, list) in engine.lists().iter().enumerate() {
+        let rules: Vec<&str> = engine
+            .rules_reading_list(u32::try_from(id).unwrap_or(u32::MAX))
+            .collect();
+        println!(
+            "  list {}: {:?} from {} via cluster {}, refresh {} s, timeout {} ms, max {} bytes{}, on_missing {:?}; read by {}",
+            list.name,
+            list.format,
+            list.url,
+            list.cluster,
+            list.refresh_ms / 1000,
+            list.timeout_ms,
+            list.max_bytes,
+            if list.sha256.is_some() { ", sha256 pinned" } else { "" },
+            list.on_missing,
+            if rules.is_empty() { "no rule (unused)".to_string() } else { rules.join(", ") }
+        );
+    }
+}
+
+/// `explain --list NAME=FILE`: local copies of named lists, checked and
+/// parsed exactly as the filter does with a fetched body.
+fn load_lists(engine: &Engine, specs: &[String]) -> Result<ListSet, String> {
+    let mut set = ListSet::new(engine.lists().len());
+    for spec in specs {
+        let (name, file) = spec
+            .split_once('=')
+            .ok_or(format!("--list wants NAME=FILE, got {spec:?}"))?;
+        let id = engine
+            .lists()
+            .iter()
+            .position(|d| d.name == name)
+            .ok_or(format!(
+                "--list {name}: the configuration declares no list `{name}`"
+            ))?;
+        let decl = engine.lists().get(id).ok_or("list id")?;
+        let body = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+        let data = lists::load(decl, &body).map_err(|e| format!("--list {name}={file}: {e}"))?;
+        println!("list {name}: {} entries from {file}", data.entries());
+        set.set(
+            u32::try_from(id).map_err(|e| e.to_string())?,
+            Arc::new(data),
+        );
+    }
+    for decl in engine.lists() {
+        if !specs
+            .iter()
+            .any(|s| s.split_once('=').is_some_and(|(n, _)| n == decl.name))
+        {
+            println!(
+                "list {}: not given (--list {}=FILE): treated as not loaded yet (on_missing {:?})",
+                decl.name, decl.name, decl.on_missing
+            );
+        }
+    }
+    Ok(set)
 }
 
 /// The request to explain, as the engine will see it.
@@ -134,6 +325,7 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
     };
     let mut paths = http1::PathSettings::default();
     let mut raw = false;
+    let mut list_files: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -148,6 +340,7 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
             "--scheme" => request.scheme = value()?,
             "--protocol" => request.protocol = value()?,
             "--client-ip" => request.peer = Some(value()?),
+            "--list" => list_files.push(value()?),
             "--header" => {
                 let line = value()?;
                 let (name, v) = line
@@ -191,6 +384,7 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
         return Ok(ExitCode::from(3));
     }
 
+    let lists = load_lists(&engine, &list_files)?;
     let build = |target: &[u8]| {
         let mut source = HeaderList::new()
             .with(":method", &request.method)
@@ -209,7 +403,7 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
         if let Some(peer) = &request.peer {
             source = source.peer(peer);
         }
-        source
+        source.lists(lists.clone())
     };
     let verdict = engine.decide(&mut build(&request.target));
 
@@ -363,6 +557,12 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
             ExitCode::from(2)
         }
     };
+    if let Some(list) = verdict.missing_list {
+        println!(
+            "NOTE: list `{}` has not loaded, and this request's fate depends on it: its on_missing ({:?}) decided",
+            list.name, list.on_missing
+        );
+    }
     for rule in &verdict.logged {
         println!(
             "LOG: rule `{rule}` matched (action log: reported, request not affected){}",

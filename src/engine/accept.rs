@@ -155,6 +155,7 @@ impl Engine {
                     logged: Vec::new(),
                     rule: Some(rule),
                     logged_rules: Vec::new(),
+                    missing_list: None,
                 };
             }
         }
@@ -180,6 +181,7 @@ impl Engine {
             logged: logged_rules.iter().map(|r| r.name).collect(),
             rule: found,
             logged_rules,
+            missing_list: None,
         }
     }
 }

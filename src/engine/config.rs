@@ -29,6 +29,9 @@ pub(crate) struct ConfigSpec {
     /// worker; past it a tarpit rule drops at once (default
     /// [`DEFAULT_MAX_TARPITTED`]).
     pub max_tarpitted: Option<u32>,
+    /// Named lists fetched at runtime (`in_list` in conditions).
+    #[serde(default)]
+    pub lists: std::collections::BTreeMap<String, super::lists::ListSpec>,
     /// Each rule as written (compact JSON), for explanations.
     #[serde(skip)]
     pub rule_sources: Vec<String>,
@@ -247,6 +250,9 @@ pub(crate) struct NodeSpec {
     pub regex: Option<String>,
     #[serde(rename = "in")]
     pub in_list: Option<Vec<String>>,
+    /// A named list from `lists` (fetched at runtime).
+    #[serde(rename = "in_list")]
+    pub named_list: Option<String>,
     pub present: Option<bool>,
     pub absent: Option<bool>,
     #[serde(default)]
@@ -343,6 +349,11 @@ fn require_objects(value: &serde_json::Value, path: &str) -> Result<(), ConfigEr
         match (key.as_str(), child) {
             ("host" | "client_ip" | "log" | "stats" | "fallback", _) if path.is_empty() => {
                 require_objects(child, &join(key))?
+            }
+            ("lists", Value::Object(lists)) if path.is_empty() => {
+                for (name, list) in lists {
+                    require_objects(list, &format!("lists.{name}"))?;
+                }
             }
             ("not" | "rate_limit", _) if !path.is_empty() => require_objects(child, &join(key))?,
             ("rules" | "all" | "any", Value::Array(items)) => {

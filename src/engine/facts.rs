@@ -321,6 +321,11 @@ pub(crate) struct Facts<'e, 's> {
     method_upper: Option<Option<Vec<u8>>>,
     protocol: Option<Option<Vec<u8>>>,
     client_ip: Option<ClientAddress>,
+    /// While a rule that reads a list not loaded yet is evaluated: the value
+    /// such a list's condition takes (both are tried).
+    missing_as: bool,
+    /// Rules that matched only because of a list not loaded yet (rule, list).
+    pub(crate) missing_hits: Vec<(u32, u32)>,
 }
 
 impl<'e, 's> Facts<'e, 's> {
@@ -367,6 +372,8 @@ impl<'e, 's> Facts<'e, 's> {
             method_upper: None,
             protocol: None,
             client_ip: None,
+            missing_as: false,
+            missing_hits: Vec::new(),
         }
     }
 
@@ -731,6 +738,25 @@ impl<'e, 's> Facts<'e, 's> {
         self.source.over_limit(limit, &key)
     }
 
+    /// The first of `lists` that has not loaded yet, if any.
+    pub(crate) fn missing_list(&self, lists: &[u32]) -> Option<u32> {
+        lists
+            .iter()
+            .copied()
+            .find(|id| self.source.list(*id).is_none())
+    }
+
+    /// Evaluates a condition reading lists that have not loaded, with their
+    /// conditions true and then false: `Some(result)` when both agree (the
+    /// lists do not decide this request), `None` when they differ.
+    pub(crate) fn eval_assuming(&mut self, node: &Node, every: bool) -> Option<bool> {
+        self.missing_as = true;
+        let when_true = self.eval(node, every);
+        self.missing_as = false;
+        let when_false = self.eval(node, every);
+        (when_true == when_false).then_some(when_true)
+    }
+
     /// Evaluates a condition: on any reading of each subject (`every` false:
     /// drop and log rules), or on every reading (`every`: allow rules).
     /// `not` swaps the two, so a negated condition can never be escaped
@@ -754,6 +780,23 @@ impl<'e, 's> Facts<'e, 's> {
                     Some(ClientAddress::Unknown) => !every,
                     Some(ClientAddress::None) | None => false,
                 }
+            }
+            Node::InList { subject, list } => {
+                // A list not loaded yet: the value being tried (see
+                // `eval_assuming`).
+                let Some(data) = self.source.list(*list) else {
+                    return self.missing_as;
+                };
+                if *subject == Subject::ClientIp {
+                    self.prepare(Subject::ClientIp);
+                    return match self.client_ip {
+                        Some(ClientAddress::Known(ip)) => data.contains_ip(ip),
+                        Some(ClientAddress::Unknown) => !every,
+                        Some(ClientAddress::None) | None => false,
+                    };
+                }
+                let elements = subject.is_list();
+                self.check(*subject, every, &mut |v| data.matches_str(v, elements))
             }
             Node::Present(subject) => self.presence(*subject, every, true),
             Node::Absent(subject) => self.presence(*subject, every, false),

@@ -507,8 +507,19 @@ fn host_field_and_host_kind_in_rules() {
 fn every_preset_compiles_and_is_documented() {
     let catalog = presets::catalog();
     let names: Vec<&str> = catalog.iter().map(|p| p.name).collect();
-    assert_eq!(names, ["scanners", "exploit-paths", "bad-bots"]);
-    for p in &catalog {
+    assert_eq!(
+        names,
+        [
+            "scanners",
+            "exploit-paths",
+            "bad-bots",
+            "ai-crawlers",
+            "verified-crawlers",
+            "verified-crawlers-real"
+        ]
+    );
+    // The verified-crawlers presets read lists: tested in lists.rs.
+    for p in catalog.iter().filter(|p| !p.name.starts_with("verified-")) {
         assert!(p.entries >= 25, "{} has {} entries", p.name, p.entries);
         assert!(!p.may_catch.is_empty() && !p.description.is_empty());
         let e = engine(&format!(
@@ -524,7 +535,8 @@ fn presets_hit_probes_and_spare_browsers_and_search_engines() {
     let e = rules(
         r#"{"name": "scanners", "preset": "scanners"},
            {"name": "exploit-paths", "preset": "exploit-paths"},
-           {"name": "bad-bots", "preset": "bad-bots"}"#,
+           {"name": "bad-bots", "preset": "bad-bots"},
+           {"name": "ai-crawlers", "preset": "ai-crawlers"}"#,
     );
     let ua = |ua: &str| get("/").with("user-agent", ua);
     let hits: Vec<(HeaderList, &str)> = vec![

@@ -571,6 +571,11 @@ impl StrSet {
         })
     }
 
+    /// Distinct items.
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
     /// Whole value, or (with `elements`) any trimmed comma-separated element.
     pub(crate) fn matches(&self, value: &[u8], elements: bool) -> bool {
         let hit = |v: &[u8]| {
@@ -635,6 +640,29 @@ impl IpSet {
         merge(&mut set.v4);
         merge(&mut set.v6);
         Ok(set)
+    }
+
+    /// A set of these networks (host bits already cleared by the caller).
+    pub(crate) fn from_nets(nets: impl IntoIterator<Item = IpNet>) -> Self {
+        let mut set = IpSet::default();
+        for net in nets {
+            match net {
+                IpNet::V4(n) => set
+                    .v4
+                    .push((u32::from(n.network()), u32::from(n.broadcast()))),
+                IpNet::V6(n) => set
+                    .v6
+                    .push((u128::from(n.network()), u128::from(n.broadcast()))),
+            }
+        }
+        merge(&mut set.v4);
+        merge(&mut set.v6);
+        set
+    }
+
+    /// Disjoint ranges kept (after merging).
+    pub(crate) fn len(&self) -> usize {
+        self.v4.len().saturating_add(self.v6.len())
     }
 
     pub(crate) fn contains(&self, ip: IpAddr) -> bool {

@@ -18,6 +18,7 @@ mod facts;
 mod header;
 mod host;
 pub mod limits;
+pub mod lists;
 mod matchers;
 mod plan;
 pub mod presets;
@@ -73,6 +74,9 @@ pub struct Verdict<'e> {
     pub rule: Option<RuleRef<'e>>,
     /// The rules of `logged`, same order.
     pub logged_rules: Vec<RuleRef<'e>>,
+    /// When `rule` matched only because a list it reads has not loaded yet
+    /// (its `on_missing` is `drop` or `refuse`): that list's declaration.
+    pub missing_list: Option<&'e lists::ListDecl>,
 }
 
 impl Verdict<'_> {
@@ -107,6 +111,8 @@ pub struct Engine {
     drop_plan: Vec<Unit>,
     reads_peer: bool,
     max_tarpitted: u32,
+    /// Named lists (`lists`), by id; their contents come with each request.
+    lists: Vec<lists::ListDecl>,
 }
 
 /// Header slots of the request parts that are not plain headers.
@@ -153,6 +159,7 @@ impl Engine {
             drop_plan: Vec::new(),
             reads_peer: false,
             max_tarpitted: config::DEFAULT_MAX_TARPITTED,
+            lists: Vec::new(),
         }
     }
 
@@ -165,7 +172,12 @@ impl Engine {
             ));
         }
         validate_settings(&spec)?;
+        let list_decls = lists::compile_decls(&spec.lists)?;
         let mut compiler = Compiler::default();
+        compiler.list_decls = list_decls
+            .iter()
+            .map(|d| (d.name.clone(), d.format))
+            .collect();
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut compiled: Vec<Rule> = Vec::with_capacity(total);
 
@@ -270,7 +282,22 @@ impl Engine {
             drop_plan,
             reads_peer: uses(Subject::ClientIp),
             max_tarpitted: spec.max_tarpitted.unwrap_or(config::DEFAULT_MAX_TARPITTED),
+            lists: list_decls,
         })
+    }
+
+    /// The named lists this configuration declares; a list's id (for
+    /// [`RequestSource::list`] and [`lists::ListSet`]) is its index here.
+    pub fn lists(&self) -> &[lists::ListDecl] {
+        &self.lists
+    }
+
+    /// The rules that read list `id`, by name (for `check` and docs).
+    pub fn rules_reading_list(&self, id: u32) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .filter(move |r| r.lists.contains(&id))
+            .map(|r| r.name.as_str())
     }
 
     /// The headers (and pseudo-headers) this configuration may read, lower
@@ -379,15 +406,18 @@ impl Engine {
         let mut facts = Facts::new(self, source);
         let mut logged_rules = Vec::new();
         if let Some(rule) = self.first_match(&self.allow_plan, true, &mut facts, &mut Vec::new()) {
+            let missing_list = self.missing_decided(&facts, Some(rule));
             facts.finish();
             return Verdict {
                 decision: Decision::Allow { rule: rule.name },
                 logged: Vec::new(),
                 rule: Some(rule),
                 logged_rules,
+                missing_list,
             };
         }
         let found = self.first_match(&self.drop_plan, false, &mut facts, &mut logged_rules);
+        let missing_list = self.missing_decided(&facts, found);
         facts.finish();
         let decision = match found {
             None => Decision::Pass,
@@ -399,7 +429,18 @@ impl Engine {
             logged: logged_rules.iter().map(|r| r.name).collect(),
             rule: found,
             logged_rules,
+            missing_list,
         }
+    }
+
+    fn missing_decided(
+        &self,
+        facts: &Facts<'_, '_>,
+        rule: Option<RuleRef<'_>>,
+    ) -> Option<&lists::ListDecl> {
+        let rule = rule?;
+        let (_, list) = facts.missing_hits.iter().find(|(r, _)| *r == rule.id)?;
+        self.lists.get(*list as usize)
     }
 
     /// The rule with this id (see [`RuleRef`]).
@@ -482,6 +523,8 @@ pub struct HeaderList {
     protocol: Option<Vec<u8>>,
     /// What the engine read, in order (tests check each is read once).
     pub fetched: Vec<String>,
+    /// Named lists' contents (`in_list`); none loaded by default.
+    lists: lists::ListSet,
 }
 
 impl HeaderList {
@@ -505,6 +548,12 @@ impl HeaderList {
     /// Sets the protocol (`HTTP/1.1`, `HTTP/2`, ...).
     pub fn protocol(mut self, protocol: &str) -> Self {
         self.protocol = Some(protocol.as_bytes().to_vec());
+        self
+    }
+
+    /// Sets the named lists' contents.
+    pub fn lists(mut self, lists: lists::ListSet) -> Self {
+        self.lists = lists;
         self
     }
 }
@@ -544,6 +593,10 @@ impl RequestSource for HeaderList {
     fn over_limit(&mut self, limit: &RateLimit, _key: &[u8]) -> bool {
         self.fetched.push(format!("<limit {}>", limit.rule));
         false
+    }
+
+    fn list(&self, id: u32) -> Option<std::sync::Arc<lists::ListData>> {
+        self.lists.get(id).cloned()
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use super::config::Action;
 use super::facts::Facts;
+use super::lists;
 use super::rules::{self, Rule};
 use super::{Engine, RuleRef};
 
@@ -94,8 +95,28 @@ impl Engine {
                 }
                 Unit::Rule(rule) => {
                     let matched = self.rules.get(rule as usize).is_some_and(|r| {
-                        facts.eval(&r.node, allow_phase)
-                            && r.limit.as_ref().is_none_or(|limit| facts.over_limit(limit))
+                        // A rule reading a list that has not loaded yet: if
+                        // the list decides this request, the list's
+                        // `on_missing` says what the rule does.
+                        if let Some(id) = facts.missing_list(&r.lists) {
+                            match facts.eval_assuming(&r.node, allow_phase) {
+                                Some(false) => return false,
+                                Some(true) => {}
+                                None => {
+                                    let hit = self
+                                        .lists
+                                        .get(id as usize)
+                                        .is_some_and(|d| d.on_missing != lists::OnMissing::Pass);
+                                    if hit {
+                                        facts.missing_hits.push((rule, id));
+                                    }
+                                    return hit;
+                                }
+                            }
+                        } else if !facts.eval(&r.node, allow_phase) {
+                            return false;
+                        }
+                        r.limit.as_ref().is_none_or(|limit| facts.over_limit(limit))
                     });
                     if matched {
                         consider(rule, &mut best);

@@ -8,13 +8,25 @@ use serde::Deserialize;
 use super::config::NodeSpec;
 
 /// (name, JSON) of every preset shipped.
-const PRESETS: [(&str, &str); 3] = [
+const PRESETS: [(&str, &str); 6] = [
     ("scanners", include_str!("../../presets/scanners.json")),
     (
         "exploit-paths",
         include_str!("../../presets/exploit-paths.json"),
     ),
     ("bad-bots", include_str!("../../presets/bad-bots.json")),
+    (
+        "ai-crawlers",
+        include_str!("../../presets/ai-crawlers.json"),
+    ),
+    (
+        "verified-crawlers",
+        include_str!("../../presets/verified-crawlers.json"),
+    ),
+    (
+        "verified-crawlers-real",
+        include_str!("../../presets/verified-crawlers-real.json"),
+    ),
 ];
 
 #[derive(Debug, Deserialize)]
@@ -25,7 +37,29 @@ pub(crate) struct PresetFile {
     pub description: String,
     /// Legitimate traffic the preset may catch: read before enabling it.
     pub may_catch: String,
+    /// Named lists the entries read (`in_list`), with their official
+    /// source: a declaration of that name may leave out `url` and `format`.
+    #[serde(default)]
+    pub lists: std::collections::BTreeMap<String, PresetList>,
     pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PresetList {
+    pub url: String,
+    pub format: super::lists::Format,
+    #[allow(dead_code)]
+    pub source: String,
+}
+
+/// The official `(url, format)` of a list a preset reads, by list name.
+pub(crate) fn known_list(name: &str) -> Option<(String, super::lists::Format)> {
+    PRESETS.iter().find_map(|(preset, _)| {
+        let file = load(preset)?.ok()?;
+        let list = file.lists.get(name)?;
+        Some((list.url.clone(), list.format))
+    })
 }
 
 #[derive(Debug, Deserialize)]

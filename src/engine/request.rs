@@ -51,6 +51,15 @@ pub trait RequestSource {
         let mut out = Vec::new();
         self.protocol(&mut out).then_some(out)
     }
+
+    /// The current snapshot of named list `id` (see [`Engine::lists`]);
+    /// `None` until it has loaded. Sources without lists keep the default.
+    ///
+    /// [`Engine::lists`]: super::Engine::lists
+    fn list(&self, id: u32) -> Option<std::sync::Arc<super::lists::ListData>> {
+        let _ = id;
+        None
+    }
 }
 
 /// A compiled rate limit, handed to [`RequestSource::over_limit`].

@@ -50,6 +50,11 @@ pub(crate) enum Node {
     },
     HostIn(Allowlist),
     IpIn(IpSet),
+    /// `in_list`: a named list, by id (its contents come with the request).
+    InList {
+        subject: Subject,
+        list: u32,
+    },
     Present(Subject),
     Absent(Subject),
     All(Vec<Node>),
@@ -68,6 +73,8 @@ pub(crate) struct Rule {
     pub node: Node,
     /// The rule as configured (compact JSON), for explanations.
     pub source: String,
+    /// The named lists its conditions read (ids), in first-use order.
+    pub lists: Vec<u32>,
 }
 
 /// Shared state while compiling one configuration.
@@ -83,6 +90,10 @@ pub(crate) struct Compiler {
     pub used: Vec<Subject>,
     pattern_bytes: usize,
     current_rule: u32,
+    /// Declared lists (name, format), by id.
+    pub list_decls: Vec<(String, super::lists::Format)>,
+    /// Lists read by the rule being compiled.
+    rule_lists: Vec<u32>,
 }
 
 impl Compiler {
@@ -171,6 +182,7 @@ impl Compiler {
             None => None,
         };
         let unconditional = limit.is_some() && !has_condition(spec);
+        self.rule_lists.clear();
         let node = if unconditional {
             Node::All(Vec::new())
         } else {
@@ -184,6 +196,7 @@ impl Compiler {
             tarpit_ms,
             node,
             source: String::new(),
+            lists: std::mem::take(&mut self.rule_lists),
         })
     }
 
@@ -251,6 +264,7 @@ impl Compiler {
             || spec.contains.is_some()
             || spec.regex.is_some()
             || spec.in_list.is_some()
+            || spec.named_list.is_some()
             || spec.present.is_some()
             || spec.absent.is_some()
             || spec.case_insensitive
@@ -452,6 +466,9 @@ impl Compiler {
                 },
             ));
         }
+        if let Some(name) = &spec.named_list {
+            ops.push(("in_list", self.named_list(name, subject, ci, path)?));
+        }
         for (op, value, node) in [
             ("present", spec.present, Node::Present(subject)),
             ("absent", spec.absent, Node::Absent(subject)),
@@ -478,11 +495,11 @@ impl Compiler {
             (Some((_, node)), true) => Ok(node),
             (None, _) => Err(ConfigError::new(
                 path,
-                "a condition needs one operator: exact, prefix, suffix, contains, regex, in, present or absent",
+                "a condition needs one operator: exact, prefix, suffix, contains, regex, in, in_list, present or absent",
             )),
             (Some(_), false) => Err(ConfigError::new(
                 path,
-                "a condition takes exactly one operator (exact, prefix, suffix, contains, regex, in, present, absent); combine conditions with `all` / `any`",
+                "a condition takes exactly one operator (exact, prefix, suffix, contains, regex, in, in_list, present, absent); combine conditions with `all` / `any`",
             )),
         }
     }
@@ -490,7 +507,7 @@ impl Compiler {
     fn operator_allowed(&self, subject: Subject, op: &str, path: &str) -> Result<(), ConfigError> {
         let ok = match subject {
             Subject::Header(_) | Subject::Query(_) => true,
-            Subject::ClientIp => op == "in",
+            Subject::ClientIp => op == "in" || op == "in_list",
             _ => !matches!(op, "present" | "absent"),
         };
         if ok {
@@ -498,7 +515,7 @@ impl Compiler {
         } else if subject == Subject::ClientIp {
             Err(ConfigError::new(
                 path,
-                "`client_ip` takes only `in` (a list of addresses and CIDRs)",
+                "`client_ip` takes only `in` (a list of addresses and CIDRs) or `in_list`",
             ))
         } else {
             Err(ConfigError::new(
@@ -508,6 +525,58 @@ impl Compiler {
                 ),
             ))
         }
+    }
+}
+
+impl Compiler {
+    /// `in_list`: a declared list of the right kind for the subject.
+    fn named_list(
+        &mut self,
+        name: &str,
+        subject: Subject,
+        case_insensitive: bool,
+        path: &str,
+    ) -> Result<Node, ConfigError> {
+        let at = format!("{path}.in_list");
+        self.operator_allowed(subject, "in_list", &at)?;
+        let Some(id) = self.list_decls.iter().position(|(n, _)| n == name) else {
+            let known: Vec<&str> = self.list_decls.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(ConfigError::new(
+                at,
+                format!(
+                    "no list `{name}` in `lists` (declared: {})",
+                    known.join(", ")
+                ),
+            ));
+        };
+        let is_ip = self
+            .list_decls
+            .get(id)
+            .is_some_and(|(_, format)| format.is_ip());
+        if is_ip != (subject == Subject::ClientIp) {
+            return Err(ConfigError::new(
+                at,
+                if is_ip {
+                    format!("`{name}` is a list of addresses; only `client_ip` reads it")
+                } else {
+                    format!("`{name}` is a list of strings; `client_ip` needs an address list (cidr or google-json)")
+                },
+            ));
+        }
+        if case_insensitive {
+            return Err(ConfigError::new(
+                format!("{path}.case_insensitive"),
+                "set `case_insensitive` on the list declaration instead",
+            ));
+        }
+        if matches!(subject, Subject::HostKind) {
+            return Err(ConfigError::new(at, "`host_kind` takes no list"));
+        }
+        let list = u32::try_from(id).unwrap_or(u32::MAX);
+        if !self.rule_lists.contains(&list) {
+            self.rule_lists.push(list);
+        }
+        Ok(Node::InList { subject, list })
     }
 }
 

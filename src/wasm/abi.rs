@@ -50,6 +50,95 @@ extern "C" {
         headers_len: usize,
         grpc_status: i32,
     ) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key: *const u8,
+        key_len: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+}
+
+/// `proxy_get_buffer_bytes` buffer type of an HTTP call's response body.
+const HTTP_CALL_RESPONSE_BODY: u32 = 4;
+/// Header map type of an HTTP call's response headers.
+const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+
+/// Sends an HTTP request to `cluster` from the root context; the call's
+/// token, or why not. The answer arrives in `on_http_call_response`.
+///
+/// Through the SDK, unlike the other calls here: the SDK's dispatcher routes
+/// the answer by a token it registers in this wrapper (and panics on an
+/// unregistered one). The wrapper panics only on a status other than
+/// `BadArgument` / `InternalFailure`, the only failures Envoy's
+/// `proxy_http_call` returns (unknown cluster, missing pseudo-headers, no
+/// async client).
+pub fn http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    timeout: std::time::Duration,
+) -> Result<u32, proxy_wasm::types::Status> {
+    hostcalls::dispatch_http_call(cluster, headers.to_vec(), None, Vec::new(), timeout)
+}
+
+/// Takes ownership of a buffer the host filled through the SDK's
+/// `proxy_on_memory_allocate` (same hand-over as the SDK's own wrappers).
+fn host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: see `request_header_pairs`.
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+/// The body of the HTTP call being answered (`None` if the host refuses).
+pub fn http_call_body(size: usize) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut got: usize = 0;
+    // SAFETY: both out-pointers are valid for the call.
+    let status =
+        unsafe { proxy_get_buffer_bytes(HTTP_CALL_RESPONSE_BODY, 0, size, &mut data, &mut got) };
+    (status == OK).then(|| host_bytes(data, got))
+}
+
+/// A response header of the HTTP call being answered.
+pub fn http_call_header(name: &str) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut got: usize = 0;
+    // SAFETY: the name is valid for its length; both out-pointers are valid.
+    let status = unsafe {
+        proxy_get_header_map_value(
+            HTTP_CALL_RESPONSE_HEADERS,
+            name.as_ptr(),
+            name.len(),
+            &mut data,
+            &mut got,
+        )
+    };
+    (status == OK).then(|| host_bytes(data, got))
+}
+
+/// A gauge (set, not added to); `None` where the host refused to define it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauge(Option<u32>);
+
+impl Gauge {
+    pub fn define(name: &str) -> Self {
+        Gauge(hostcalls::define_metric(MetricType::Gauge, name).ok())
+    }
+
+    pub fn set(self, value: u64) {
+        if let Some(id) = self.0 {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
 }
 
 /// Resets the request stream; the host's status code.

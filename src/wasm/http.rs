@@ -19,6 +19,7 @@ use proxy_wasm::types::{Action, MapType, Status};
 use serde::Serialize;
 
 use super::abi::{self, Batched, LogBudget};
+use super::lists::Lists;
 use super::tarpit::{self, Hold, Tarpit};
 use crate::engine::request::{client_from_xff, parse_address};
 use crate::engine::{
@@ -52,6 +53,8 @@ pub struct Plugin {
     cannot_close: std::cell::Cell<bool>,
     /// Fast ticks since the last counter flush.
     fast_ticks: std::cell::Cell<u32>,
+    /// The named lists' fetch state and this worker's snapshots.
+    pub lists: Lists,
 }
 
 impl Plugin {
@@ -60,6 +63,7 @@ impl Plugin {
         let log_budget = LogBudget::new(engine.log_settings().max_per_second);
         let tarpit = Tarpit::new(engine.max_tarpitted());
         let accept_rules = engine.accept_rules();
+        let lists = Lists::new(engine.stat_prefix(), engine.lists());
         Plugin {
             engine,
             stats,
@@ -68,6 +72,7 @@ impl Plugin {
             accept_rules,
             cannot_close: std::cell::Cell::new(false),
             fast_ticks: std::cell::Cell::new(0),
+            lists,
         }
     }
 
@@ -167,7 +172,7 @@ impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let plugin = Rc::clone(&self.plugin);
         let plugin = &*plugin;
-        let mut request = HostRequest::new(plugin.engine.stat_prefix());
+        let mut request = HostRequest::new(plugin.engine.stat_prefix(), &plugin.lists);
         let verdict = plugin.engine.decide(&mut request);
         plugin.record(&verdict, &mut request);
         for _ in 0..request.buckets.over_limit {
@@ -191,6 +196,9 @@ impl HttpContext for Request {
                 set_filter_state(rule.name, "444");
                 // Before the reset: its RST_STREAM is the write the L4 filter
                 // closes the connection on (docs/connection-close.md).
+                if plugin.refuses(&verdict) {
+                    return Action::Pause;
+                }
                 if rule.scope == Scope::Connection {
                     super::l4::close_connection(rule.name);
                 }
@@ -238,6 +246,18 @@ fn set_filter_state(rule: &str, status: &str) {
 }
 
 impl Plugin {
+    /// A drop decided only because a list the rule reads has not loaded and
+    /// its `on_missing` is `refuse`: answered 503 (the client may retry)
+    /// instead of closed. True if the answer was sent.
+    fn refuses(&self, verdict: &Verdict<'_>) -> bool {
+        let refuse = verdict
+            .missing_list
+            .is_some_and(|d| d.on_missing == engine::lists::OnMissing::Refuse);
+        refuse
+            && abi::send_local_response(503, "drop444_list_missing", &[("retry-after", "10")])
+                == abi::OK
+    }
+
     /// Closes the request without a response. On a host that cannot (its
     /// close-stream call fails), sends the configured minimal response with
     /// `connection: close` instead: never passes the request on.
@@ -560,15 +580,17 @@ struct HostRequest<'e> {
     single: Vec<(String, Option<Vec<u8>>)>,
     peer: Option<Option<Vec<u8>>>,
     buckets: SharedBuckets<'e>,
+    lists: &'e Lists,
 }
 
 impl<'e> HostRequest<'e> {
-    fn new(stat_prefix: &'e str) -> Self {
+    fn new(stat_prefix: &'e str, lists: &'e Lists) -> Self {
         HostRequest {
             pairs: None,
             single: Vec::new(),
             peer: None,
             buckets: SharedBuckets::new(stat_prefix),
+            lists,
         }
     }
 
@@ -623,6 +645,10 @@ impl RequestSource for HostRequest<'_> {
 
     fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {
         self.buckets.over_limit(limit, key)
+    }
+
+    fn list(&self, id: u32) -> Option<std::sync::Arc<engine::lists::ListData>> {
+        self.lists.get(id)
     }
 }
 

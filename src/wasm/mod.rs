@@ -14,6 +14,7 @@ mod abi;
 mod accept;
 mod http;
 mod l4;
+mod lists;
 mod tarpit;
 
 use std::rc::Rc;
@@ -42,7 +43,20 @@ enum Root {
     L4(Rc<l4::Plugin>),
 }
 
-impl Context for Root {}
+impl Context for Root {
+    /// Answers to the list fetches (`lists`) this root made.
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        if let Root::Http(plugin) = self {
+            plugin.lists.on_response(token_id, body_size);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -75,6 +89,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Root::Http(plugin) = self {
+            plugin.lists.tick();
             plugin.on_tick();
         }
     }

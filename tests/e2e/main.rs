@@ -23,6 +23,7 @@ mod fail_open;
 mod hostile;
 mod l4;
 mod language;
+mod lists;
 mod native;
 mod operations;
 mod ratelimit;

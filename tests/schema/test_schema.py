@@ -40,6 +40,12 @@ BAD = [
     {"rules": [{"header": "ua", "present": True, "tarpit": "10"}]},
     {"rules": [{"header": "ua", "present": True, "tarpit": 10}]},
     {"max_tarpitted": 0},
+    {"lists": {"x": {"url": "ftp://h/", "cluster": "c", "format": "cidr"}}},
+    {"lists": {"x": {"url": "http://h/", "cluster": "c", "format": "csv"}}},
+    {"lists": {"x": {"url": "http://h/", "cluster": "c", "format": "cidr", "refresh": "soon"}}},
+    {"lists": {"x": {"url": "http://h/", "format": "cidr"}}},
+    {"lists": {"x": {"url": "http://h/", "cluster": "c", "format": "cidr", "on_missing": "maybe"}}},
+    {"lists": {"bad name": {"url": "http://h/", "cluster": "c", "format": "cidr"}}},
     [],
 ]
 
