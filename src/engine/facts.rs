@@ -110,10 +110,18 @@ pub(crate) struct PqViews {
 }
 
 impl PqViews {
-    fn new(path: &Views, target: &[u8], query: Option<&[u8]>) -> Self {
+    /// `reuse`: the main reading's buffer of an earlier request (no
+    /// allocation once it has grown to a typical target).
+    fn new(path: &Views, target: &[u8], query: Option<&[u8]>, mut reuse: Vec<u8>) -> Self {
         let (raw, _) = request::split_target(target);
         let path_main = path.main(raw);
-        let main = join(path_main, query);
+        reuse.clear();
+        reuse.extend_from_slice(path_main);
+        if let Some(q) = query {
+            reuse.push(b'?');
+            reuse.extend_from_slice(q);
+        }
+        let main = reuse;
         let raw_differs = target != main.as_slice();
         let decoded_query = query.filter(|q| q.contains(&b'%')).and_then(|q| {
             let decoded = request::percent_decode(q, false);
@@ -257,6 +265,8 @@ pub(crate) struct Scratch {
     headers: Vec<Header>,
     hits: Vec<Hits>,
     path: Views,
+    /// The main `path_and_query` reading of the last request, for its buffer.
+    pq_main: Vec<u8>,
     /// The lower-cased host name of the last request, for its buffer.
     host_name: String,
     peer: Vec<u8>,
@@ -277,6 +287,7 @@ impl Scratch {
         headers
             .saturating_add(hits.saturating_mul(4))
             .saturating_add(self.path.main.capacity())
+            .saturating_add(self.pq_main.capacity())
             .saturating_add(self.host_name.capacity())
             .saturating_add(self.peer.capacity())
     }
@@ -336,11 +347,15 @@ impl<'e, 's> Facts<'e, 's> {
         let Facts {
             mut scratch,
             path,
+            path_and_query,
             host,
             ..
         } = self;
         if let Some(path) = path {
             scratch.path = path;
+        }
+        if let Some(pq) = path_and_query {
+            scratch.pq_main = pq.main;
         }
         if let Some(HostForm::Name(name)) = host {
             scratch.host_name = name;
@@ -447,12 +462,13 @@ impl<'e, 's> Facts<'e, 's> {
                     self.raw_path_len = Some(len);
                 }
                 if subject == Subject::PathAndQuery && self.path_and_query.is_none() {
+                    let reuse = std::mem::take(&mut self.scratch.pq_main);
                     let target = self.target();
                     let (_, query) = request::split_target(target);
                     let views = self
                         .path
                         .as_ref()
-                        .map(|path| PqViews::new(path, target, query));
+                        .map(|path| PqViews::new(path, target, query, reuse));
                     self.path_and_query = views;
                 }
                 if matches!(subject, Subject::Query(_)) && self.query.is_none() {
