@@ -73,12 +73,16 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// The plugin configuration (empty if the host has none).
-pub fn plugin_configuration() -> Vec<u8> {
-    hostcall::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+/// The plugin configuration: empty if the host has none, `None` if the host
+/// refuses the read (the plugin is then refused: its rules are unknown).
+pub fn plugin_configuration() -> Option<Vec<u8>> {
+    match hostcall::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+        Ok(config) => Some(config.unwrap_or_default()),
+        Err(status) => {
+            log::error!("plugin configuration unreadable (status {status}): plugin not loaded");
+            None
+        }
+    }
 }
 
 /// A counter: its host id, `None` where the host refused to define it.

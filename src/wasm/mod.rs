@@ -60,7 +60,9 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let config = abi::plugin_configuration();
+        let Some(config) = abi::plugin_configuration() else {
+            return false;
+        };
         let root = if root_id == l4::L4_ROOT_ID.as_bytes() {
             l4::Plugin::configure(&config).map(|p| Root::L4(Rc::new(p)))
         } else {
