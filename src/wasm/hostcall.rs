@@ -87,6 +87,7 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_shared_data(
         key: *const u8,
         key_len: usize,
@@ -354,6 +355,13 @@ pub fn define_metric(metric_type: MetricType, name: &str) -> Result<u32, Status>
 pub fn increment_metric(metric_id: u32, offset: i64) -> Result<(), Status> {
     // SAFETY: no pointers.
     status(unsafe { proxy_increment_metric(metric_id, offset) })
+}
+
+/// Sets a gauge (or records a histogram sample).
+#[allow(dead_code)] // for the list fetcher's gauges (src/wasm/lists.rs)
+pub fn record_metric(metric_id: u32, value: u64) -> Result<(), Status> {
+    // SAFETY: no pointers.
+    status(unsafe { proxy_record_metric(metric_id, value) })
 }
 
 /// A shared-data value and its CAS token; `Ok((None, None))` if absent.
