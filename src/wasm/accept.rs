@@ -21,8 +21,8 @@
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
+use super::hostcall;
 use log::{debug, warn};
-use proxy_wasm::hostcalls;
 
 use super::abi;
 use super::http::Plugin;
@@ -35,7 +35,7 @@ thread_local! {
 
 /// Registers a configured HTTP plugin under its name (`plugin_name`).
 pub fn register(plugin: &Rc<Plugin>) {
-    let Some(name) = hostcalls::get_property(vec!["plugin_name"]).ok().flatten() else {
+    let Some(name) = hostcall::get_property(vec!["plugin_name"]).ok().flatten() else {
         return;
     };
     HTTP_PLUGINS.with(|plugins| {
@@ -69,7 +69,7 @@ pub fn refuse(name: &str, warned: &std::cell::Cell<bool>) -> bool {
     if plugin.accept_rules.is_empty() {
         return false;
     }
-    let Some(peer) = hostcalls::get_property(vec!["source", "address"])
+    let Some(peer) = hostcall::get_property(vec!["source", "address"])
         .ok()
         .flatten()
     else {

@@ -12,10 +12,10 @@
 
 use std::rc::Rc;
 
+use super::hostcall;
 use log::{debug, error, info, warn};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType, Status};
+use proxy_wasm::types::{Action, MapType};
 use serde::Serialize;
 
 use super::abi::{self, Batched, LogBudget};
@@ -598,9 +598,9 @@ impl<'e> HostRequest<'e> {
         if let Some((_, value)) = self.single.iter().find(|(n, _)| n == name) {
             return value.clone();
         }
-        let value = match hostcalls::get_property(vec!["request", "headers", name]) {
+        let value = match hostcall::get_property(vec!["request", "headers", name]) {
             Ok(Some(value)) => Some(value),
-            _ => hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            _ => hostcall::get_map_value_bytes(MapType::HttpRequestHeaders, name)
                 .ok()
                 .flatten(),
         };
@@ -626,7 +626,7 @@ impl RequestSource for HostRequest<'_> {
     fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {
         self.peer
             .get_or_insert_with(|| {
-                hostcalls::get_property(vec!["source", "address"])
+                hostcall::get_property(vec!["source", "address"])
                     .ok()
                     .flatten()
             })
@@ -636,7 +636,7 @@ impl RequestSource for HostRequest<'_> {
     }
 
     fn protocol(&mut self, out: &mut Vec<u8>) -> bool {
-        hostcalls::get_property(vec!["request", "protocol"])
+        hostcall::get_property(vec!["request", "protocol"])
             .ok()
             .flatten()
             .map(|p| out.extend_from_slice(&p))
@@ -684,7 +684,7 @@ impl<'e> SharedBuckets<'e> {
         let name = format!("{}.rl.{}.{slot}", self.stat_prefix, limit.rule);
         let now = *self.now_ns.get_or_insert_with(abi::now_ns);
         for _ in 0..MAX_CAS_TRIES {
-            let Ok((data, cas)) = hostcalls::get_shared_data(&name) else {
+            let Ok((data, cas)) = hostcall::get_shared_data(&name) else {
                 return false;
             };
             let stored = data.as_deref().and_then(BucketState::from_bytes);
@@ -696,9 +696,9 @@ impl<'e> SharedBuckets<'e> {
                 self.over_limit = self.over_limit.saturating_add(1);
                 return true;
             }
-            match hostcalls::set_shared_data(&name, Some(&state.to_bytes()), cas) {
+            match hostcall::set_shared_data(&name, Some(&state.to_bytes()), cas) {
                 Ok(()) => return false,
-                Err(Status::CasMismatch) => continue,
+                Err(hostcall::CAS_MISMATCH) => continue,
                 Err(_) => return false,
             }
         }

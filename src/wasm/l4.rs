@@ -26,8 +26,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::hostcall;
 use log::{debug, error, info, warn};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, StreamContext};
 use proxy_wasm::types::{Action, BufferType, PeerType};
 
@@ -84,7 +84,7 @@ pub fn close_connection(rule: &str) -> bool {
 }
 
 fn connection_id() -> Option<u64> {
-    let bytes = hostcalls::get_property(vec!["connection_id"]).ok()??;
+    let bytes = hostcall::get_property(vec!["connection_id"]).ok()??;
     Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
@@ -143,7 +143,7 @@ impl Connection {
     fn close(&mut self, counter: Counter) -> Action {
         self.closed = true;
         counter.bump();
-        if let Err(status) = hostcalls::close_downstream() {
+        if let Err(status) = hostcall::close_downstream() {
             error!("host cannot close the connection: {status:?}");
         }
         Action::Pause
@@ -189,7 +189,7 @@ impl StreamContext for Connection {
             self.inspector = None;
             return Action::Continue;
         }
-        let data = hostcalls::get_buffer(BufferType::DownstreamData, 0, size)
+        let data = hostcall::get_buffer(BufferType::DownstreamData, 0, size)
             .ok()
             .flatten()
             .unwrap_or_default();

@@ -23,8 +23,8 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::hostcall;
 use log::{info, warn};
-use proxy_wasm::hostcalls;
 
 use super::abi::{self, Counter, Gauge};
 use crate::engine::lists::{self, ListDecl, ListSet};
@@ -92,8 +92,8 @@ impl Lists {
         // would win the first fetch.
         for list in &lists {
             let lease = format!("{}.lease", list.key);
-            if let Ok((None, _)) = hostcalls::get_shared_data(&lease) {
-                let _ = hostcalls::set_shared_data(&lease, Some(&0u64.to_le_bytes()), None);
+            if let Ok((None, _)) = hostcall::get_shared_data(&lease) {
+                let _ = hostcall::set_shared_data(&lease, Some(&0u64.to_le_bytes()), None);
             }
         }
         Lists {
@@ -129,7 +129,7 @@ impl Lists {
         if version == list.version.get() {
             return;
         }
-        let Ok((Some(data), _)) = hostcalls::get_shared_data(&format!("{}.data", list.key)) else {
+        let Ok((Some(data), _)) = hostcall::get_shared_data(&format!("{}.data", list.key)) else {
             return;
         };
         let (head, body) = data.split_at(data.len().min(8));
@@ -169,11 +169,11 @@ impl Lists {
             list.in_flight.set(None);
         }
         let lease = format!("{}.lease", list.key);
-        let Ok((data, cas)) = hostcalls::get_shared_data(&lease) else {
+        let Ok((data, cas)) = hostcall::get_shared_data(&lease) else {
             return;
         };
         let Some(due) = data.as_deref().and_then(read_u64) else {
-            let _ = hostcalls::set_shared_data(&lease, Some(&0u64.to_le_bytes()), None);
+            let _ = hostcall::set_shared_data(&lease, Some(&0u64.to_le_bytes()), None);
             return;
         };
         if now < due {
@@ -181,7 +181,7 @@ impl Lists {
         }
         let next = now.saturating_add(list.decl.refresh_ms.saturating_mul(NS_PER_MS));
         // Compare-and-swap: only the worker whose write lands fetches.
-        if hostcalls::set_shared_data(&lease, Some(&next.to_le_bytes()), cas).is_err() {
+        if hostcall::set_shared_data(&lease, Some(&next.to_le_bytes()), cas).is_err() {
             return;
         }
         let headers = [
@@ -244,7 +244,7 @@ impl Lists {
         let data_key = format!("{}.data", list.key);
         let (old_version, _) = read_meta(&list.key).unwrap_or((0, 0));
         let unchanged = matches!(
-            hostcalls::get_shared_data(&data_key),
+            hostcall::get_shared_data(&data_key),
             Ok((Some(old), _)) if old.get(8..) == Some(body)
         );
         let version = if unchanged {
@@ -254,7 +254,7 @@ impl Lists {
             let mut stored = Vec::with_capacity(body.len().saturating_add(8));
             stored.extend_from_slice(&version.to_le_bytes());
             stored.extend_from_slice(body);
-            if let Err(status) = hostcalls::set_shared_data(&data_key, Some(&stored), None) {
+            if let Err(status) = hostcall::set_shared_data(&data_key, Some(&stored), None) {
                 self.failed(list, now, &format!("cannot share the list ({status:?})"));
                 return;
             }
@@ -269,7 +269,7 @@ impl Lists {
         let (v, t) = meta.split_at_mut(8);
         v.copy_from_slice(&version.to_le_bytes());
         t.copy_from_slice(&now.to_le_bytes());
-        let _ = hostcalls::set_shared_data(&format!("{}.meta", list.key), Some(&meta), None);
+        let _ = hostcall::set_shared_data(&format!("{}.meta", list.key), Some(&meta), None);
         list.age.set(0);
         if version != list.version.get() {
             self.install(id, list, version, Arc::new(data));
@@ -282,7 +282,7 @@ impl Lists {
         // stays in use meanwhile.
         let retry = Duration::from_millis(list.decl.refresh_ms).min(RETRY);
         let next = now.saturating_add(u64::try_from(retry.as_nanos()).unwrap_or(u64::MAX));
-        let _ = hostcalls::set_shared_data(
+        let _ = hostcall::set_shared_data(
             &format!("{}.lease", list.key),
             Some(&next.to_le_bytes()),
             None,
@@ -313,7 +313,7 @@ fn read_u64(bytes: &[u8]) -> Option<u64> {
 
 /// (version, last successful fetch in ns) of the shared copy.
 fn read_meta(key: &str) -> Option<(u64, u64)> {
-    let (data, _) = hostcalls::get_shared_data(&format!("{key}.meta")).ok()?;
+    let (data, _) = hostcall::get_shared_data(&format!("{key}.meta")).ok()?;
     let data = data?;
     Some((read_u64(&data)?, read_u64(data.get(8..)?)?))
 }

@@ -2,7 +2,10 @@
 //!
 //! - `mod.rs`: the module's entry point and the root context, which becomes
 //!   the HTTP plugin or the L4 plugin once `on_configure` shows which;
-//! - [`abi`]: raw ABI calls, clock, plugin-configuration read, counters and
+//! - [`hostcall`]: every host call, through drop444's own declarations of
+//!   the imports (never the SDK's `hostcalls`, which panic on a status they
+//!   do not expect), and the logger;
+//! - [`abi`]: status-code forms of those calls, clock, plugin-configuration read, counters and
 //!   the log budget, shared by both plugins;
 //! - [`http`]: the HTTP filter (the engine's adapter);
 //! - [`l4`]: the network filter (`scope: connection`, `malformed: close`);
@@ -12,6 +15,7 @@
 
 mod abi;
 mod accept;
+mod hostcall;
 mod http;
 mod l4;
 mod lists;
@@ -19,17 +23,17 @@ mod tarpit;
 
 use std::rc::Rc;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use proxy_wasm::types::ContextType;
 
 use crate::engine::Engine;
 
 proxy_wasm::main! {{
     // The drop log's level is chosen per configuration (`log.level`); the
     // host drops lines below its own level. Nothing is logged on the path of
-    // a passed request.
-    proxy_wasm::set_log_level(LogLevel::Trace);
+    // a passed request. drop444's logger, not the SDK's (which unwraps
+    // `proxy_log`'s status).
+    hostcall::init_logging();
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::Http(Rc::new(http::Plugin::new(Engine::builtin())))) });
 }}
 
@@ -60,11 +64,19 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let root_id = hostcalls::get_property(vec!["plugin_root_id"])
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let config = abi::plugin_configuration();
+        // A host that cannot say which plugin this is gets neither: as the
+        // wrong kind, the SDK's dispatcher would panic on the first
+        // connection or request. Refusing the plugin fails closed.
+        let root_id = match hostcall::get_property(vec!["plugin_root_id"]) {
+            Ok(root_id) => root_id.unwrap_or_default(),
+            Err(status) => {
+                log::error!("plugin_root_id unreadable (status {status}): plugin not loaded");
+                return false;
+            }
+        };
+        let Some(config) = abi::plugin_configuration() else {
+            return false;
+        };
         let root = if root_id == l4::L4_ROOT_ID.as_bytes() {
             l4::Plugin::configure(&config).map(|p| Root::L4(Rc::new(p)))
         } else {

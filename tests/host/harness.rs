@@ -40,6 +40,8 @@ pub enum Status {
     CasMismatch = 8,
     InternalFailure = 10,
     Unimplemented = 12,
+    /// Not a proxy-wasm status at all: what a broken host might answer.
+    Unknown = 99,
 }
 
 impl Status {
@@ -60,6 +62,8 @@ pub const LOG_CRITICAL: u32 = 5;
 pub const LOG_ERROR: u32 = 4;
 /// `BufferType::PluginConfiguration`.
 pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+/// `BufferType::DownstreamData`.
+pub const BUFFER_DOWNSTREAM_DATA: u32 = 2;
 /// `BufferType::VmConfiguration`.
 pub const BUFFER_VM_CONFIGURATION: u32 = 6;
 /// `MapType::HttpRequestHeaders`.
@@ -210,6 +214,12 @@ pub struct HostOptions {
     /// What `proxy_get_current_time_nanoseconds` reports.
     pub now_nanos: u64,
     pub vm_configuration: Vec<u8>,
+    /// Properties the host knows from the start (path segments joined with
+    /// `.`), e.g. `plugin_root_id`.
+    pub properties: Vec<(String, Vec<u8>)>,
+    /// A hostile host: these imports (by name) answer this status, whatever
+    /// they did (any output is written as usual, then the status replaced).
+    pub hostile: Vec<(String, Status)>,
 }
 
 impl Default for HostOptions {
@@ -222,6 +232,8 @@ impl Default for HostOptions {
             header_map_pairs: true,
             now_nanos: 1_700_000_000_000_000_000,
             vm_configuration: Vec::new(),
+            properties: Vec::new(),
+            hostile: Vec::new(),
         }
     }
 }
@@ -434,6 +446,8 @@ pub struct HostState {
     pub tick_period_millis: u32,
     /// Bytes the module wrote to stdout/stderr through WASI.
     pub stdio: Vec<u8>,
+    /// The downstream bytes of the L4 connection being inspected.
+    pub downstream: Vec<u8>,
     /// Times the host re-entered the VM to allocate memory for a value it
     /// returns (`proxy_on_memory_allocate` / `malloc`).
     pub allocations: usize,
@@ -446,6 +460,12 @@ pub struct HostState {
 
 impl HostState {
     fn record(&mut self, call: Call, status: Status) -> i32 {
+        let status = self
+            .options
+            .hostile
+            .iter()
+            .find(|(import, _)| *import == call.import())
+            .map_or(status, |(_, hostile)| *hostile);
         self.calls.push(Record { call, status });
         status.code()
     }
@@ -510,6 +530,16 @@ impl Stream {
             .filter(|r| r.call.import() == import)
             .count()
     }
+}
+
+/// The outcome of one L4 connection ([`Plugin::connection`]).
+#[derive(Debug)]
+pub struct Connection {
+    /// Each export called and its result (0 Continue, 1 Pause for actions).
+    pub actions: Vec<(&'static str, Option<i32>)>,
+    /// The first trap, if any (the export and the error).
+    pub trap: Option<String>,
+    pub calls: Vec<Record>,
 }
 
 /// The plugin failed to start; what the host saw.
@@ -604,18 +634,20 @@ impl Plugin {
     pub fn try_start(configuration: &str, options: HostOptions) -> Result<Plugin, Rejected> {
         let (engine, module) = compiled();
         let vm_configuration_size = options.vm_configuration.len() as i32;
+        let properties = options.properties.iter().cloned().collect();
         let mut store = Store::new(
             engine,
             HostState {
                 options,
                 plugin_configuration: configuration.as_bytes().to_vec(),
                 request: None,
-                properties: HashMap::new(),
+                properties,
                 calls: Vec::new(),
                 shared_data: SharedData::default(),
                 metrics: Metrics::default(),
                 tick_period_millis: 0,
                 stdio: Vec::new(),
+                downstream: Vec::new(),
                 allocations: 0,
                 exports_used: BTreeSet::new(),
                 random_counter: 0,
@@ -743,14 +775,61 @@ impl Plugin {
         }
     }
 
+    /// Runs one downstream connection through the filter loaded as a network
+    /// filter (the L4 plugin): create a stream context, new connection,
+    /// `data` from downstream, one upstream write, downstream close, then
+    /// finish the context. Stops at the first trap.
+    pub fn connection(&mut self, data: &[u8]) -> Connection {
+        let context = self.next_context;
+        self.next_context += 1;
+        self.store.data_mut().downstream = data.to_vec();
+        let before = self.store.data().calls.len();
+        let c = context as i32;
+        let steps: [(&str, Vec<i32>); 8] = [
+            ("proxy_on_context_create", vec![c, ROOT_CONTEXT as i32]),
+            ("proxy_on_new_connection", vec![c]),
+            ("proxy_on_downstream_data", vec![c, data.len() as i32, 0]),
+            ("proxy_on_upstream_data", vec![c, 10, 0]),
+            ("proxy_on_downstream_connection_close", vec![c, 1]),
+            ("proxy_on_done", vec![c]),
+            ("proxy_on_log", vec![c]),
+            ("proxy_on_delete", vec![c]),
+        ];
+        let mut actions = Vec::new();
+        let mut trap = None;
+        for (export, args) in steps {
+            match self.call(export, &args) {
+                Ok(result) => actions.push((export, result)),
+                Err(e) => {
+                    trap = Some(format!("{export}: {e:#}"));
+                    break;
+                }
+            }
+        }
+        self.store.data_mut().downstream.clear();
+        Connection {
+            actions,
+            trap,
+            calls: self.store.data().calls[before..].to_vec(),
+        }
+    }
+
     /// The root context's timer fires (`proxy_on_tick`), as Envoy does every
     /// tick period the module asked for; the host calls it made.
     pub fn tick(&mut self) -> Vec<Record> {
+        match self.try_tick() {
+            Ok(calls) => calls,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`Plugin::tick`], with a trap as `Err`.
+    pub fn try_tick(&mut self) -> Result<Vec<Record>, String> {
         let before = self.store.data().calls.len();
         if let Err(e) = self.call("proxy_on_tick", &[ROOT_CONTEXT as i32]) {
-            panic!("proxy_on_tick trapped: {e:#}");
+            return Err(format!("proxy_on_tick trapped: {e:#}"));
         }
-        self.store.data().calls[before..].to_vec()
+        Ok(self.store.data().calls[before..].to_vec())
     }
 
     pub fn state(&self) -> &HostState {
@@ -948,6 +1027,7 @@ fn linker(engine: &Engine, module: &Module) -> Result<Linker<HostState>> {
             let data = match buffer as u32 {
                 BUFFER_PLUGIN_CONFIGURATION => c.data().plugin_configuration.clone(),
                 BUFFER_VM_CONFIGURATION => c.data().options.vm_configuration.clone(),
+                BUFFER_DOWNSTREAM_DATA => c.data().downstream.clone(),
                 _ => return Ok(c.data_mut().record(call, Status::NotFound)),
             };
             let start = (start as u32 as usize).min(data.len());

@@ -10,6 +10,8 @@
 //! - `cost`: the host calls and VM re-entries (allocations) of a passed and
 //!   a dropped request, pinned.
 //! - `abi`: the module's imports and exports against `docs/abi.md`.
+//! - `hostile`: every import answering a status the filter does not
+//!   expect (one at a time and all at once): the module never traps.
 //! - `harness_self_test`: the host's own semantics (maps, CAS, metrics).
 //!
 //! Run with `make test-host` (it builds the module first).
@@ -35,3 +37,4 @@ mod cost;
 mod decisions;
 mod harness;
 mod harness_self_test;
+mod hostile;
