@@ -16,11 +16,14 @@
 //! connection, so with one in the configuration nothing is refused at accept
 //! ([`AcceptRules::disabled_by`] names it) and the HTTP filter decides.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{Action, Mode, Scope};
 use super::facts::Facts;
-use super::rules::{Node, Rule};
+use super::lists::ListData;
+use super::plan::Reading;
+use super::rules::{Node, Rule, Subject};
 use super::{Decision, Engine, RateLimit, RequestSource, RuleRef, Verdict};
 
 /// The rules of one configuration decided at accept (see the module doc),
@@ -53,12 +56,15 @@ impl AcceptRules {
     }
 }
 
-/// Does this condition read nothing but the client address? (A condition on
-/// `client_ip` against a named runtime list belongs here too once lists
-/// exist: it is decided on the same peer-only view.)
+/// Does this condition read nothing but the client address (inline CIDRs,
+/// or a named list on `client_ip`)?
 fn peer_only(node: &Node) -> bool {
     match node {
-        Node::IpIn(_) => true,
+        Node::IpIn(_)
+        | Node::InList {
+            subject: Subject::ClientIp,
+            ..
+        } => true,
         Node::All(children) | Node::Any(children) => {
             !children.is_empty() && children.iter().all(peer_only)
         }
@@ -67,15 +73,22 @@ fn peer_only(node: &Node) -> bool {
     }
 }
 
-/// A request view with nothing but the peer address.
-struct PeerOnly<'a>(&'a [u8]);
+/// The snapshot of named list `id` on this worker, `None` until it has
+/// loaded (what [`RequestSource::list`] answers for a request).
+pub type ListLookup<'a> = &'a dyn Fn(u32) -> Option<Arc<ListData>>;
+
+/// A request view with nothing but the peer address (and the lists).
+struct PeerOnly<'a> {
+    peer: &'a [u8],
+    lists: ListLookup<'a>,
+}
 
 impl RequestSource for PeerOnly<'_> {
     fn header(&mut self, _name: &str, _out: &mut Vec<u8>) -> bool {
         false
     }
     fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {
-        out.extend_from_slice(self.0);
+        out.extend_from_slice(self.peer);
         true
     }
     fn protocol(&mut self, _out: &mut Vec<u8>) -> bool {
@@ -83,6 +96,9 @@ impl RequestSource for PeerOnly<'_> {
     }
     fn over_limit(&mut self, _limit: &RateLimit, _key: &[u8]) -> bool {
         false
+    }
+    fn list(&self, id: u32) -> Option<Arc<ListData>> {
+        (self.lists)(id)
     }
 }
 
@@ -132,24 +148,36 @@ impl Engine {
     }
 
     /// Decides a new connection from `peer` (`ip` or `ip:port`) on the rules
-    /// of [`Engine::accept_rules`]: a peer-only allow rule lets it in; else
-    /// the first connection-scope drop rule that matches refuses it (in
-    /// `dry-run` mode, reports it), and `log` rules matching before it are
-    /// reported. [`Decision::Pass`] when none matches: the HTTP filter then
-    /// decides every request as usual.
-    pub fn decide_at_accept<'e>(&'e self, rules: &AcceptRules, peer: &[u8]) -> Verdict<'e> {
-        let mut source = PeerOnly(peer);
+    /// of [`Engine::accept_rules`], with the lists `lists` has loaded: a
+    /// peer-only allow rule lets it in; else the first connection-scope drop
+    /// rule that matches refuses it (in `dry-run` mode, reports it), and
+    /// `log` rules matching before it are reported. [`Decision::Pass`] when
+    /// none matches: the HTTP filter then decides every request as usual.
+    ///
+    /// A list that has not loaded yet is handled as for a request
+    /// ([`Engine::condition`]): with `on_missing: pass` its rule does not
+    /// match. With `drop` or `refuse`, a drop rule the missing list decides
+    /// ends the decision with [`Decision::Pass`]: the connection is left to
+    /// the HTTP filter, which applies `on_missing` to its first request
+    /// (`refuse` answers 503, which cannot be sent before HTTP). Stopping
+    /// there keeps a later rule from refusing in its place.
+    pub fn decide_at_accept<'e>(
+        &'e self,
+        rules: &AcceptRules,
+        peer: &[u8],
+        lists: ListLookup<'_>,
+    ) -> Verdict<'e> {
+        let mut source = PeerOnly { peer, lists };
         let mut facts = Facts::new(self, &mut source);
-        let mut eval = |id: u32, every: bool| -> Option<(&'e Rule, RuleRef<'e>)> {
+        let mut eval = |id: u32, every: bool| -> Option<(&'e Rule, RuleRef<'e>, Reading)> {
             let rule = self.rules.get(id as usize)?;
-            if facts.eval(&rule.node, every) {
-                Some((rule, self.rule(id)?))
-            } else {
-                None
+            match self.condition(rule, every, &mut facts) {
+                Reading::No => None,
+                reading => Some((rule, self.rule(id)?, reading)),
             }
         };
         for &id in &rules.allow {
-            if let Some((_, rule)) = eval(id, true) {
+            if let Some((_, rule, _)) = eval(id, true) {
                 return Verdict {
                     decision: Decision::Allow { rule: rule.name },
                     logged: Vec::new(),
@@ -163,11 +191,13 @@ impl Engine {
         let mut found = None;
         for &id in &rules.refuse {
             match eval(id, false) {
-                Some((r, rule)) if r.action == Action::Log => logged_rules.push(rule),
-                Some((_, rule)) => {
+                Some((r, rule, _)) if r.action == Action::Log => logged_rules.push(rule),
+                Some((_, rule, Reading::Yes)) => {
                     found = Some(rule);
                     break;
                 }
+                // Decided by a missing list: the HTTP filter's to apply.
+                Some(_) => break,
                 None => {}
             }
         }
@@ -203,6 +233,8 @@ mod tests {
             Err(e) => e.to_string(),
         }
     }
+
+    const NO_LISTS: ListLookup<'static> = &|_| None;
 
     const DENY: &str = r#"{"name": "deny", "field": "client_ip", "in": ["127.0.0.2/32", "10.0.0.0/8"], "scope": "connection"}"#;
 
@@ -264,14 +296,15 @@ mod tests {
         let e = engine(&format!(r#"{{"rules": [{DENY}]}}"#));
         let rules = e.accept_rules();
         assert_eq!(rules.count(), 1);
-        let v = e.decide_at_accept(&rules, b"127.0.0.2:5555");
+        let v = e.decide_at_accept(&rules, b"127.0.0.2:5555", NO_LISTS);
         assert_eq!(v.decision, Decision::Drop { rule: "deny" });
         assert_eq!(
-            e.decide_at_accept(&rules, b"127.0.0.1:5555").decision,
+            e.decide_at_accept(&rules, b"127.0.0.1:5555", NO_LISTS)
+                .decision,
             Decision::Pass
         );
         assert_eq!(
-            e.decide_at_accept(&rules, b"[::1]:80").decision,
+            e.decide_at_accept(&rules, b"[::1]:80", NO_LISTS).decision,
             Decision::Pass
         );
         // The same rule on a request from that peer: the same decision.
@@ -307,11 +340,13 @@ mod tests {
         );
         let rules = e.accept_rules();
         assert_eq!(
-            e.decide_at_accept(&rules, b"127.0.0.2:1").decision,
+            e.decide_at_accept(&rules, b"127.0.0.2:1", NO_LISTS)
+                .decision,
             Decision::Drop { rule: "outside" }
         );
         assert_eq!(
-            e.decide_at_accept(&rules, b"127.0.0.1:1").decision,
+            e.decide_at_accept(&rules, b"127.0.0.1:1", NO_LISTS)
+                .decision,
             Decision::Pass
         );
     }
@@ -323,11 +358,12 @@ mod tests {
         ));
         let rules = e.accept_rules();
         assert_eq!(
-            e.decide_at_accept(&rules, b"127.0.0.2:1").decision,
+            e.decide_at_accept(&rules, b"127.0.0.2:1", NO_LISTS)
+                .decision,
             Decision::Allow { rule: "ok" }
         );
         assert_eq!(
-            e.decide_at_accept(&rules, b"10.1.2.3:1").decision,
+            e.decide_at_accept(&rules, b"10.1.2.3:1", NO_LISTS).decision,
             Decision::Drop { rule: "deny" }
         );
         let e = engine(&format!(
@@ -343,15 +379,119 @@ mod tests {
         let e = engine(&format!(r#"{{"mode": "dry-run", "rules": [{DENY}]}}"#));
         let rules = e.accept_rules();
         assert_eq!(
-            e.decide_at_accept(&rules, b"127.0.0.2:1").decision,
+            e.decide_at_accept(&rules, b"127.0.0.2:1", NO_LISTS)
+                .decision,
             Decision::DryRun { rule: "deny" }
         );
         let e = engine(
             r#"{"rules": [{"name": "watch", "action": "log", "field": "client_ip", "in": ["127.0.0.0/8"], "scope": "connection"}]}"#,
         );
         let rules = e.accept_rules();
-        let v = e.decide_at_accept(&rules, b"127.0.0.2:1");
+        let v = e.decide_at_accept(&rules, b"127.0.0.2:1", NO_LISTS);
         assert_eq!(v.decision, Decision::Pass);
         assert_eq!(v.logged, vec!["watch"]);
+    }
+
+    const LISTED: &str = r#"{
+        "lists": {
+            "bad": {"url": "http://lists/bad.txt", "cluster": "lists", "format": "cidr"ON_MISSING}
+        },
+        "rules": [
+            {"name": "listed", "field": "client_ip", "in_list": "bad", "scope": "connection"},
+            {"name": "deny", "field": "client_ip", "in": ["127.0.0.0/8"], "scope": "connection"}
+        ]
+    }"#;
+
+    fn loaded(e: &Engine, body: &[u8]) -> Arc<ListData> {
+        match e
+            .lists()
+            .first()
+            .map(|d| super::super::lists::load(d, body))
+        {
+            Some(Ok(data)) => Arc::new(data),
+            _ => panic!("no list"),
+        }
+    }
+
+    #[test]
+    fn client_ip_in_list_is_decided_at_accept_on_the_loaded_list() {
+        let e = engine(&LISTED.replace("ON_MISSING", ""));
+        let rules = e.accept_rules();
+        assert_eq!(rules.count(), 2);
+        let data = loaded(&e, b"127.0.0.2/32\n");
+        let lists: ListLookup<'_> = &|id| (id == 0).then(|| data.clone());
+        assert_eq!(
+            e.decide_at_accept(&rules, b"127.0.0.2:1", lists).decision,
+            Decision::Drop { rule: "listed" }
+        );
+        // Not listed: the next rule decides; outside both: passes.
+        assert_eq!(
+            e.decide_at_accept(&rules, b"127.0.0.3:1", lists).decision,
+            Decision::Drop { rule: "deny" }
+        );
+        assert_eq!(
+            e.decide_at_accept(&rules, b"192.0.2.1:1", lists).decision,
+            Decision::Pass
+        );
+        // The same decision as for a request from that peer.
+        let mut set = super::super::lists::ListSet::new(1);
+        set.set(0, data.clone());
+        let mut req = super::super::HeaderList::new()
+            .with(":authority", "a.example")
+            .peer("127.0.0.2:1")
+            .lists(set);
+        assert_eq!(
+            e.decide(&mut req).decision,
+            Decision::Drop { rule: "listed" }
+        );
+        // A list on another subject is not peer-only.
+        let e = engine(
+            r#"{"lists": {"ua": {"url": "http://l/ua", "cluster": "l", "format": "strings"}},
+                "rules": [{"header": "user-agent", "in_list": "ua", "scope": "connection"}]}"#,
+        );
+        assert!(e.accept_rules().is_empty());
+    }
+
+    #[test]
+    fn missing_list_at_accept_follows_on_missing() {
+        // pass (the default): the rule matches nothing, later rules decide.
+        let e = engine(&LISTED.replace("ON_MISSING", ""));
+        let rules = e.accept_rules();
+        assert_eq!(
+            e.decide_at_accept(&rules, b"127.0.0.2:1", NO_LISTS)
+                .decision,
+            Decision::Drop { rule: "deny" }
+        );
+        assert_eq!(
+            e.decide_at_accept(&rules, b"192.0.2.1:1", NO_LISTS)
+                .decision,
+            Decision::Pass
+        );
+        // drop / refuse: the connection is left to the HTTP filter (which
+        // drops or answers 503 its first request); no later rule refuses in
+        // the missing list's place.
+        for on_missing in ["drop", "refuse"] {
+            let e = engine(
+                &LISTED.replace("ON_MISSING", &format!(r#", "on_missing": "{on_missing}""#)),
+            );
+            let rules = e.accept_rules();
+            assert_eq!(
+                e.decide_at_accept(&rules, b"127.0.0.2:1", NO_LISTS)
+                    .decision,
+                Decision::Pass,
+                "{on_missing}"
+            );
+            let mut req = super::super::HeaderList::new()
+                .with(":authority", "a.example")
+                .peer("127.0.0.2:1")
+                .lists(super::super::lists::ListSet::new(1));
+            let v = e.decide(&mut req);
+            assert_eq!(
+                v.decision,
+                Decision::Drop { rule: "listed" },
+                "{on_missing}"
+            );
+            assert!(v.missing_list.is_some());
+        }
     }
 }

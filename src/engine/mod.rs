@@ -27,7 +27,7 @@ mod rules;
 
 use std::collections::HashMap;
 
-pub use accept::AcceptRules;
+pub use accept::{AcceptRules, ListLookup};
 pub use config::{Action, LogLevel, LogSpec, Mode, Scope};
 pub use error::ConfigError;
 pub use host::{classify as classify_host, HostForm};

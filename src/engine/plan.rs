@@ -57,7 +57,51 @@ pub(crate) fn plan(rules: &[Rule], phase: impl Fn(Action) -> bool) -> Vec<Unit> 
     units
 }
 
+/// What a rule's condition says on one request (see [`Engine::condition`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// It does not match (or only a missing list with `on_missing: pass`
+    /// would make it match).
+    No,
+    /// It matches (the rule's rate limit is not checked here).
+    Yes,
+    /// A list that has not loaded yet decides it, and that list's
+    /// `on_missing` is `drop` or `refuse`: the rule matches because the list
+    /// is missing. The list's id.
+    Missing(u32),
+}
+
 impl Engine {
+    /// Evaluates a rule's condition on `facts`, lists that have not loaded
+    /// yet included: if a missing list decides this request (the condition
+    /// differs with the list's conditions true and false), that list's
+    /// `on_missing` says what the rule does. The one place of these
+    /// semantics, for a request ([`Engine::first_match`]) and at accept.
+    pub(crate) fn condition(&self, rule: &Rule, every: bool, facts: &mut Facts<'_, '_>) -> Reading {
+        let Some(id) = facts.missing_list(&rule.lists) else {
+            return if facts.eval(&rule.node, every) {
+                Reading::Yes
+            } else {
+                Reading::No
+            };
+        };
+        match facts.eval_assuming(&rule.node, every) {
+            Some(true) => Reading::Yes,
+            Some(false) => Reading::No,
+            None => {
+                let hit = self
+                    .lists
+                    .get(id as usize)
+                    .is_some_and(|d| d.on_missing != lists::OnMissing::Pass);
+                if hit {
+                    Reading::Missing(id)
+                } else {
+                    Reading::No
+                }
+            }
+        }
+    }
+
     /// The first (lowest-index) rule of the plan that matches and is not a
     /// `log` rule; `log` rules matching before it are pushed to `logged`.
     pub(crate) fn first_match<'e>(
@@ -95,28 +139,16 @@ impl Engine {
                 }
                 Unit::Rule(rule) => {
                     let matched = self.rules.get(rule as usize).is_some_and(|r| {
-                        // A rule reading a list that has not loaded yet: if
-                        // the list decides this request, the list's
-                        // `on_missing` says what the rule does.
-                        if let Some(id) = facts.missing_list(&r.lists) {
-                            match facts.eval_assuming(&r.node, allow_phase) {
-                                Some(false) => return false,
-                                Some(true) => {}
-                                None => {
-                                    let hit = self
-                                        .lists
-                                        .get(id as usize)
-                                        .is_some_and(|d| d.on_missing != lists::OnMissing::Pass);
-                                    if hit {
-                                        facts.missing_hits.push((rule, id));
-                                    }
-                                    return hit;
-                                }
+                        match self.condition(r, allow_phase, facts) {
+                            Reading::No => false,
+                            Reading::Missing(id) => {
+                                facts.missing_hits.push((rule, id));
+                                true
                             }
-                        } else if !facts.eval(&r.node, allow_phase) {
-                            return false;
+                            Reading::Yes => {
+                                r.limit.as_ref().is_none_or(|limit| facts.over_limit(limit))
+                            }
                         }
-                        r.limit.as_ref().is_none_or(|limit| facts.over_limit(limit))
                     });
                     if matched {
                         consider(rule, &mut best);

@@ -76,7 +76,13 @@ pub fn refuse(name: &str, warned: &std::cell::Cell<bool>) -> bool {
         debug!("refuse_at_accept: no source address");
         return false;
     };
-    let verdict = plugin.engine.decide_at_accept(&plugin.accept_rules, &peer);
+    // The HTTP plugin's list snapshots on this worker (its root context
+    // keeps them current): a `client_ip` `in_list` rule reads the same list
+    // here as in the HTTP filter.
+    let lists = |id| plugin.lists.get(id);
+    let verdict = plugin
+        .engine
+        .decide_at_accept(&plugin.accept_rules, &peer, &lists);
     let (Decision::Drop { .. }, Some(rule)) = (verdict.decision, verdict.rule) else {
         return false;
     };
