@@ -32,9 +32,15 @@ fn shipped_limits() -> http1::Limits {
 /// `envoy/envoy-l4.yaml` with ports, wasm path, the two plugin configurations
 /// and the access log substituted.
 pub fn start_l4(http_config: &str, l4_config: &str) -> Result<Envoy, String> {
+    start_l4_with(http_config, l4_config, "")
+}
+
+/// Like [`start_l4`], with `extra` appended to the configuration (it ends
+/// inside `static_resources`: a `  clusters:` block fits there).
+pub fn start_l4_with(http_config: &str, l4_config: &str, extra: &str) -> Result<Envoy, String> {
     let quote = |s: &str| serde_json::to_string(s).unwrap();
     Envoy::try_start_with(|dir| {
-        render(
+        let mut text = render(
             "envoy/envoy-l4.yaml",
             &[
                 ("port_value: 9901", "port_value: 0".into()),
@@ -56,7 +62,9 @@ pub fn start_l4(http_config: &str, l4_config: &str) -> Result<Envoy, String> {
                     format!("path: {}", dir.join("access.log").display()),
                 ),
             ],
-        )
+        );
+        text.push_str(extra);
+        text
     })
 }
 

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::envoy::{self, render, wasm_path, Envoy};
-use crate::wire::{connect, exchange, End};
+use crate::l4::start_l4_with;
+use crate::tarpit::connect_from;
+use crate::wire::{connect, exchange, get, read_response, read_until_close, End};
+use crate::PATIENCE;
 
 /// What the list server answers on a path.
 #[derive(Clone)]
@@ -365,4 +368,53 @@ fn two_workers_fetch_once_per_refresh() {
         ok <= hits && ok + 1 >= hits,
         "fetch_ok {ok}, server saw {hits}"
     );
+}
+
+/// Issue 17 point 2 with a named list: the L4 plugin of `envoy/envoy-l4.yaml`
+/// (`refuse_at_accept`), plus a `lists` cluster to this test's list server,
+/// refuses a peer listed by a connection-scope `client_ip` `in_list` rule
+/// before that peer sends a byte, and lets an unlisted one through.
+#[test]
+fn refuse_at_accept_reads_named_lists() {
+    if envoy::skip_if_external("starts its own Envoy and list server") {
+        return;
+    }
+    let server = ListServer::start();
+    server.set("/deny.txt", Reply::Body(b"127.0.0.2/32\n".to_vec()));
+    let http = r#"{"lists": {"deny": {"url": "http://lists.test/deny.txt", "cluster": "lists", "format": "cidr", "refresh": "1m"}},
+        "rules": [{"name": "listed", "field": "client_ip", "in_list": "deny", "scope": "connection"}]}"#;
+    let cluster = format!(
+        "  clusters:\n  - name: lists\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: lists\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: {{ address: 127.0.0.1, port_value: {} }}\n",
+        server.addr.port()
+    );
+    let envoy = start_l4_with(http, r#"{"refuse_at_accept": "drop444"}"#, &cluster)
+        .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"));
+    // Readiness: the (one) worker holds the list once its gauge shows it.
+    assert_eq!(
+        envoy.wait_counter("wasmcustom.drop444.list.deny.entries", 1, PATIENCE),
+        1,
+        "list not loaded"
+    );
+
+    // The listed client sends nothing: the close comes first.
+    let mut denied = connect_from([127, 0, 0, 2], envoy.addr);
+    let out = read_until_close(&mut denied, PATIENCE);
+    assert!(out.bytes.is_empty(), "{out:?}");
+    assert_ne!(out.end, End::StillOpen, "{out:?}");
+    assert!(out.elapsed < Duration::from_millis(500), "{out:?}");
+
+    // An unlisted client on the same listener is served.
+    let mut ok = connect_from([127, 0, 0, 3], envoy.addr);
+    ok.write_all(&get(Some("localhost"), &[])).unwrap();
+    assert_eq!(read_response(&mut ok).status, 200);
+
+    // Counted at accept, by the rule; the HTTP filter saw one request only.
+    assert_eq!(
+        envoy.wait_counter("wasmcustom.drop444.refused_at_accept", 1, PATIENCE),
+        1
+    );
+    envoy.wait_counters_flushed(1);
+    assert_eq!(envoy.counter("wasmcustom.drop444.rule.listed"), 1);
+    assert_eq!(envoy.counter("wasmcustom.drop444.requests_seen"), 1);
+    assert_eq!(envoy.counter("http.ingress_http.downstream_rq_total"), 1);
 }
