@@ -4,11 +4,20 @@
 //!
 //! A rule is decided at accept when it has `"scope": "connection"`, drops
 //! (or logs), has no rate limit and no tarpit, and its condition reads only
-//! `client_ip` (with `xff_trusted_hops` 0: the peer is the client). Such a
-//! rule would close the connection on the first request anyway, whatever the
-//! request says; at accept it is closed before a byte is read. The condition
-//! is evaluated by the same code as for a request ([`Facts::eval`]), on a
-//! request view that has only a peer address.
+//! `client_ip` (inline CIDRs with `in`, or a named list with `in_list`; with
+//! `xff_trusted_hops` 0: the peer is the client). Such a rule would close
+//! the connection on the first request anyway, whatever the request says; at
+//! accept it is closed before a byte is read. The condition is evaluated by
+//! the same code as for a request ([`Engine::condition`]), on a request view
+//! that has only a peer address and the worker's list snapshots.
+//!
+//! A named list that has not loaded yet is handled as for a request: with
+//! `on_missing: pass` its rule does not match. With `drop` or `refuse`, a
+//! drop rule the missing list decides is not applied at accept: the
+//! connection passes to the HTTP filter, which applies `on_missing` to its
+//! first request (`refuse` is a 503, and there is no HTTP at accept to send
+//! it on), and the decision at accept stops there, so that no later rule
+//! refuses the connection in that rule's place.
 //!
 //! `allow` rules come first in a decision. An allow rule that reads only
 //! `client_ip` is evaluated at accept too (a match lets the connection in);

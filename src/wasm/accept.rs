@@ -14,6 +14,10 @@
 //! its counters count (`refused_at_accept` and the rule's own counter, in
 //! the HTTP plugin's stats) and its log budget limits the log lines.
 //!
+//! Rules on a named list (`client_ip` `in_list`) read the HTTP plugin's
+//! list snapshots on this worker (its root context fetches and refreshes
+//! them), so the L4 plugin declares no list of its own.
+//!
 //! Only an enforced drop acts at accept. In `dry-run` mode, and for `log`
 //! rules, the connection goes on and the HTTP filter reports each request
 //! as usual (reporting at accept too would count the same client twice).
