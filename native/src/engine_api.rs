@@ -2,7 +2,6 @@
 //! so a change to the engine's API (e.g. `Verdict`) touches only this file.
 //! The module itself holds no rule logic: every decision is the engine's.
 
-pub use drop444::engine::request::{client_from_xff, parse_address};
 pub use drop444::engine::{ConfigError, Engine, LogLevel, RateLimit, RequestSource};
 pub use drop444::limiter::{key_hash, BucketState, TokenBucket};
 

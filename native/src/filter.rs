@@ -16,12 +16,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-
 use crate::abi::{self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer};
 use crate::engine_api::{
-    self, client_from_xff, key_hash, parse_address, BucketState, Decided, Engine, LogLevel,
-    Outcome, RateLimit, RequestSource, TokenBucket,
+    self, key_hash, BucketState, Decided, Engine, LogLevel, Outcome, RateLimit, RequestSource,
+    TokenBucket,
 };
 
 /// Filter-state keys, readable in access logs as `%FILTER_STATE(drop444:PLAIN)%`
@@ -174,30 +172,7 @@ impl Config {
         if !unsafe { abi::envoy_dynamic_module_callback_log_enabled(level) } {
             return;
         }
-        let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
-        let peer = request.peer_value().and_then(|p| parse_address(&p));
-        let hops = self.engine.xff_trusted_hops();
-        let xff = if hops > 0 {
-            request.header_value("x-forwarded-for")
-        } else {
-            None
-        };
-        let client = client_from_xff(xff.as_deref(), hops, peer);
-        let mut user_agent = text(request.header_value("user-agent"));
-        if let Some(ua) = user_agent.as_mut() {
-            truncate(ua, settings.user_agent_max as usize);
-        }
-        let line = DropLine {
-            drop444: event,
-            rule,
-            method: text(request.header_value(":method")),
-            host: text(request.header_value(":authority")),
-            path: text(request.header_value(":path")),
-            client: client.map(|c| c.to_string()),
-            user_agent,
-            suppressed_before: suppressed,
-        };
-        let json = serde_json::to_string(&line).unwrap_or_default();
+        let json = self.engine.drop_line(event, rule, request, suppressed);
         log(level, &json);
     }
 
@@ -415,36 +390,6 @@ impl RequestSource for NativeRequest<'_> {
             self.over_limit = self.over_limit.saturating_add(1);
         }
         over
-    }
-}
-
-/// One structured drop log line (the same fields as the wasm filter's).
-#[derive(Serialize)]
-struct DropLine<'a> {
-    drop444: &'a str,
-    rule: &'a str,
-    method: Option<String>,
-    host: Option<String>,
-    path: Option<String>,
-    client: Option<String>,
-    user_agent: Option<String>,
-    #[serde(skip_serializing_if = "is_zero")]
-    suppressed_before: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-/// Cuts a string to at most `max` bytes, on a character boundary.
-fn truncate(text: &mut String, max: usize) {
-    if text.len() > max {
-        let cut = (0..=max)
-            .rev()
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
-        text.truncate(cut);
-        text.push('…');
     }
 }
 

@@ -13,6 +13,7 @@ mod accept;
 /// Names of the built-in host rules, as they appear in logs and stats.
 pub mod builtin;
 mod config;
+mod droplog;
 mod error;
 mod facts;
 mod header;

@@ -16,12 +16,10 @@ use super::hostcall;
 use log::{debug, error, info, warn};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
-use serde::Serialize;
 
 use super::abi::{self, Batched, LogBudget};
 use super::lists::Lists;
 use super::tarpit::{self, Hold, Tarpit};
-use crate::engine::request::{client_from_xff, parse_address};
 use crate::engine::{
     self, AcceptRules, Decision, Engine, RateLimit, RequestSource, RuleRef, Scope, Verdict,
 };
@@ -341,30 +339,7 @@ impl Plugin {
             self.stats.suppressed.bump();
             return;
         };
-        let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
-        let peer = request.peer_value().and_then(|p| parse_address(&p));
-        let hops = self.engine.xff_trusted_hops();
-        let xff = if hops > 0 {
-            request.header_value("x-forwarded-for")
-        } else {
-            None
-        };
-        let client = client_from_xff(xff.as_deref(), hops, peer);
-        let mut user_agent = text(request.header_value("user-agent"));
-        if let Some(ua) = user_agent.as_mut() {
-            truncate(ua, settings.user_agent_max as usize);
-        }
-        let line = DropLine {
-            drop444: event,
-            rule,
-            method: text(request.header_value(":method")),
-            host: text(request.header_value(":authority")),
-            path: text(request.header_value(":path")),
-            client: client.map(|c| c.to_string()),
-            user_agent,
-            suppressed_before: suppressed,
-        };
-        let json = serde_json::to_string(&line).unwrap_or_default();
+        let json = self.engine.drop_line(event, rule, request, suppressed);
         match settings.level {
             engine::LogLevel::Trace => log::trace!("{json}"),
             engine::LogLevel::Debug => debug!("{json}"),
@@ -373,37 +348,6 @@ impl Plugin {
             engine::LogLevel::Error => error!("{json}"),
             engine::LogLevel::Off => {}
         }
-    }
-}
-
-/// One structured drop log line.
-#[derive(Serialize)]
-struct DropLine<'a> {
-    drop444: &'a str,
-    rule: &'a str,
-    method: Option<String>,
-    host: Option<String>,
-    path: Option<String>,
-    client: Option<String>,
-    user_agent: Option<String>,
-    /// Lines not written (over the rate limit) since the previous one.
-    #[serde(skip_serializing_if = "is_zero")]
-    suppressed_before: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-/// Cuts a string to at most `max` bytes, on a character boundary.
-fn truncate(text: &mut String, max: usize) {
-    if text.len() > max {
-        let cut = (0..=max)
-            .rev()
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
-        text.truncate(cut);
-        text.push('…');
     }
 }
 
