@@ -213,3 +213,21 @@ fn a_method_rule_sees_the_upper_cased_method_too() {
     assert_eq!(decide(config, &req("trace")), "drop trace");
     assert_eq!(decide(config, &req("get")), "Pass");
 }
+
+/// A literal `%` becomes an escape once what follows it is decoded:
+/// `/%a%41` is `/%aA` decoded once and `/\xAA` decoded twice. The
+/// decoded-twice reading used to be built only for `%25`, so an allow rule
+/// holding on the other readings exempted the request (found by the
+/// `tests/views.rs` property test).
+#[test]
+fn a_literal_percent_gets_the_decoded_twice_reading() {
+    let config = r#"{"host":{"drop_invalid":false,"drop_ip_literal":false,"drop_missing":false},
+        "rules":[{"name":"a","action":"allow","field":"path","contains":"a"},
+                 {"name":"all","header":":method","present":true}]}"#;
+    for path in ["/%a%41", "/x/%a%41", "/%A%61"] {
+        let request = host().with(":method", "GET").with(":path", path);
+        assert_eq!(decide(config, &request), "drop all", "{path}");
+    }
+    let plain = host().with(":method", "GET").with(":path", "/a%41");
+    assert_eq!(decide(config, &plain), "Allow { rule: \"a\" }");
+}

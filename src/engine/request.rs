@@ -125,6 +125,9 @@ impl PathReading {
                     match escape_at(raw, at) {
                         Some(b'%') => twice = true,
                         Some(b'\\') => backslash = true,
+                        // A literal `%` can become an escape once what follows
+                        // is decoded (`%a%41` is `%aA` decoded once).
+                        None => twice = true,
                         _ => {}
                     }
                 }
