@@ -608,7 +608,7 @@ pub(crate) struct IpSet {
 
 impl IpSet {
     pub(crate) fn compile(entries: &[String], path: &str) -> Result<Self, ConfigError> {
-        let mut set = IpSet::default();
+        let mut nets = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
             let net = match entry.parse::<IpNet>() {
                 Ok(net) => net,
@@ -628,18 +628,9 @@ impl IpSet {
                     format!("`{entry}` has host bits set; did you mean {}?", net.trunc()),
                 ));
             }
-            match net {
-                IpNet::V4(n) => set
-                    .v4
-                    .push((u32::from(n.network()), u32::from(n.broadcast()))),
-                IpNet::V6(n) => set
-                    .v6
-                    .push((u128::from(n.network()), u128::from(n.broadcast()))),
-            }
+            nets.push(net);
         }
-        merge(&mut set.v4);
-        merge(&mut set.v6);
-        Ok(set)
+        Ok(IpSet::from_nets(nets))
     }
 
     /// A set of these networks (host bits already cleared by the caller).
