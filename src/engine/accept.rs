@@ -28,7 +28,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::config::{Action, Mode, Scope};
+use super::config::{Action, Scope};
 use super::facts::Facts;
 use super::lists::ListData;
 use super::plan::Reading;
@@ -210,18 +210,7 @@ impl Engine {
                 None => {}
             }
         }
-        let decision = match found {
-            None => Decision::Pass,
-            Some(rule) if self.mode == Mode::DryRun => Decision::DryRun { rule: rule.name },
-            Some(rule) => Decision::Drop { rule: rule.name },
-        };
-        Verdict {
-            decision,
-            logged: logged_rules.iter().map(|r| r.name).collect(),
-            rule: found,
-            logged_rules,
-            missing_list: None,
-        }
+        self.drop_phase_verdict(found, logged_rules, None)
     }
 }
 

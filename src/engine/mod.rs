@@ -420,6 +420,17 @@ impl Engine {
         let found = self.first_match(&self.drop_plan, false, &mut facts, &mut logged_rules);
         let missing_list = self.missing_decided(&facts, found);
         facts.finish();
+        self.drop_phase_verdict(found, logged_rules, missing_list)
+    }
+
+    /// The verdict once the drop phase found `found` (or nothing): a drop,
+    /// a dry-run drop or a pass, with the `log` rules matched before it.
+    fn drop_phase_verdict<'e>(
+        &'e self,
+        found: Option<RuleRef<'e>>,
+        logged_rules: Vec<RuleRef<'e>>,
+        missing_list: Option<&'e lists::ListDecl>,
+    ) -> Verdict<'e> {
         let decision = match found {
             None => Decision::Pass,
             Some(rule) if self.mode == Mode::DryRun => Decision::DryRun { rule: rule.name },
