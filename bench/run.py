@@ -253,7 +253,8 @@ def envoy_bin() -> str:
 class Envoy:
     """One Envoy, --concurrency 1, pinned; ports chosen by the kernel."""
 
-    def __init__(self, binary: str, config: dict, workdir: Path, name: str):
+    def __init__(self, binary: str, config: dict, workdir: Path, name: str,
+                 wrapper: tuple[str, ...] = (), timeout: float = 60.0):
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         cfg = self.dir / "envoy.json"
@@ -262,13 +263,13 @@ class Envoy:
         self.admin_file.unlink(missing_ok=True)
         self.log_path = self.dir / "envoy.log"
         self.proc = subprocess.Popen(
-            ["taskset", "-c", ENVOY_CPU, binary, "-c", str(cfg), "--concurrency", "1",
+            ["taskset", "-c", ENVOY_CPU, *wrapper, binary, "-c", str(cfg), "--concurrency", "1",
              "--disable-hot-restart", "--log-level", "warn",
              "--admin-address-path", str(self.admin_file)],
             stdout=subprocess.DEVNULL, stderr=open(self.log_path, "w"))
         self.admin = ""
         self.port = 0
-        self._wait_ready()
+        self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
