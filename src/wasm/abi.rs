@@ -5,9 +5,7 @@
 use std::cell::Cell;
 use std::time::UNIX_EPOCH;
 
-use proxy_wasm::types::{BufferType, MapType, MetricType};
-
-use super::hostcall;
+use super::hostcall::{self, BufferType, MapType, MetricType};
 use crate::limiter::TokenBucket;
 
 /// proxy-wasm status `Ok`.
@@ -16,20 +14,14 @@ pub const OK: u32 = hostcall::OK;
 pub const UNIMPLEMENTED: u32 = 12;
 
 /// Sends an HTTP request to `cluster` from the root context; the call's
-/// token, or why not. The answer arrives in `on_http_call_response`.
-///
-/// Through the SDK, unlike every other call (docs/abi.md): the SDK's
-/// dispatcher routes the answer by a token it registers in this wrapper (and
-/// panics on an unregistered one). The wrapper panics only on a status other
-/// than `BadArgument` / `InternalFailure`, the only failures Envoy's
-/// `proxy_http_call` returns (unknown cluster, missing pseudo-headers, no
-/// async client).
+/// token, or the host's status. The answer arrives in the root's
+/// `proxy_on_http_call_response`.
 pub fn http_call(
     cluster: &str,
     headers: &[(&str, &str)],
     timeout: std::time::Duration,
-) -> Result<u32, proxy_wasm::types::Status> {
-    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers.to_vec(), None, Vec::new(), timeout)
+) -> Result<u32, hostcall::Status> {
+    hostcall::dispatch_http_call(cluster, headers, None, &[], timeout)
 }
 
 /// The body of the HTTP call being answered (`None` if the host refuses).
@@ -95,7 +87,7 @@ pub fn set_tick_period(period: std::time::Duration) -> u32 {
 /// made by the host through `proxy_on_memory_allocate`); `None` if the host
 /// refuses.
 pub fn request_header_pairs() -> Option<Vec<u8>> {
-    hostcall::get_map_pairs_raw(proxy_wasm::types::MapType::HttpRequestHeaders)
+    hostcall::get_map_pairs_raw(MapType::HttpRequestHeaders)
         .ok()
         .map(Option::unwrap_or_default)
 }

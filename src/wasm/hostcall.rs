@@ -21,7 +21,44 @@
 use std::ptr::{null, null_mut};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+/// The proxy-wasm ABI's enumerations (spec v0.2.1), as the integers the
+/// imports take. drop444 speaks the ABI itself (docs/abi.md explains why it
+/// does not link the Rust SDK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum LogLevel {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+/// Header maps (`proxy_get_header_map_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum MapType {
+    HttpRequestHeaders = 0,
+    HttpCallResponseHeaders = 6,
+}
+
+/// Buffers (`proxy_get_buffer_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum BufferType {
+    DownstreamData = 2,
+    HttpCallResponseBody = 4,
+    PluginConfiguration = 7,
+}
+
+/// Metric kinds (`proxy_define_metric`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum MetricType {
+    Counter = 0,
+    Gauge = 1,
+}
 
 /// The host's status code; `OK` is success.
 pub type Status = u32;
@@ -396,16 +433,9 @@ pub fn set_shared_data(key: &str, value: Option<&[u8]>, cas: Option<u32>) -> Res
     })
 }
 
-/// Dispatches an HTTP call to cluster `upstream`; its token.
-///
-/// The response arrives at the exported `proxy_on_http_call_response`,
-/// which the SDK's dispatcher owns while the SDK is linked: it panics
-/// (`invalid token_id`) for a token it did not register itself (only its own
-/// `hostcalls::dispatch_http_call` registers one), and unwraps
-/// `set_effective_context` before calling the context. A token from this
-/// function is therefore only safe to use once drop444 exports that callback
-/// itself; see docs/abi.md.
-#[allow(dead_code)] // for the list fetcher (src/wasm/lists.rs)
+/// Dispatches an HTTP call to cluster `upstream`; its token. The response
+/// arrives at the root context that made the call, through the module's
+/// own `proxy_on_http_call_response` (src/wasm/mod.rs).
 pub fn dispatch_http_call(
     upstream: &str,
     headers: &[(&str, &str)],

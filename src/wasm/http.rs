@@ -10,12 +10,9 @@
 //! It never sends a local response (except the configured fallback on a host
 //! that cannot close a stream): that would put a real status on the wire.
 
-use std::rc::Rc;
-
-use super::hostcall;
+use super::hostcall::{self, MapType};
+use super::Action;
 use log::{debug, error, info, warn};
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
 
 use super::abi::{self, Batched, LogBudget};
 use super::lists::Lists;
@@ -124,112 +121,73 @@ impl Drop for Plugin {
     }
 }
 
-/// One per HTTP request (stream).
-pub struct Request {
-    pub plugin: Rc<Plugin>,
-    /// The host's id of this request's context (the tarpit closes it by id).
-    pub context_id: u32,
-    /// Held by a tarpit rule.
-    pub held: bool,
-}
-
-impl Request {
-    /// Holds the request for a tarpit rule; false if the bound is reached
-    /// (the caller drops at once).
-    fn tarpit(&mut self, rule: RuleRef<'_>, delay: std::time::Duration) -> bool {
-        let plugin = &*self.plugin;
-        let connection = (rule.scope == Scope::Connection).then_some(rule.name);
-        match plugin.tarpit.hold(self.context_id, delay, connection) {
-            Hold::Held => {
-                self.held = true;
-                plugin.stats.tarpitted.bump();
-                set_filter_state(rule.name, TARPIT_STATUS);
-                true
-            }
-            Hold::Full => {
-                plugin.stats.tarpit_overflow.bump();
-                false
-            }
+/// Holds request `context_id` for a tarpit rule; false if the bound is
+/// reached (the caller drops at once).
+fn tarpit(plugin: &Plugin, context_id: u32, rule: RuleRef<'_>, delay: std::time::Duration) -> bool {
+    let connection = (rule.scope == Scope::Connection).then_some(rule.name);
+    match plugin.tarpit.hold(context_id, delay, connection) {
+        Hold::Held => {
+            plugin.stats.tarpitted.bump();
+            set_filter_state(rule.name, TARPIT_STATUS);
+            true
+        }
+        Hold::Full => {
+            plugin.stats.tarpit_overflow.bump();
+            false
         }
     }
 }
 
-impl Drop for Request {
-    /// A held request whose context Envoy deletes (the client went away, or
-    /// the tick closed it) is no longer held.
-    fn drop(&mut self) {
-        if self.held {
-            self.plugin.tarpit.release(self.context_id);
-        }
+/// A request's headers: the whole decision. No state is kept for the
+/// request afterwards except a tarpit's hold.
+pub fn on_request_headers(plugin: &Plugin, context_id: u32) -> Action {
+    let mut request = HostRequest::new(plugin.engine.stat_prefix(), &plugin.lists);
+    let verdict = plugin.engine.decide(&mut request);
+    plugin.record(&verdict, &mut request);
+    for _ in 0..request.buckets.over_limit {
+        plugin.stats.rate_limited.bump();
     }
-}
-
-impl Context for Request {}
-
-impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let plugin = Rc::clone(&self.plugin);
-        let plugin = &*plugin;
-        let mut request = HostRequest::new(plugin.engine.stat_prefix(), &plugin.lists);
-        let verdict = plugin.engine.decide(&mut request);
-        plugin.record(&verdict, &mut request);
-        for _ in 0..request.buckets.over_limit {
-            plugin.stats.rate_limited.bump();
-        }
-        for _ in 0..request.buckets.contention {
-            plugin.stats.contention.bump();
-        }
-        match (verdict.decision, verdict.rule) {
-            (Decision::DryRun { .. }, Some(rule)) => {
-                set_filter_state(rule.name, "dry-run");
-                Action::Continue
-            }
-            (Decision::Drop { .. }, Some(rule)) => {
-                if let Some(delay) = plugin.engine.tarpit_of(rule) {
-                    if self.tarpit(rule, delay) {
-                        return Action::Pause;
-                    }
-                }
-                // Filter state first: the access log line is written after the reset.
-                set_filter_state(rule.name, "444");
-                // Before the reset: its RST_STREAM is the write the L4 filter
-                // closes the connection on (docs/connection-close.md).
-                if plugin.refuses(&verdict) {
-                    return Action::Pause;
-                }
-                if rule.scope == Scope::Connection {
-                    super::l4::close_connection(rule.name);
-                }
-                plugin.close(rule.name);
-                Action::Pause
-            }
-            _ => Action::Continue,
-        }
+    for _ in 0..request.buckets.contention {
+        plugin.stats.contention.bump();
     }
-
-    /// Envoy hands no body to a stream whose headers paused (measured:
-    /// `tarpit_with_a_request_body_stays_silent`). On a host that does, a
-    /// held request stays held while its body arrives (a Continue here would
-    /// resume it); past [`tarpit::MAX_HELD_BODY`] it is closed at once, before
-    /// a buffer limit could make the host answer 413 itself.
-    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
-        if !self.held {
-            return Action::Continue;
-        }
-        if body_size > tarpit::MAX_HELD_BODY && self.plugin.tarpit.release(self.context_id) {
-            self.held = false;
-            self.plugin.close("tarpit-body");
-        }
-        Action::Pause
-    }
-
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        if self.held {
-            Action::Pause
-        } else {
+    match (verdict.decision, verdict.rule) {
+        (Decision::DryRun { .. }, Some(rule)) => {
+            set_filter_state(rule.name, "dry-run");
             Action::Continue
         }
+        (Decision::Drop { .. }, Some(rule)) => {
+            if let Some(delay) = plugin.engine.tarpit_of(rule) {
+                if tarpit(plugin, context_id, rule, delay) {
+                    return Action::Pause;
+                }
+            }
+            // Filter state first: the access log line is written after the reset.
+            set_filter_state(rule.name, "444");
+            // Before the reset: its RST_STREAM is the write the L4 filter
+            // closes the connection on (docs/connection-close.md).
+            if plugin.refuses(&verdict) {
+                return Action::Pause;
+            }
+            if rule.scope == Scope::Connection {
+                super::l4::close_connection(rule.name);
+            }
+            plugin.close(rule.name);
+            Action::Pause
+        }
+        _ => Action::Continue,
     }
+}
+
+/// Body of a request held by a tarpit. Envoy hands no body to a stream whose
+/// headers paused (measured: `tarpit_with_a_request_body_stays_silent`). On
+/// a host that does, a held request stays held while its body arrives (a
+/// Continue would resume it); past [`tarpit::MAX_HELD_BODY`] it is closed at
+/// once, before a buffer limit could make the host answer 413 itself.
+pub fn on_held_body(plugin: &Plugin, context_id: u32, body_size: usize) -> Action {
+    if body_size > tarpit::MAX_HELD_BODY && plugin.tarpit.release(context_id) {
+        plugin.close("tarpit-body");
+    }
+    Action::Pause
 }
 
 /// Records the rule for the access log. Through the raw ABI: the SDK's

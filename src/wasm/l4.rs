@@ -26,10 +26,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::hostcall;
+use super::hostcall::{self, BufferType};
+use super::Action;
 use log::{debug, error, info, warn};
-use proxy_wasm::traits::{Context, StreamContext};
-use proxy_wasm::types::{Action, BufferType, PeerType};
 
 use super::abi::{Counter, LogBudget};
 use crate::l4core::{Inspector, L4Config, Step};
@@ -47,6 +46,10 @@ thread_local! {
     static UNAVAILABLE: Cell<Option<Counter>> = const { Cell::new(None) };
     /// The missing-L4 warning is written once per worker, not per request.
     static WARNED: Cell<bool> = const { Cell::new(false) };
+    /// The L4 plugins' connections, by context id: from
+    /// `proxy_on_new_connection` to the connection's close (or the
+    /// context's deletion).
+    static CONTEXTS: RefCell<HashMap<u32, Connection>> = RefCell::new(HashMap::new());
 }
 
 /// Called by the HTTP filter for a drop by a `scope: connection` rule,
@@ -120,7 +123,7 @@ impl Plugin {
         }
     }
 
-    pub fn connection(plugin: &Rc<Plugin>) -> Connection {
+    fn connection(plugin: &Rc<Plugin>) -> Connection {
         Connection {
             plugin: Rc::clone(plugin),
             id: None,
@@ -156,9 +159,55 @@ impl Connection {
     }
 }
 
-impl Context for Connection {}
+/// A new downstream connection of `plugin`: refused at accept, or watched.
+pub fn on_new_connection(plugin: &Rc<Plugin>, context_id: u32) -> Action {
+    let mut connection = Plugin::connection(plugin);
+    let action = connection.on_new_connection();
+    CONTEXTS.with(|c| {
+        if let Ok(mut contexts) = c.try_borrow_mut() {
+            contexts.insert(context_id, connection);
+        }
+    });
+    action
+}
 
-impl StreamContext for Connection {
+/// Runs `f` on connection `context_id`, taken out of the map meanwhile (so
+/// no borrow is held across the host calls it makes); `None` for a context
+/// this module does not know.
+fn with_connection(context_id: u32, f: impl FnOnce(&mut Connection) -> Action) -> Option<Action> {
+    let mut connection = CONTEXTS.with(|c| c.try_borrow_mut().ok()?.remove(&context_id))?;
+    let action = f(&mut connection);
+    CONTEXTS.with(|c| {
+        if let Ok(mut contexts) = c.try_borrow_mut() {
+            contexts.insert(context_id, connection);
+        }
+    });
+    Some(action)
+}
+
+pub fn on_downstream_data(context_id: u32, size: usize, end_of_stream: bool) -> Action {
+    with_connection(context_id, |c| c.on_downstream_data(size, end_of_stream))
+        .unwrap_or(Action::Continue)
+}
+
+pub fn on_upstream_data(context_id: u32) -> Action {
+    with_connection(context_id, Connection::on_upstream_data).unwrap_or(Action::Continue)
+}
+
+/// The connection closed or its context went away: its state goes.
+pub fn forget(context_id: u32) {
+    let connection = CONTEXTS.with(|c| {
+        let mut contexts = c.try_borrow_mut().ok()?;
+        if contexts.is_empty() {
+            return None;
+        }
+        contexts.remove(&context_id)
+    });
+    // Dropped outside the borrow.
+    drop(connection);
+}
+
+impl Connection {
     fn on_new_connection(&mut self) -> Action {
         if let Some(name) = self.plugin.config.refuse_at_accept.as_deref() {
             if super::accept::refuse(name, &self.plugin.accept_warned) {
@@ -209,7 +258,7 @@ impl StreamContext for Connection {
         }
     }
 
-    fn on_upstream_data(&mut self, _size: usize, _end_of_stream: bool) -> Action {
+    fn on_upstream_data(&mut self) -> Action {
         if self.closed {
             // Nothing more is written on a connection being closed.
             return Action::Pause;
@@ -222,10 +271,6 @@ impl StreamContext for Connection {
         }
         self.forget();
         self.close(self.plugin.closed_by_rule)
-    }
-
-    fn on_downstream_close(&mut self, _peer: PeerType) {
-        self.forget();
     }
 }
 

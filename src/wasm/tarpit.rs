@@ -36,6 +36,22 @@ pub const FAST_TICKS_PER_FLUSH: u32 = 20;
 /// 413 itself for a paused request.
 pub const MAX_HELD_BODY: usize = 64 * 1024;
 
+thread_local! {
+    /// Requests held by every plugin of this VM instance: a callback of a
+    /// request that is not held (every request, on a worker with nothing
+    /// held) asks no tarpit.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether any plugin of this VM instance holds a request.
+pub fn any_held() -> bool {
+    HELD.with(Cell::get) > 0
+}
+
+fn count_held(added: usize, removed: usize) {
+    HELD.with(|held| held.set(held.get().saturating_add(added).saturating_sub(removed)));
+}
+
 /// What the tick does with a due request.
 #[derive(Debug, Clone)]
 struct Held {
@@ -75,6 +91,11 @@ impl Tarpit {
         self.deadline_of.borrow().len()
     }
 
+    /// Whether request `context_id` is held here.
+    pub fn holds(&self, context_id: u32) -> bool {
+        self.deadline_of.borrow().contains_key(&context_id)
+    }
+
     /// Holds request `context_id` for `delay` (from the host clock now).
     pub fn hold(&self, context_id: u32, delay: Duration, connection_rule: Option<&str>) -> Hold {
         if self.len() >= self.max {
@@ -88,7 +109,14 @@ impl Tarpit {
                 connection_rule: connection_rule.map(str::to_string),
             },
         );
-        self.deadline_of.borrow_mut().insert(context_id, deadline);
+        if self
+            .deadline_of
+            .borrow_mut()
+            .insert(context_id, deadline)
+            .is_none()
+        {
+            count_held(1, 0);
+        }
         if !self.fast.replace(true) {
             // Called from the request's context; Envoy applies it to the
             // plugin's root context.
@@ -106,6 +134,7 @@ impl Tarpit {
         let Some(deadline) = self.deadline_of.borrow_mut().remove(&context_id) else {
             return false;
         };
+        count_held(0, 1);
         self.by_deadline
             .borrow_mut()
             .remove(&(deadline, context_id));
@@ -132,7 +161,9 @@ impl Tarpit {
         {
             let mut deadline_of = self.deadline_of.borrow_mut();
             for (id, _) in &due {
-                deadline_of.remove(id);
+                if deadline_of.remove(id).is_some() {
+                    count_held(0, 1);
+                }
             }
         }
         for (id, held) in due {
@@ -157,5 +188,12 @@ impl Tarpit {
             }
         }
         true
+    }
+}
+
+impl Drop for Tarpit {
+    /// A plugin deleted while it holds requests no longer counts them.
+    fn drop(&mut self) {
+        count_held(0, self.len());
     }
 }

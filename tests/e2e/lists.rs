@@ -389,16 +389,28 @@ fn refuse_at_accept_reads_named_lists() {
     );
     let envoy = start_l4_with(http, r#"{"refuse_at_accept": "drop444"}"#, &cluster)
         .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"));
-    // Readiness: the (one) worker holds the list once its gauge shows it.
+    // Readiness, first Envoy's: some thread fetched the list (the gauge is
+    // shared by every thread, and the main thread may win the fetch).
     assert_eq!(
         envoy.wait_counter("wasmcustom.drop444.list.deny.entries", 1, PATIENCE),
         1,
         "list not loaded"
     );
-
+    // Then the worker's: it picks the shared copy up on its next tick (1 s),
+    // and until then a listed peer is left to the HTTP filter. A connection
+    // that is not closed within a tick and a half is retried; 5 tries.
+    let mut out = None;
+    for _ in 0..5 {
+        let mut denied = connect_from([127, 0, 0, 2], envoy.addr);
+        let attempt = read_until_close(&mut denied, Duration::from_millis(1500));
+        let closed = attempt.end != End::StillOpen;
+        out = Some(attempt);
+        if closed {
+            break;
+        }
+    }
     // The listed client sends nothing: the close comes first.
-    let mut denied = connect_from([127, 0, 0, 2], envoy.addr);
-    let out = read_until_close(&mut denied, PATIENCE);
+    let out = out.expect("one try");
     assert!(out.bytes.is_empty(), "{out:?}");
     assert_ne!(out.end, End::StillOpen, "{out:?}");
     assert!(out.elapsed < Duration::from_millis(500), "{out:?}");

@@ -35,7 +35,46 @@ fn a_passed_request_costs_one_host_call_and_one_allocation() {
         assert_eq!(imports(&stream), ["proxy_get_header_map_pairs"]);
         assert_eq!(stream.allocations, 1, "the header map buffer");
         assert!(stream.teardown_calls.is_empty());
+        assert_eq!(
+            stream.vm_entries, 4,
+            "proxy_on_context_create, proxy_on_request_headers, proxy_on_delete \
+             and the header map's allocation: no other callback is exported"
+        );
     }
+}
+
+/// The callbacks drop444 exports: only those a request, a connection or a
+/// root needs. A host calls every callback a module exports, for every
+/// request (proxy_on_response_headers, proxy_on_log, proxy_on_done, ...):
+/// each is a VM entry that costs about as much as the whole decision
+/// (bench/RESULTS.md, "VM entries").
+#[test]
+fn only_the_callbacks_drop444_needs_are_exported() {
+    let exports = crate::harness::module_exports();
+    let callbacks: Vec<&str> = exports
+        .iter()
+        .map(String::as_str)
+        .filter(|e| e.starts_with("proxy_on_"))
+        .collect();
+    assert_eq!(
+        callbacks,
+        [
+            "proxy_on_configure",
+            "proxy_on_context_create",
+            "proxy_on_delete",
+            "proxy_on_downstream_connection_close",
+            "proxy_on_downstream_data",
+            "proxy_on_http_call_response",
+            "proxy_on_memory_allocate",
+            "proxy_on_new_connection",
+            "proxy_on_request_body",
+            "proxy_on_request_headers",
+            "proxy_on_request_trailers",
+            "proxy_on_tick",
+            "proxy_on_upstream_data",
+            "proxy_on_vm_start",
+        ]
+    );
 }
 
 /// Counters are counted in wasm memory and handed over on the tick the
@@ -110,6 +149,7 @@ fn a_dropped_request_adds_the_verdict_calls_and_no_allocation() {
         ]
     );
     assert_eq!(stream.allocations, 1, "the header map buffer");
+    assert_eq!(stream.vm_entries, 4, "create, headers, delete, allocation");
 }
 
 /// With the drop log on (the default), a drop also reads the clock (the log

@@ -453,6 +453,9 @@ pub struct HostState {
     pub allocations: usize,
     /// Exports this host used: called, or read (`memory`, the ABI version).
     pub exports_used: BTreeSet<String>,
+    /// Calls into the VM: every export called (callbacks the module does not
+    /// export are not called, as in Envoy's host) and every allocation.
+    pub vm_entries: usize,
     random_counter: u8,
     memory: Option<Memory>,
     allocate: Option<(TypedFunc<i32, i32>, &'static str)>,
@@ -512,6 +515,9 @@ pub struct Stream {
     /// context creation and `proxy_on_request_headers` (`teardown_calls`
     /// make none: the teardown is checked to call nothing).
     pub allocations: usize,
+    /// Every call into the VM for this request, from context creation to
+    /// deletion: callbacks the module exports, and allocations.
+    pub vm_entries: usize,
 }
 
 impl Stream {
@@ -568,6 +574,14 @@ pub fn wasm_path() -> PathBuf {
 pub fn wasm_bytes() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
     BYTES.get_or_init(|| fs::read(wasm_path()).expect("read drop444.wasm"))
+}
+
+/// The names of the module's exports, sorted.
+pub fn module_exports() -> Vec<String> {
+    let (_, module) = compiled();
+    let mut names: Vec<String> = module.exports().map(|e| e.name().to_string()).collect();
+    names.sort();
+    names
 }
 
 /// Compiled once per test process and shared by every plugin instance.
@@ -650,6 +664,7 @@ impl Plugin {
                 downstream: Vec::new(),
                 allocations: 0,
                 exports_used: BTreeSet::new(),
+                vm_entries: 0,
                 random_counter: 0,
                 memory: None,
                 allocate: None,
@@ -710,11 +725,29 @@ impl Plugin {
     }
 
     /// Calls an exported function with i32 arguments; its i32 result if any.
+    /// A `proxy_on_*` callback the module does not export is not called and
+    /// answers what proxy-wasm-cpp-host (Envoy's host) assumes then: true for
+    /// `proxy_on_vm_start`, `proxy_on_configure` and `proxy_on_done`,
+    /// Continue for a stream callback, nothing for the others.
     fn call(&mut self, export: &str, args: &[i32]) -> Result<Option<i32>> {
-        let func: Func = self
-            .instance
-            .get_func(&mut self.store, export)
-            .ok_or_else(|| format_err!("module does not export {export}"))?;
+        let Some(func) = self.instance.get_func(&mut self.store, export) else {
+            return match export {
+                "proxy_on_vm_start" | "proxy_on_configure" | "proxy_on_done" => Ok(Some(1)),
+                "proxy_on_request_headers"
+                | "proxy_on_request_body"
+                | "proxy_on_request_trailers"
+                | "proxy_on_response_headers"
+                | "proxy_on_response_body"
+                | "proxy_on_response_trailers"
+                | "proxy_on_new_connection"
+                | "proxy_on_downstream_data"
+                | "proxy_on_upstream_data" => Ok(Some(0)),
+                _ if export.starts_with("proxy_on_") => Ok(None),
+                _ => Err(format_err!("module does not export {export}")),
+            };
+        };
+        let func: Func = func;
+        self.store.data_mut().vm_entries += 1;
         self.store
             .data_mut()
             .exports_used
@@ -737,6 +770,7 @@ impl Plugin {
 
         let before = self.store.data().calls.len();
         let allocations_before = self.store.data().allocations;
+        let entries_before = self.store.data().vm_entries;
         let created = self.call(
             "proxy_on_context_create",
             &[context as i32, ROOT_CONTEXT as i32],
@@ -766,12 +800,15 @@ impl Plugin {
         }
         let teardown_calls = self.store.data().calls[before..].to_vec();
         self.store.data_mut().request = None;
+        let state = self.store.data();
+        let vm_entries = state.vm_entries - entries_before + state.allocations - allocations_before;
         Stream {
             action,
             trap,
             calls,
             teardown_calls,
             allocations,
+            vm_entries,
         }
     }
 
