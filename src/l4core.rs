@@ -152,7 +152,8 @@ fn l4_config(v: &Value) -> Result<L4Config, ConfigError> {
                 )?
             }
             "http10" => {
-                c.http10 = json::variant(v, at, &[("close", Http10::Close), ("pass", Http10::Pass)])?
+                c.http10 =
+                    json::variant(v, at, &[("close", Http10::Close), ("pass", Http10::Pass)])?
             }
             "max_head_bytes" => c.max_head_bytes = json::u32(v, at)?,
             "refuse_at_accept" => c.refuse_at_accept = json::opt(v, at, json::string)?,

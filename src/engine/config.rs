@@ -24,7 +24,8 @@ pub(crate) struct ConfigSpec {
     /// [`DEFAULT_MAX_TARPITTED`]).
     pub max_tarpitted: Option<u32>,
     /// Named lists fetched at runtime (`in_list` in conditions).
-    pub lists: std::collections::BTreeMap<String, super::lists::ListSpec>,
+    /// (name, declaration), sorted by name, each name once.
+    pub lists: Vec<(String, super::lists::ListSpec)>,
     /// Each rule as written (compact JSON), for explanations.
     pub rule_sources: Vec<String>,
 }
@@ -327,15 +328,25 @@ fn config_spec(v: &Value) -> Result<ConfigSpec, ConfigError> {
 }
 
 fn mode(v: &Value, at: &str) -> Result<Mode, ConfigError> {
-    json::variant(v, at, &[("enforce", Mode::Enforce), ("dry-run", Mode::DryRun)])
+    json::variant(
+        v,
+        at,
+        &[("enforce", Mode::Enforce), ("dry-run", Mode::DryRun)],
+    )
 }
 
 fn client_ip(v: &Value, at: &str) -> Result<ClientIpSpec, ConfigError> {
     let mut c = ClientIpSpec::default();
-    json::object(v, at, "struct ClientIpSpec", &["xff_trusted_hops"], |_, v, at| {
-        c.xff_trusted_hops = json::u32(v, at)?;
-        Ok(())
-    })?;
+    json::object(
+        v,
+        at,
+        "struct ClientIpSpec",
+        &["xff_trusted_hops"],
+        |_, v, at| {
+            c.xff_trusted_hops = json::u32(v, at)?;
+            Ok(())
+        },
+    )?;
     Ok(c)
 }
 
@@ -385,13 +396,19 @@ fn log(v: &Value, at: &str) -> Result<LogSpec, ConfigError> {
 
 fn fallback(v: &Value, at: &str) -> Result<FallbackSpec, ConfigError> {
     let mut f = FallbackSpec::default();
-    json::object(v, at, "struct FallbackSpec", &["status", "try_close"], |name, v, at| {
-        match name {
-            "status" => f.status = json::u16(v, at)?,
-            _ => f.try_close = json::boolean(v, at)?,
-        }
-        Ok(())
-    })?;
+    json::object(
+        v,
+        at,
+        "struct FallbackSpec",
+        &["status", "try_close"],
+        |name, v, at| {
+            match name {
+                "status" => f.status = json::u16(v, at)?,
+                _ => f.try_close = json::boolean(v, at)?,
+            }
+            Ok(())
+        },
+    )?;
     Ok(f)
 }
 
@@ -419,7 +436,8 @@ fn rate_limit(v: &Value, at: &str) -> Result<RateLimitSpec, ConfigError> {
         ("minute", Per::Minute),
         ("hour", Per::Hour),
     ];
-    let (mut key, mut rate, mut per, mut burst, mut slots) = (None, None, Per::default(), None, None);
+    let (mut key, mut rate, mut per, mut burst, mut slots) =
+        (None, None, Per::default(), None, None);
     json::object(v, at, "struct RateLimitSpec", FIELDS, |name, v, at| {
         match name {
             "key" => key = Some(json::seq(v, at, json::string)?),

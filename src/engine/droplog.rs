@@ -67,7 +67,11 @@ impl Engine {
         field(&mut line, "host", host.as_deref());
         let path = text(request.header_value(":path"));
         field(&mut line, "path", path.as_deref());
-        field(&mut line, "client", client.map(|c| c.to_string()).as_deref());
+        field(
+            &mut line,
+            "client",
+            client.map(|c| c.to_string()).as_deref(),
+        );
         field(&mut line, "user_agent", user_agent.as_deref());
         if suppressed > 0 {
             line.push_str(",\"suppressed_before\":");

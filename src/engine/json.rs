@@ -163,15 +163,16 @@ pub(crate) fn seq<T>(
         .collect()
 }
 
-/// A JSON object as a name → value map, each value read at `path.name`.
+/// A JSON object as (name, value) pairs, each value read at `path.name`;
+/// sorted by name, each name once (serde_json's map is a sorted map).
 pub(crate) fn map<T>(
     value: &Value,
     path: &str,
     mut read: impl FnMut(&Value, &str) -> Result<T, ConfigError>,
-) -> Result<std::collections::BTreeMap<String, T>, ConfigError> {
-    let mut out = std::collections::BTreeMap::new();
+) -> Result<Vec<(String, T)>, ConfigError> {
+    let mut out = Vec::new();
     object(value, path, "a map", &[], |name, item, at| {
-        out.insert(name.to_string(), read(item, at)?);
+        out.push((name.to_string(), read(item, at)?));
         Ok(())
     })?;
     Ok(out)
@@ -230,15 +231,29 @@ mod tests {
             "a: invalid type: string \"7\", expected u32"
         );
         assert_eq!(u32(&json!(7), "a").unwrap(), 7);
-        let e = object(&json!({"b": 1, "zz": 2}), "x", "struct X", &["b", "c", "d"], |_, _, _| Ok(()))
-            .unwrap_err();
+        let e = object(
+            &json!({"b": 1, "zz": 2}),
+            "x",
+            "struct X",
+            &["b", "c", "d"],
+            |_, _, _| Ok(()),
+        )
+        .unwrap_err();
         assert_eq!(e.path(), "x.zz");
-        assert_eq!(e.message(), "unknown field `zz`, expected one of `b`, `c`, `d`");
+        assert_eq!(
+            e.message(),
+            "unknown field `zz`, expected one of `b`, `c`, `d`"
+        );
         let e = variant(&json!("x"), "m", &[("a", 1), ("b", 2)]).unwrap_err();
         assert_eq!(e.message(), "unknown variant `x`, expected `a` or `b`");
-        assert_eq!(variant(&json!({"b": null}), "m", &[("a", 1), ("b", 2)]).unwrap(), 2);
         assert_eq!(
-            seq(&json!([true, 1]), "r", boolean).unwrap_err().to_string(),
+            variant(&json!({"b": null}), "m", &[("a", 1), ("b", 2)]).unwrap(),
+            2
+        );
+        assert_eq!(
+            seq(&json!([true, 1]), "r", boolean)
+                .unwrap_err()
+                .to_string(),
             "r[1]: invalid type: integer `1`, expected a boolean"
         );
         assert_eq!(opt(&json!(null), "o", string).unwrap(), None);

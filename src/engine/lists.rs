@@ -13,7 +13,6 @@
 //! ranges (8 bytes per IPv4 range, 32 per IPv6 range) searched by binary
 //! search; strings in a hash set.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -172,9 +171,7 @@ pub struct ListDecl {
 }
 
 /// Validates every declaration; the order is the list ids'.
-pub(crate) fn compile_decls(
-    specs: &BTreeMap<String, ListSpec>,
-) -> Result<Vec<ListDecl>, ConfigError> {
+pub(crate) fn compile_decls(specs: &[(String, ListSpec)]) -> Result<Vec<ListDecl>, ConfigError> {
     if specs.len() > MAX_LISTS {
         return Err(ConfigError::new(
             "lists",
@@ -545,7 +542,7 @@ mod tests {
     use super::*;
 
     fn decl(json: &str) -> Result<Vec<ListDecl>, ConfigError> {
-        let specs: BTreeMap<String, ListSpec> =
+        let specs: Vec<(String, ListSpec)> =
             crate::engine::json::map(&serde_json::from_str(json).unwrap(), "lists", list_spec)
                 .unwrap();
         compile_decls(&specs)

@@ -170,9 +170,8 @@ pub(crate) fn regex_set<'a>(
 /// A PikeVM's search state and the set it reports into, reused across
 /// searches (one per thread that searches at the same time).
 type Scratch = (pikevm::Cache, PatternSet);
-type CreateScratch = Box<
-    dyn Fn() -> Scratch + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
->;
+type CreateScratch =
+    Box<dyn Fn() -> Scratch + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
 
 /// Several byte regexes searched in one pass; says which of them match.
 pub(crate) struct RegexSet {

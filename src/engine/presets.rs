@@ -6,20 +6,24 @@
 
 use serde_json::Value;
 
-use std::collections::BTreeMap;
-
 use super::config::NodeSpec;
 use super::error::ConfigError;
 use super::json;
 
 /// (name, JSON) of every preset shipped.
 const PRESETS: [(&str, &str); 6] = [
-    ("scanners", include_str!(concat!(env!("OUT_DIR"), "/presets/scanners.json"))),
+    (
+        "scanners",
+        include_str!(concat!(env!("OUT_DIR"), "/presets/scanners.json")),
+    ),
     (
         "exploit-paths",
         include_str!(concat!(env!("OUT_DIR"), "/presets/exploit-paths.json")),
     ),
-    ("bad-bots", include_str!(concat!(env!("OUT_DIR"), "/presets/bad-bots.json"))),
+    (
+        "bad-bots",
+        include_str!(concat!(env!("OUT_DIR"), "/presets/bad-bots.json")),
+    ),
     (
         "ai-crawlers",
         include_str!(concat!(env!("OUT_DIR"), "/presets/ai-crawlers.json")),
@@ -30,7 +34,10 @@ const PRESETS: [(&str, &str); 6] = [
     ),
     (
         "verified-crawlers-real",
-        include_str!(concat!(env!("OUT_DIR"), "/presets/verified-crawlers-real.json")),
+        include_str!(concat!(
+            env!("OUT_DIR"),
+            "/presets/verified-crawlers-real.json"
+        )),
     ),
 ];
 
@@ -43,7 +50,8 @@ pub(crate) struct PresetFile {
     pub may_catch: String,
     /// Named lists the entries read (`in_list`), with their official
     /// source: a declaration of that name may leave out `url` and `format`.
-    pub lists: BTreeMap<String, PresetList>,
+    /// (name, list), sorted by name.
+    pub lists: Vec<(String, PresetList)>,
     pub entries: Vec<Entry>,
 }
 
@@ -59,7 +67,7 @@ pub(crate) struct PresetList {
 pub(crate) fn known_list(name: &str) -> Option<(String, super::lists::Format)> {
     PRESETS.iter().find_map(|(preset, _)| {
         let file = load(preset)?.ok()?;
-        let list = file.lists.get(name)?;
+        let (_, list) = file.lists.iter().find(|(n, _)| n == name)?;
         Some((list.url.clone(), list.format))
     })
 }
@@ -107,7 +115,7 @@ fn preset_file(v: &Value) -> Result<PresetFile, ConfigError> {
         "entries",
     ];
     let mut text: [Option<String>; 4] = Default::default();
-    let (mut lists, mut entries) = (BTreeMap::new(), None);
+    let (mut lists, mut entries) = (Vec::new(), None);
     json::object(v, "", "struct PresetFile", FIELDS, |name, v, at| {
         match name {
             "lists" => lists = json::map(v, at, preset_list)?,
@@ -134,14 +142,20 @@ fn preset_file(v: &Value) -> Result<PresetFile, ConfigError> {
 
 fn preset_list(v: &Value, at: &str) -> Result<PresetList, ConfigError> {
     let (mut url, mut format, mut source) = (None, None, None);
-    json::object(v, at, "struct PresetList", &["url", "format", "source"], |name, v, at| {
-        match name {
-            "url" => url = Some(json::string(v, at)?),
-            "format" => format = Some(super::lists::Format::from_json(v, at)?),
-            _ => source = Some(json::string(v, at)?),
-        }
-        Ok(())
-    })?;
+    json::object(
+        v,
+        at,
+        "struct PresetList",
+        &["url", "format", "source"],
+        |name, v, at| {
+            match name {
+                "url" => url = Some(json::string(v, at)?),
+                "format" => format = Some(super::lists::Format::from_json(v, at)?),
+                _ => source = Some(json::string(v, at)?),
+            }
+            Ok(())
+        },
+    )?;
     Ok(PresetList {
         url: url.ok_or_else(|| json::missing(at, "url"))?,
         format: format.ok_or_else(|| json::missing(at, "format"))?,
