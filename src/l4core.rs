@@ -10,7 +10,7 @@
 //! parsed completely or found refused, and stops looking at a connection as
 //! soon as it cannot be sure where the next request starts.
 
-use serde::Deserialize;
+use serde_json::Value;
 
 use crate::engine::ConfigError;
 use crate::http1::{self, Body, LocalReply, Outcome};
@@ -24,8 +24,7 @@ pub const MIN_HEAD_BYTES: u32 = 1024;
 const MAX_HEADERS: usize = 100;
 
 /// The L4 plugin's own configuration (its plugin `configuration` JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct L4Config {
     /// `close`: close HTTP/1 connections whose request head Envoy would
     /// reject itself, without a byte. `pass` (default): leave them to Envoy.
@@ -48,8 +47,7 @@ pub struct L4Config {
 
 /// The HTTP connection manager's path settings, with Envoy's field names and
 /// defaults (all off).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct HcmPaths {
     pub normalize_path: bool,
     pub merge_slashes: bool,
@@ -57,11 +55,9 @@ pub struct HcmPaths {
 }
 
 /// `path_with_escaped_slashes_action`, Envoy's names.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum EscapedSlashes {
     #[default]
-    #[serde(alias = "IMPLEMENTATION_SPECIFIC_DEFAULT")]
     KeepUnchanged,
     RejectRequest,
     UnescapeAndForward,
@@ -96,16 +92,14 @@ impl Default for L4Config {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum Malformed {
     #[default]
     Pass,
     Close,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum Http10 {
     #[default]
     Close,
@@ -124,15 +118,7 @@ impl L4Config {
         if !value.is_object() {
             return Err(ConfigError::new("", "must be a JSON object"));
         }
-        let config: L4Config = serde_path_to_error::deserialize(value).map_err(|err| {
-            let path = err.path().to_string();
-            let path = if path == "." || path == "?" {
-                String::new()
-            } else {
-                path
-            };
-            ConfigError::new(path, err.into_inner().to_string())
-        })?;
+        let config = l4_config(&value)?;
         if !(MIN_HEAD_BYTES..=MAX_HEAD_BYTES_LIMIT).contains(&config.max_head_bytes) {
             return Err(ConfigError::new(
                 "max_head_bytes",
@@ -144,6 +130,68 @@ impl L4Config {
         }
         Ok(config)
     }
+}
+
+fn l4_config(v: &Value) -> Result<L4Config, ConfigError> {
+    use crate::engine::json;
+    const FIELDS: &[&str] = &[
+        "malformed",
+        "http10",
+        "max_head_bytes",
+        "refuse_at_accept",
+        "hcm",
+    ];
+    let mut c = L4Config::default();
+    json::object(v, "", "struct L4Config", FIELDS, |name, v, at| {
+        match name {
+            "malformed" => {
+                c.malformed = json::variant(
+                    v,
+                    at,
+                    &[("pass", Malformed::Pass), ("close", Malformed::Close)],
+                )?
+            }
+            "http10" => {
+                c.http10 =
+                    json::variant(v, at, &[("close", Http10::Close), ("pass", Http10::Pass)])?
+            }
+            "max_head_bytes" => c.max_head_bytes = json::u32(v, at)?,
+            "refuse_at_accept" => c.refuse_at_accept = json::opt(v, at, json::string)?,
+            _ => c.hcm = hcm_paths(v, at)?,
+        }
+        Ok(())
+    })?;
+    Ok(c)
+}
+
+fn hcm_paths(v: &Value, at: &str) -> Result<HcmPaths, ConfigError> {
+    use crate::engine::json;
+    const FIELDS: &[&str] = &[
+        "normalize_path",
+        "merge_slashes",
+        "path_with_escaped_slashes_action",
+    ];
+    // Envoy's names; IMPLEMENTATION_SPECIFIC_DEFAULT is its alias of the
+    // default (accepted, not listed in the error).
+    const ACTIONS: &[(&str, EscapedSlashes)] = &[
+        ("KEEP_UNCHANGED", EscapedSlashes::KeepUnchanged),
+        ("REJECT_REQUEST", EscapedSlashes::RejectRequest),
+        ("UNESCAPE_AND_FORWARD", EscapedSlashes::UnescapeAndForward),
+        ("UNESCAPE_AND_REDIRECT", EscapedSlashes::UnescapeAndRedirect),
+    ];
+    let mut h = HcmPaths::default();
+    json::object(v, at, "struct HcmPaths", FIELDS, |name, v, at| {
+        match name {
+            "normalize_path" => h.normalize_path = json::boolean(v, at)?,
+            "merge_slashes" => h.merge_slashes = json::boolean(v, at)?,
+            _ if v.as_str() == Some("IMPLEMENTATION_SPECIFIC_DEFAULT") => {
+                h.path_with_escaped_slashes_action = EscapedSlashes::KeepUnchanged
+            }
+            _ => h.path_with_escaped_slashes_action = json::variant(v, at, ACTIONS)?,
+        }
+        Ok(())
+    })?;
+    Ok(h)
 }
 
 /// Why the inspector closes a connection (logged and counted).

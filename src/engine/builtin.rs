@@ -56,7 +56,9 @@ pub(crate) fn host_rules(
     sources
         .into_iter()
         .map(|(name, source)| {
-            let spec: NodeSpec = serde_json::from_str(&source)
+            let spec = serde_json::from_str(&source)
+                .map_err(|e| e.to_string())
+                .and_then(|v| super::config::node(&v, "").map_err(|e| e.to_string()))
                 .map_err(|e| ConfigError::new("host", format!("built-in rule {name}: {e}")))?;
             Ok((name, spec, source))
         })

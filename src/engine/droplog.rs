@@ -2,28 +2,20 @@
 //! filter and the native module): what a line says about a request is the
 //! engine's business, only where the line goes is the adapter's.
 
-use serde::Serialize;
-
 use super::request::{client_from_xff, parse_address, RequestSource};
 use super::Engine;
 
-/// One drop-log line (docs/operations.md).
-#[derive(Serialize)]
-struct DropLine<'a> {
-    drop444: &'a str,
-    rule: &'a str,
-    method: Option<String>,
-    host: Option<String>,
-    path: Option<String>,
-    client: Option<String>,
-    user_agent: Option<String>,
-    /// Lines not written (over the rate limit) since the previous one.
-    #[serde(skip_serializing_if = "is_zero")]
-    suppressed_before: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+/// Appends `"name":value` to a JSON object being written, the value a
+/// JSON string or `null` (serde_json escapes it).
+fn field(line: &mut String, name: &str, value: Option<&str>) {
+    line.push(if line.is_empty() { '{' } else { ',' });
+    line.push('"');
+    line.push_str(name);
+    line.push_str("\":");
+    match value.map(serde_json::to_string) {
+        Some(Ok(quoted)) => line.push_str(&quoted),
+        _ => line.push_str("null"),
+    }
 }
 
 /// Cuts a string to at most `max` bytes, on a character boundary.
@@ -63,16 +55,29 @@ impl Engine {
         if let Some(ua) = user_agent.as_mut() {
             truncate(ua, self.log_settings().user_agent_max as usize);
         }
-        let line = DropLine {
-            drop444: event,
-            rule,
-            method: text(request.header_value(":method")),
-            host: text(request.header_value(":authority")),
-            path: text(request.header_value(":path")),
-            client: client.map(|c| c.to_string()),
-            user_agent,
-            suppressed_before: suppressed,
-        };
-        serde_json::to_string(&line).unwrap_or_default()
+        // One drop-log line (docs/operations.md), its fields in this order;
+        // `suppressed_before` (lines not written over the rate limit since
+        // the previous one) only when there were any.
+        let mut line = String::new();
+        field(&mut line, "drop444", Some(event));
+        field(&mut line, "rule", Some(rule));
+        let method = text(request.header_value(":method"));
+        field(&mut line, "method", method.as_deref());
+        let host = text(request.header_value(":authority"));
+        field(&mut line, "host", host.as_deref());
+        let path = text(request.header_value(":path"));
+        field(&mut line, "path", path.as_deref());
+        field(
+            &mut line,
+            "client",
+            client.map(|c| c.to_string()).as_deref(),
+        );
+        field(&mut line, "user_agent", user_agent.as_deref());
+        if suppressed > 0 {
+            line.push_str(",\"suppressed_before\":");
+            line.push_str(&suppressed.to_string());
+        }
+        line.push('}');
+        line
     }
 }

@@ -13,12 +13,11 @@
 //! ranges (8 bytes per IPv4 range, 32 per IPv6 range) searched by binary
 //! search; strings in a hash set.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::error::ConfigError;
@@ -37,38 +36,28 @@ const MAX_REFRESH_MS: u64 = 7 * 24 * 3600 * 1000;
 const MAX_TIMEOUT_MS: u64 = 300_000;
 
 /// A list as written in the configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub(crate) struct ListSpec {
     /// `http://` or `https://` URL; its host becomes `:authority`, its path
     /// and query the request's `:path`. May be left out (with `format`) for
     /// a list a preset names (`googlebot`, `bingbot`, ...).
-    #[serde(default)]
     pub url: Option<String>,
     /// The Envoy cluster the request goes through (it decides TLS).
     pub cluster: String,
-    #[serde(default)]
     pub format: Option<Format>,
-    #[serde(default)]
     pub refresh: Option<String>,
-    #[serde(default)]
     pub timeout: Option<String>,
-    #[serde(default)]
     pub max_bytes: Option<u64>,
     /// Hex sha256 the body must have (a pinned list; a changed body is
     /// refused and the last good copy kept).
-    #[serde(default)]
     pub sha256: Option<String>,
-    #[serde(default)]
     pub on_missing: OnMissing,
     /// `strings` lists: compare ASCII case-insensitively.
-    #[serde(default)]
     pub case_insensitive: bool,
 }
 
 /// How a list body is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// One IP address or CIDR per line; `#` and `;` start comments (FireHOL,
     /// Spamhaus DROP; anything after the first word of a line is ignored).
@@ -89,8 +78,7 @@ impl Format {
 }
 
 /// What the rules reading a list do until it has loaded once.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum OnMissing {
     /// The rule is skipped (matches nothing): fail open, the default.
     #[default]
@@ -101,6 +89,68 @@ pub enum OnMissing {
     /// A drop rule that reaches the missing list answers 503 instead of
     /// dropping (the client may retry; crawlers back off).
     Refuse,
+}
+
+impl Format {
+    const NAMES: &'static [(&'static str, Format)] = &[
+        ("cidr", Format::Cidr),
+        ("google-json", Format::GoogleJson),
+        ("strings", Format::Strings),
+    ];
+
+    pub(crate) fn from_json(v: &Value, at: &str) -> Result<Format, ConfigError> {
+        super::json::variant(v, at, Format::NAMES)
+    }
+}
+
+/// A list declaration at `at` (`lists.<name>`).
+pub(crate) fn list_spec(v: &Value, at: &str) -> Result<ListSpec, ConfigError> {
+    use super::json;
+    const FIELDS: &[&str] = &[
+        "url",
+        "cluster",
+        "format",
+        "refresh",
+        "timeout",
+        "max_bytes",
+        "sha256",
+        "on_missing",
+        "case_insensitive",
+    ];
+    const ON_MISSING: &[(&str, OnMissing)] = &[
+        ("pass", OnMissing::Pass),
+        ("drop", OnMissing::Drop),
+        ("refuse", OnMissing::Refuse),
+    ];
+    let mut spec = ListSpec {
+        url: None,
+        cluster: String::new(),
+        format: None,
+        refresh: None,
+        timeout: None,
+        max_bytes: None,
+        sha256: None,
+        on_missing: OnMissing::default(),
+        case_insensitive: false,
+    };
+    let mut cluster = None;
+    json::object(v, at, "struct ListSpec", FIELDS, |name, v, at| {
+        let text = |v: &Value| json::opt(v, at, json::string);
+        match name {
+            "url" => spec.url = text(v)?,
+            "cluster" => cluster = Some(json::string(v, at)?),
+            "format" => spec.format = json::opt(v, at, Format::from_json)?,
+            "refresh" => spec.refresh = text(v)?,
+            "timeout" => spec.timeout = text(v)?,
+            "max_bytes" => spec.max_bytes = json::opt(v, at, json::u64)?,
+            "sha256" => spec.sha256 = text(v)?,
+            "on_missing" => spec.on_missing = json::variant(v, at, ON_MISSING)?,
+            _ => spec.case_insensitive = json::boolean(v, at)?,
+        }
+        Ok(())
+    })?;
+    spec.cluster = cluster.ok_or_else(|| json::missing(at, "cluster"))?;
+    Ok(spec)
 }
 
 /// A validated list declaration.
@@ -121,9 +171,7 @@ pub struct ListDecl {
 }
 
 /// Validates every declaration; the order is the list ids'.
-pub(crate) fn compile_decls(
-    specs: &BTreeMap<String, ListSpec>,
-) -> Result<Vec<ListDecl>, ConfigError> {
+pub(crate) fn compile_decls(specs: &[(String, ListSpec)]) -> Result<Vec<ListDecl>, ConfigError> {
     if specs.len() > MAX_LISTS {
         return Err(ConfigError::new(
             "lists",
@@ -406,21 +454,48 @@ fn parse_cidr_lines(text: &str) -> Result<IpSet, String> {
     Ok(IpSet::from_nets(nets))
 }
 
-#[derive(Deserialize)]
+/// `{"prefixes": [{"ipv4Prefix": "…"} | {"ipv6Prefix": "…"}]}`; other
+/// fields (`syncToken`, `creationTime`, `service`, ...) are ignored.
 struct PrefixDoc {
     prefixes: Vec<Prefix>,
 }
 
-#[derive(Deserialize)]
 struct Prefix {
-    #[serde(rename = "ipv4Prefix")]
     v4: Option<String>,
-    #[serde(rename = "ipv6Prefix")]
     v6: Option<String>,
 }
 
+fn prefix_doc(v: &Value) -> Result<PrefixDoc, ConfigError> {
+    use super::json;
+    let mut prefixes = None;
+    json::object(v, "", "struct PrefixDoc", &[], |name, v, at| {
+        if name == "prefixes" {
+            prefixes = Some(json::seq(v, at, |v, at| {
+                let mut p = Prefix { v4: None, v6: None };
+                json::object(v, at, "struct Prefix", &[], |name, v, at| {
+                    match name {
+                        "ipv4Prefix" => p.v4 = json::opt(v, at, json::string)?,
+                        "ipv6Prefix" => p.v6 = json::opt(v, at, json::string)?,
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                Ok(p)
+            })?);
+        }
+        Ok(())
+    })?;
+    Ok(PrefixDoc {
+        prefixes: prefixes.ok_or_else(|| json::missing("", "prefixes"))?,
+    })
+}
+
 fn parse_prefix_json(text: &str) -> Result<IpSet, String> {
-    let doc: PrefixDoc = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let doc: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let doc = prefix_doc(&doc).map_err(|e| match e.path() {
+        "" => format!("invalid JSON: {}", e.message()),
+        at => format!("invalid JSON: {at}: {}", e.message()),
+    })?;
     if doc.prefixes.len() > MAX_ENTRIES {
         return Err(format!("more than {MAX_ENTRIES} entries"));
     }
@@ -467,7 +542,9 @@ mod tests {
     use super::*;
 
     fn decl(json: &str) -> Result<Vec<ListDecl>, ConfigError> {
-        let specs: BTreeMap<String, ListSpec> = serde_json::from_str(json).unwrap();
+        let specs: Vec<(String, ListSpec)> =
+            crate::engine::json::map(&serde_json::from_str(json).unwrap(), "lists", list_spec)
+                .unwrap();
         compile_decls(&specs)
     }
 

@@ -10,7 +10,10 @@ use aho_corasick::automaton::Automaton;
 use aho_corasick::nfa::contiguous;
 use aho_corasick::{AhoCorasick, Anchored};
 use ipnet::IpNet;
-use regex::bytes::{RegexSet, RegexSetBuilder};
+use regex_automata::nfa::thompson::{self, pikevm, WhichCaptures};
+use regex_automata::util::pool::Pool;
+use regex_automata::util::syntax;
+use regex_automata::{Input, MatchKind, PatternSet};
 
 use super::error::ConfigError;
 use super::limits::REGEX_SIZE_LIMIT;
@@ -128,15 +131,76 @@ impl IndexBuilder {
 }
 
 /// Compiles regexes the one way drop444 uses them: on bytes, without Unicode
-/// classes (`\w` is ASCII), size-limited.
+/// classes (`\w` is ASCII), size-limited. The errors read as the `regex`
+/// crate's (the same parser writes them).
 pub(crate) fn regex_set<'a>(
     patterns: impl IntoIterator<Item = &'a str>,
-) -> Result<RegexSet, regex::Error> {
-    RegexSetBuilder::new(patterns)
-        .unicode(false)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
-        .build()
+) -> Result<RegexSet, String> {
+    let patterns: Vec<&str> = patterns.into_iter().collect();
+    // What `regex::bytes::RegexSet` configures, minus its meta engine: the
+    // PikeVM alone (the only engine that crate ran here, built without its
+    // perf features), on bytes, reporting every pattern that matches.
+    let vm = pikevm::Builder::new()
+        .configure(pikevm::Config::new().match_kind(MatchKind::All))
+        .syntax(syntax::Config::new().unicode(false).utf8(false))
+        .thompson(
+            thompson::Config::new()
+                .utf8(false)
+                .shrink(false)
+                .nfa_size_limit(Some(REGEX_SIZE_LIMIT))
+                .which_captures(WhichCaptures::None),
+        )
+        .build_many(&patterns)
+        .map_err(|e| match (e.size_limit(), std::error::Error::source(&e)) {
+            (Some(limit), _) => format!("Compiled regex exceeds size limit of {limit} bytes."),
+            (None, Some(syntax)) => syntax.to_string(),
+            (None, None) => e.to_string(),
+        })?;
+    let len = vm.pattern_len();
+    let create = {
+        let vm = vm.clone();
+        Box::new(move || (vm.create_cache(), PatternSet::new(len))) as CreateScratch
+    };
+    Ok(RegexSet {
+        vm,
+        scratch: Pool::new(create),
+    })
+}
+
+/// A PikeVM's search state and the set it reports into, reused across
+/// searches (one per thread that searches at the same time).
+type Scratch = (pikevm::Cache, PatternSet);
+type CreateScratch =
+    Box<dyn Fn() -> Scratch + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
+
+/// Several byte regexes searched in one pass; says which of them match.
+pub(crate) struct RegexSet {
+    vm: pikevm::PikeVM,
+    scratch: Pool<Scratch, CreateScratch>,
+}
+
+impl std::fmt::Debug for RegexSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegexSet")
+    }
+}
+
+impl RegexSet {
+    /// Calls `each` with the index of every pattern matching `value`.
+    fn each_match(&self, value: &[u8], mut each: impl FnMut(usize)) {
+        let mut guard = self.scratch.get();
+        let (cache, set) = &mut *guard;
+        let input = Input::new(value);
+        // Most values match nothing, and that answer is cheaper than which.
+        if !self.vm.is_match(cache, input.clone()) {
+            return;
+        }
+        set.clear();
+        self.vm.which_overlapping_matches(cache, &input, set);
+        for id in set.iter() {
+            each(id.as_usize());
+        }
+    }
 }
 
 /// A dense DFA is built when its table (states × byte classes) has at most
@@ -456,16 +520,11 @@ impl SubjectIndex {
         }
         if let Some((set, leaves)) = &self.regexes {
             let mut run = |v: &[u8]| {
-                // `matches` allocates its answer; most values match nothing,
-                // and `is_match` says so without allocating.
-                if !set.is_match(v) {
-                    return;
-                }
-                for i in set.matches(v).iter() {
+                set.each_match(v, |i| {
                     if let Some(leaf) = leaves.get(i) {
                         hits.push(*leaf);
                     }
-                }
+                });
             };
             run(value);
             // Elements are trimmed, so a single element with whitespace

@@ -18,6 +18,7 @@ mod error;
 mod facts;
 mod header;
 mod host;
+pub(crate) mod json;
 pub mod limits;
 pub mod lists;
 mod matchers;

@@ -1,36 +1,47 @@
 //! Built-in, versioned pattern lists (`presets/*.json`), compiled into the
-//! module. A rule uses one with `{"preset": "scanners"}`; its entries become
+//! module (compact, without the entries' `reason` and `source`: build.rs
+//! checks that each entry has them, then leaves them out). A rule uses one with `{"preset": "scanners"}`; its entries become
 //! one `any` condition, so thousands of patterns still cost one automaton pass
 //! per subject.
 
-use serde::Deserialize;
+use serde_json::Value;
 
 use super::config::NodeSpec;
+use super::error::ConfigError;
+use super::json;
 
 /// (name, JSON) of every preset shipped.
 const PRESETS: [(&str, &str); 6] = [
-    ("scanners", include_str!("../../presets/scanners.json")),
+    (
+        "scanners",
+        include_str!(concat!(env!("OUT_DIR"), "/presets/scanners.json")),
+    ),
     (
         "exploit-paths",
-        include_str!("../../presets/exploit-paths.json"),
+        include_str!(concat!(env!("OUT_DIR"), "/presets/exploit-paths.json")),
     ),
-    ("bad-bots", include_str!("../../presets/bad-bots.json")),
+    (
+        "bad-bots",
+        include_str!(concat!(env!("OUT_DIR"), "/presets/bad-bots.json")),
+    ),
     (
         "ai-crawlers",
-        include_str!("../../presets/ai-crawlers.json"),
+        include_str!(concat!(env!("OUT_DIR"), "/presets/ai-crawlers.json")),
     ),
     (
         "verified-crawlers",
-        include_str!("../../presets/verified-crawlers.json"),
+        include_str!(concat!(env!("OUT_DIR"), "/presets/verified-crawlers.json")),
     ),
     (
         "verified-crawlers-real",
-        include_str!("../../presets/verified-crawlers-real.json"),
+        include_str!(concat!(
+            env!("OUT_DIR"),
+            "/presets/verified-crawlers-real.json"
+        )),
     ),
 ];
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub(crate) struct PresetFile {
     pub preset: String,
     pub version: String,
@@ -39,13 +50,12 @@ pub(crate) struct PresetFile {
     pub may_catch: String,
     /// Named lists the entries read (`in_list`), with their official
     /// source: a declaration of that name may leave out `url` and `format`.
-    #[serde(default)]
-    pub lists: std::collections::BTreeMap<String, PresetList>,
+    /// (name, list), sorted by name.
+    pub lists: Vec<(String, PresetList)>,
     pub entries: Vec<Entry>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub(crate) struct PresetList {
     pub url: String,
     pub format: super::lists::Format,
@@ -57,17 +67,14 @@ pub(crate) struct PresetList {
 pub(crate) fn known_list(name: &str) -> Option<(String, super::lists::Format)> {
     PRESETS.iter().find_map(|(preset, _)| {
         let file = load(preset)?.ok()?;
-        let list = file.lists.get(name)?;
+        let (_, list) = file.lists.iter().find(|(n, _)| n == name)?;
         Some((list.url.clone(), list.format))
     })
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub(crate) struct Entry {
-    pub reason: String,
-    pub source: String,
-    #[serde(rename = "match")]
+    /// Its `match`.
     pub condition: NodeSpec,
 }
 
@@ -83,24 +90,88 @@ pub struct PresetInfo {
 
 pub(crate) fn load(name: &str) -> Option<Result<PresetFile, String>> {
     let (_, json) = PRESETS.iter().find(|(n, _)| *n == name)?;
-    let parsed: Result<PresetFile, String> =
-        serde_json::from_str(json).map_err(|e| format!("preset `{name}` is corrupt: {e}"));
+    let parsed = serde_json::from_str(json)
+        .map_err(|e| e.to_string())
+        .and_then(|v| preset_file(&v).map_err(|e| e.to_string()))
+        .map_err(|e| format!("preset `{name}` is corrupt: {e}"));
     Some(parsed.and_then(|file| {
-        let undocumented = file
-            .entries
-            .iter()
-            .position(|e| e.reason.trim().is_empty() || e.source.trim().is_empty());
-        match undocumented {
-            _ if file.preset != name => Err(format!(
+        if file.preset != name {
+            return Err(format!(
                 "preset file `{name}` names itself `{}`",
                 file.preset
-            )),
-            Some(i) => Err(format!(
-                "preset `{name}` entry {i} lacks a reason or source"
-            )),
-            None => Ok(file),
+            ));
         }
+        Ok(file)
     }))
+}
+
+fn preset_file(v: &Value) -> Result<PresetFile, ConfigError> {
+    const FIELDS: &[&str] = &[
+        "preset",
+        "version",
+        "description",
+        "may_catch",
+        "lists",
+        "entries",
+    ];
+    let mut text: [Option<String>; 4] = Default::default();
+    let (mut lists, mut entries) = (Vec::new(), None);
+    json::object(v, "", "struct PresetFile", FIELDS, |name, v, at| {
+        match name {
+            "lists" => lists = json::map(v, at, preset_list)?,
+            "entries" => entries = Some(json::seq(v, at, entry)?),
+            _ => {
+                let i = FIELDS.iter().position(|f| *f == name).unwrap_or(0);
+                if let Some(slot) = text.get_mut(i) {
+                    *slot = Some(json::string(v, at)?);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let [preset, version, description, may_catch] = text;
+    Ok(PresetFile {
+        preset: preset.ok_or_else(|| json::missing("", "preset"))?,
+        version: version.ok_or_else(|| json::missing("", "version"))?,
+        description: description.ok_or_else(|| json::missing("", "description"))?,
+        may_catch: may_catch.ok_or_else(|| json::missing("", "may_catch"))?,
+        lists,
+        entries: entries.ok_or_else(|| json::missing("", "entries"))?,
+    })
+}
+
+fn preset_list(v: &Value, at: &str) -> Result<PresetList, ConfigError> {
+    let (mut url, mut format, mut source) = (None, None, None);
+    json::object(
+        v,
+        at,
+        "struct PresetList",
+        &["url", "format", "source"],
+        |name, v, at| {
+            match name {
+                "url" => url = Some(json::string(v, at)?),
+                "format" => format = Some(super::lists::Format::from_json(v, at)?),
+                _ => source = Some(json::string(v, at)?),
+            }
+            Ok(())
+        },
+    )?;
+    Ok(PresetList {
+        url: url.ok_or_else(|| json::missing(at, "url"))?,
+        format: format.ok_or_else(|| json::missing(at, "format"))?,
+        source: source.ok_or_else(|| json::missing(at, "source"))?,
+    })
+}
+
+fn entry(v: &Value, at: &str) -> Result<Entry, ConfigError> {
+    let mut condition = None;
+    json::object(v, at, "struct Entry", &["match"], |_, v, at| {
+        condition = Some(super::config::node(v, at)?);
+        Ok(())
+    })?;
+    Ok(Entry {
+        condition: condition.ok_or_else(|| json::missing(at, "match"))?,
+    })
 }
 
 /// The conditions of a preset; `None` if there is no such preset.
