@@ -16,6 +16,9 @@ would have relative to the empty wasm filter.
     python3 bench/envoy_ir.py --requests 4000 --warmup 4000
 
 `wasm:PATH:N` is another drop444 build with the N-rule set (as in cpu.py).
+`raw:FEATURES` is bench/empty-raw built with those features (`+`-separated:
+create, delete, pairs, values), e.g. `raw:`, `raw:create+delete+pairs`: the
+floor of a filter with its own exports, one piece of cost at a time.
 Slow: valgrind runs Envoy ~50x slower; each scenario takes tens of seconds.
 """
 
@@ -80,9 +83,28 @@ def h2load(sc: run.Scenario, port: int, n: int) -> None:
         raise run.Broken(f"h2load did not finish {n} requests: {out[-300:]}")
 
 
+def raw_filter(features: str) -> Path:
+    """bench/empty-raw built with `features` (`+`-separated)."""
+    crate = run.BENCH / "empty-raw"
+    out = run.ROOT / "target/bench" / f"empty-raw-{features.replace('+', '-') or 'none'}.wasm"
+    subprocess.run(["cargo", "build", "-q", "--release", "--target", "wasm32-wasip1",
+                    "--manifest-path", str(crate / "Cargo.toml"),
+                    "--target-dir", str(run.ROOT / "target/bench/empty-raw"),
+                    "--features", features.replace("+", ",")], check=True)
+    built = run.ROOT / "target/bench/empty-raw/wasm32-wasip1/release/empty_raw.wasm"
+    out.write_bytes(built.read_bytes())
+    return out
+
+
 def measure(proto: str, spec: str, n: int, warmup: int, workdir: Path) -> float:
     name, _, size = spec.partition(":")
-    if name == "wasm":
+    if name == "raw":
+        sc = run.Scenario(proto, "empty", 0)
+        filters = [run.wasm_filter("raw", raw_filter(size), ""),
+                   {"name": "envoy.filters.http.router",
+                    "typed_config": run.typed("envoy.extensions.filters.http.router.v3.Router")}]
+        config = run.envoy_config(filters, run.DIRECT, [])
+    elif name == "wasm":
         sc = run.Scenario(proto, "drop444", int(spec.rsplit(":", 1)[1]))
         config = run.envoy_config(cpu.filters(spec), run.DIRECT, [])
     else:
