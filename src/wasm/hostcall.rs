@@ -344,7 +344,13 @@ pub fn get_map_value_bytes(map_type: MapType, key: &str) -> Result<Option<Vec<u8
 
 /// A host property (attribute); `Ok(None)` if the host has none.
 pub fn get_property(path: Vec<&str>) -> Result<Option<Vec<u8>>, Status> {
-    let path = property_path(&path);
+    get_property_path(&property_path(&path))
+}
+
+/// [`get_property`] with the path already in the ABI's form (segments
+/// separated by NUL bytes), as a constant: no allocation for the path on the
+/// request path.
+pub fn get_property_path(path: &[u8]) -> Result<Option<Vec<u8>>, Status> {
     bytes_out(|data, size| {
         // SAFETY: the path is valid for its length; out-pointers for the call.
         unsafe { proxy_get_property(path.as_ptr(), path.len(), data, size) }

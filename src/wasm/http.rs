@@ -528,7 +528,7 @@ impl RequestSource for HostRequest<'_> {
     fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {
         self.peer
             .get_or_insert_with(|| {
-                hostcall::get_property(vec!["source", "address"])
+                hostcall::get_property_path(b"source\0address")
                     .ok()
                     .flatten()
             })
@@ -538,7 +538,7 @@ impl RequestSource for HostRequest<'_> {
     }
 
     fn protocol(&mut self, out: &mut Vec<u8>) -> bool {
-        hostcall::get_property(vec!["request", "protocol"])
+        hostcall::get_property_path(b"request\0protocol")
             .ok()
             .flatten()
             .map(|p| out.extend_from_slice(&p))
