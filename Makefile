@@ -177,6 +177,7 @@ bench: wasm native envoy bench-deps ## Benchmark drop444 (wasm and native) vs no
 .PHONY: bench-quick
 bench-quick: wasm native envoy bench-deps ## Benchmark smoke run, a few seconds per scenario (CI; fails only if a scenario breaks)
 	$(PYTHON) bench/run.py --quick $(BENCH_ARGS)
+	$(PYTHON) bench/envoy_ir.py --scenarios empty,raw:create+delete+pairs,drop444:10 --proto h1 --requests 200 --warmup 200
 
 .PHONY: bench-deps
 bench-deps: wasm-target
