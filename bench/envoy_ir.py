@@ -19,6 +19,8 @@ would have relative to the empty wasm filter.
 `raw:FEATURES` is bench/empty-raw built with those features (`+`-separated:
 create, delete, pairs, values), e.g. `raw:`, `raw:create+delete+pairs`: the
 floor of a filter with its own exports, one piece of cost at a time.
+`headers:N` is drop444 with the N-rule set without its `client_ip` rule: no
+`source.address` read, only the header map.
 Slow: valgrind runs Envoy ~50x slower; each scenario takes tens of seconds.
 """
 
@@ -101,6 +103,14 @@ def measure(proto: str, spec: str, n: int, warmup: int, workdir: Path) -> float:
     if name == "raw":
         sc = run.Scenario(proto, "empty", 0)
         filters = [run.wasm_filter("raw", raw_filter(size), ""),
+                   {"name": "envoy.filters.http.router",
+                    "typed_config": run.typed("envoy.extensions.filters.http.router.v3.Router")}]
+        config = run.envoy_config(filters, run.DIRECT, [])
+    elif name == "headers":
+        sc = run.Scenario(proto, "drop444", int(size))
+        rs = rules.rule_set(int(size))
+        rs.cidrs = []
+        filters = [run.wasm_filter("drop444", run.DROP444_WASM, rules.drop444_config(rs)),
                    {"name": "envoy.filters.http.router",
                     "typed_config": run.typed("envoy.extensions.filters.http.router.v3.Router")}]
         config = run.envoy_config(filters, run.DIRECT, [])
