@@ -394,22 +394,69 @@ impl Stats {
 
 /// The request headers as the host returned them: one buffer in the
 /// proxy-wasm map layout (count; name and value lengths; NUL-terminated names
-/// and values), read in place, never copied line by line.
+/// and values), read in place, never copied line by line. One pass checks
+/// the layout and notes where each line is (up to [`INDEXED`] lines; a
+/// longer map is walked again per lookup).
 struct HeaderPairs {
     data: Vec<u8>,
+    /// (name start, name length, value start, value length) of the first
+    /// `indexed` lines.
+    index: [(u32, u32, u32, u32); INDEXED],
+    indexed: usize,
+    /// More lines than the index holds.
+    overflow: bool,
 }
+
+/// Lines indexed by [`HeaderPairs::parse`]: more than a browser sends.
+const INDEXED: usize = 48;
 
 impl HeaderPairs {
     /// `None` if the buffer is not a well-formed map.
     fn parse(data: Vec<u8>) -> Option<Self> {
-        let pairs = HeaderPairs { data };
+        let mut pairs = HeaderPairs {
+            data,
+            index: [(0, 0, 0, 0); INDEXED],
+            indexed: 0,
+            overflow: false,
+        };
         if pairs.data.is_empty() {
             return Some(pairs);
         }
         let count = usize::try_from(u32::from_le_bytes(*pairs.data.first_chunk()?)).ok()?;
-        let mut lines = pairs.lines()?;
-        let complete = lines.by_ref().take(count).count() == count && lines.table.is_empty();
-        complete.then_some(pairs)
+        let table_end = count.checked_mul(8)?.checked_add(4)?;
+        let mut table = pairs.data.get(4..table_end)?;
+        let mut at = table_end;
+        let mut indexed = 0;
+        while let Some((sizes, rest)) = table.split_first_chunk::<8>() {
+            table = rest;
+            let (name_len, value_len) = sizes.split_first_chunk::<4>()?;
+            let name_len = u32::from_le_bytes(*name_len);
+            let value_len = u32::from_le_bytes(value_len.try_into().ok()?);
+            let name_at = at;
+            let value_at = name_at
+                .checked_add(usize::try_from(name_len).ok()?)?
+                .checked_add(1)?;
+            at = value_at
+                .checked_add(usize::try_from(value_len).ok()?)?
+                .checked_add(1)?;
+            if at > pairs.data.len() {
+                return None;
+            }
+            match pairs.index.get_mut(indexed) {
+                Some(slot) => {
+                    *slot = (
+                        u32::try_from(name_at).ok()?,
+                        name_len,
+                        u32::try_from(value_at).ok()?,
+                        value_len,
+                    );
+                    indexed = indexed.saturating_add(1);
+                }
+                None => pairs.overflow = true,
+            }
+        }
+        pairs.indexed = indexed;
+        Some(pairs)
     }
 
     fn lines(&self) -> Option<Lines<'_>> {
@@ -428,6 +475,34 @@ impl HeaderPairs {
     /// Envoy's `request.headers.<name>` attribute joins them), to `out`;
     /// false if absent.
     fn get(&self, name: &str, out: &mut Vec<u8>) -> bool {
+        if self.overflow {
+            return self.get_walking(name, out);
+        }
+        let name = name.as_bytes();
+        let mut found = false;
+        for &(name_at, name_len, value_at, value_len) in
+            self.index.get(..self.indexed).unwrap_or_default()
+        {
+            if name_len as usize != name.len() {
+                continue;
+            }
+            let Some(n) = slice(&self.data, name_at, name_len) else {
+                continue;
+            };
+            if !n.eq_ignore_ascii_case(name) {
+                continue;
+            }
+            if found {
+                out.push(b',');
+            }
+            out.extend_from_slice(slice(&self.data, value_at, value_len).unwrap_or_default());
+            found = true;
+        }
+        found
+    }
+
+    /// [`HeaderPairs::get`] over a map longer than the index.
+    fn get_walking(&self, name: &str, out: &mut Vec<u8>) -> bool {
         let mut found = false;
         for (n, v) in self.lines().into_iter().flatten() {
             if n.eq_ignore_ascii_case(name.as_bytes()) {
@@ -440,6 +515,12 @@ impl HeaderPairs {
         }
         found
     }
+}
+
+/// `data[at..at + len]`.
+fn slice(data: &[u8], at: u32, len: u32) -> Option<&[u8]> {
+    let at = at as usize;
+    data.get(at..at.checked_add(len as usize)?)
 }
 
 /// (name, value) lines of a [`HeaderPairs`] buffer.

@@ -231,3 +231,35 @@ fn a_tarpitted_request_is_held_then_released_when_deleted() {
     );
     assert!(plugin.tick().is_empty(), "an idle tick makes no host call");
 }
+
+/// The header map is indexed in one pass up to 48 lines; a longer one is
+/// walked per lookup. Either way every line of a repeated header is seen:
+/// here the rule's header comes after 60 others, on two lines.
+#[test]
+fn a_header_past_the_index_is_still_read_whole() {
+    let rules = r#"{"log": {"level": "off"}, "rules": [
+        {"name": "probe", "header": "x-probe", "exact": "fine,evil"}]}"#;
+    let mut plugin = Plugin::start(rules, HostOptions::envoy_like());
+    for filler in [0, 60] {
+        let mut request = Request::get("example.com");
+        for i in 0..filler {
+            request = request.header(&format!("X-Filler-{i}"), "x");
+        }
+        let request = request.header("X-Probe", "fine").header("X-Probe", "evil");
+        let stream = plugin.request(&request);
+        assert_eq!(
+            stream.action,
+            Some(crate::harness::Action::Pause),
+            "{filler} lines before it"
+        );
+        let rule = stream.calls.iter().find_map(|r| match &r.call {
+            Call::SetProperty { path, value } if path == &["drop444"] => Some(value.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            rule.as_deref(),
+            Some(&b"probe"[..]),
+            "{filler} lines before it"
+        );
+    }
+}
