@@ -248,7 +248,7 @@ impl Engine {
             .iter()
             .zip(std::mem::take(&mut compiler.indexes))
         {
-            indexes.push((*subject, builder.build()?));
+            indexes.push((*subject, builder.build(subject.is_list())?));
         }
         let kind_hits = indexes
             .iter()
