@@ -92,6 +92,11 @@ fn path_views_reusing(raw: &[u8], mut views: Views) -> Views {
         views.main = request::normalize_path(raw);
     }
     views.raw_differs = !views.main_is_raw && raw != views.main.as_slice();
+    // A normal path has no `%` and no `\\`: only `;` can make another
+    // reading differ.
+    if views.main_is_raw && !raw.contains(&b';') {
+        return views;
+    }
     for reading in PathReading::may_differ(raw) {
         views.push_distinct(raw, request::normalize_path_as(raw, reading));
     }

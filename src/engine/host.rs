@@ -114,30 +114,24 @@ fn plain_name(raw: &[u8], mut buffer: String) -> Result<HostForm, String> {
             break;
         }
     }
-    bytes.extend_from_slice(raw.get(..end).unwrap_or_default());
-    for b in &mut bytes {
-        *b = b.to_ascii_lowercase();
-    }
     let port = raw.get(end..).unwrap_or_default();
     let port_ok = port.is_empty()
         || port
             .get(1..)
             .is_some_and(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
     // `0x…` is a hex number to a browser: left to the general reading.
-    let hex = bytes
-        .get(label_start..)
-        .is_some_and(|l| l.starts_with(b"0x"));
-    let plain = label > 0 && !last_is_number && !hex && port_ok && bytes.len() <= MAX_HOST_NAME;
-    // ASCII only was pushed, so this is always text.
-    match (plain, String::from_utf8(bytes)) {
-        (true, Ok(name)) => Ok(HostForm::Name(name)),
-        (false, Ok(back)) => Err(back),
-        (_, Err(e)) => {
-            let mut back = e.into_bytes();
-            back.clear();
-            Err(String::from_utf8(back).unwrap_or_default())
-        }
+    let last = raw.get(label_start..end).unwrap_or_default();
+    let hex = matches!(last, [b'0', b'x' | b'X', ..]);
+    let plain = label > 0 && !last_is_number && !hex && port_ok && end <= MAX_HOST_NAME;
+    if !plain {
+        return Err(String::from_utf8(bytes).unwrap_or_default());
     }
+    bytes.extend_from_slice(raw.get(..end).unwrap_or_default());
+    bytes.make_ascii_lowercase();
+    // ASCII only was pushed, so this is always text.
+    String::from_utf8(bytes)
+        .map(HostForm::Name)
+        .map_err(|_| String::new())
 }
 
 fn classify_bracketed(rest: &str) -> HostForm {
@@ -245,12 +239,110 @@ impl std::hash::Hasher for Fnv {
 /// A hash set keyed with [`Fnv`].
 pub(crate) type FnvSet<T> = HashSet<T, std::hash::BuildHasherDefault<Fnv>>;
 
+/// A fixed set of names for exact lookups: open addressing over a hash of
+/// the length and the first, middle and last eight bytes (a few
+/// instructions, whatever the length). Only the configuration puts names in,
+/// so probe runs are as long as its own collisions make them, whatever a
+/// request asks.
+#[derive(Debug, Default)]
+pub(crate) struct NameSet {
+    names: Vec<Box<str>>,
+    /// Index into `names` plus one (0: free); a power of two long.
+    slots: Vec<u32>,
+}
+
+impl NameSet {
+    fn hash(name: &[u8]) -> u64 {
+        let word = |at: usize| -> u64 {
+            match name.get(at..at.saturating_add(8)).map(<[u8; 8]>::try_from) {
+                Some(Ok(bytes)) => u64::from_le_bytes(bytes),
+                _ => name
+                    .get(at..)
+                    .unwrap_or_default()
+                    .iter()
+                    .fold(0u64, |w, b| (w << 8) | u64::from(*b)),
+            }
+        };
+        let len = name.len();
+        let (head, middle, tail) = (
+            word(0),
+            word(len.saturating_sub(8) / 2),
+            word(len.saturating_sub(8)),
+        );
+        let mixed = (head ^ middle.rotate_left(21) ^ tail.rotate_left(43) ^ len as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        mixed ^ (mixed >> 29)
+    }
+
+    fn insert(&mut self, name: String) {
+        if self.contains(&name) {
+            return;
+        }
+        self.names.push(name.into_boxed_str());
+        let want = self
+            .names
+            .len()
+            .saturating_mul(2)
+            .next_power_of_two()
+            .max(8);
+        let mut slots = std::mem::take(&mut self.slots);
+        if slots.len() < want {
+            slots = vec![0; want];
+            for i in 0..self.names.len() {
+                self.place(&mut slots, i);
+            }
+        } else {
+            self.place(&mut slots, self.names.len().saturating_sub(1));
+        }
+        self.slots = slots;
+    }
+
+    fn place(&self, slots: &mut [u32], i: usize) {
+        let Some(name) = self.names.get(i) else {
+            return;
+        };
+        let mask = slots.len().saturating_sub(1);
+        let mut at = Self::hash(name.as_bytes()) as usize & mask;
+        for _ in 0..slots.len() {
+            if let Some(slot) = slots.get_mut(at) {
+                if *slot == 0 {
+                    *slot = u32::try_from(i.saturating_add(1)).unwrap_or(0);
+                    return;
+                }
+            }
+            at = at.wrapping_add(1) & mask;
+        }
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        let mask = self.slots.len().saturating_sub(1);
+        let mut at = Self::hash(name.as_bytes()) as usize & mask;
+        for _ in 0..self.slots.len() {
+            match self.slots.get(at) {
+                Some(&slot) if slot != 0 => {
+                    let i = (slot as usize).saturating_sub(1);
+                    if self.names.get(i).is_some_and(|n| **n == *name) {
+                        return true;
+                    }
+                }
+                _ => return false,
+            }
+            at = at.wrapping_add(1) & mask;
+        }
+        false
+    }
+
+    fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
 /// The compiled allowlist: exact names, `*.suffix` wildcards and IP literals.
 #[derive(Debug, Default)]
 pub(crate) struct Allowlist {
-    exact: FnvSet<String>,
+    exact: NameSet,
     /// Suffixes of `*.suffix` entries, without the `*.`.
-    wildcard: FnvSet<String>,
+    wildcard: NameSet,
     ips: FnvSet<IpAddr>,
 }
 
@@ -374,5 +466,44 @@ mod plain_tests {
 
     fn classify_reusing_general(raw: &[u8]) -> HostForm {
         classify_general(trim_ows(raw), String::new())
+    }
+}
+
+#[cfg(test)]
+mod name_set_tests {
+    use super::*;
+
+    /// Members are found and nothing else is, for short and long names,
+    /// names differing only in the middle, and sets of every size.
+    #[test]
+    fn name_set_agrees_with_a_hash_set() {
+        let mut names: Vec<String> = Vec::new();
+        for i in 0..600 {
+            names.push(format!("svc{i}.example.com"));
+            names.push(format!("a{i}"));
+            names.push(format!("long-prefix-{i:04}-x-long-suffix.example.org"));
+        }
+        names.push(String::new());
+        for size in [0, 1, 2, 7, 8, 9, 100, names.len()] {
+            let mut set = NameSet::default();
+            let mut want = std::collections::HashSet::new();
+            for name in names.iter().take(size) {
+                set.insert(name.clone());
+                set.insert(name.clone());
+                want.insert(name.clone());
+            }
+            assert_eq!(set.names.len(), want.len());
+            for probe in names.iter().chain(
+                ["svc1.example.co", "", "b1", "svc1.example.comm"]
+                    .map(String::from)
+                    .iter(),
+            ) {
+                assert_eq!(
+                    set.contains(probe),
+                    want.contains(probe),
+                    "{probe:?} in {size}"
+                );
+            }
+        }
     }
 }

@@ -368,7 +368,12 @@ fn hex(b: u8) -> Option<u8> {
 /// Parses one address as written in `X-Forwarded-For` or a peer address:
 /// `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]`, `[::1]:80`.
 pub fn parse_address(text: &[u8]) -> Option<IpAddr> {
-    let text = super::trim_ows(text);
+    let ows = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+    let text = if ows(text.first()) || ows(text.last()) {
+        super::trim_ows(text)
+    } else {
+        text
+    };
     if let Some(v4) = ipv4_with_port(text) {
         return Some(IpAddr::V4(v4));
     }
@@ -422,8 +427,15 @@ fn ipv4_with_port(text: &[u8]) -> Option<std::net::Ipv4Addr> {
                 // A port of digits only: then the general parser, which
                 // ignores what follows the last `:`, reads the same address.
                 let port = bytes.as_slice();
-                if byte.is_some() && (port.is_empty() || !port.iter().all(u8::is_ascii_digit)) {
-                    return None;
+                if byte.is_some() {
+                    if port.is_empty() {
+                        return None;
+                    }
+                    for b in port {
+                        if !b.is_ascii_digit() {
+                            return None;
+                        }
+                    }
                 }
                 return Some(std::net::Ipv4Addr::from(octets));
             }
