@@ -10,7 +10,7 @@
 
 use super::host::HostForm;
 use super::request::{
-    self, ClientAddress, KeyPart, PathReading, QueryReading, RateLimit, RequestSource,
+    self, ClientAddress, KeyPart, PathReading, QueryReading, RateLimit, RateLimiter, RequestSource,
 };
 use super::rules::{Node, Subject};
 use super::Engine;
@@ -323,6 +323,7 @@ thread_local! {
 pub(crate) struct Facts<'e, 's> {
     engine: &'e Engine,
     source: &'s mut dyn RequestSource,
+    limiter: &'s mut dyn RateLimiter,
     /// Boxed: handing the buffers to and from the thread's slot moves a
     /// pointer, not the buffers' headers.
     scratch: Box<Scratch>,
@@ -372,7 +373,11 @@ impl<'e, 's> Facts<'e, 's> {
         }
     }
 
-    pub(crate) fn new(engine: &'e Engine, source: &'s mut dyn RequestSource) -> Self {
+    pub(crate) fn new(
+        engine: &'e Engine,
+        source: &'s mut dyn RequestSource,
+        limiter: &'s mut dyn RateLimiter,
+    ) -> Self {
         let mut scratch = SCRATCH
             .try_with(|slot| slot.take())
             .ok()
@@ -382,6 +387,7 @@ impl<'e, 's> Facts<'e, 's> {
         Facts {
             engine,
             source,
+            limiter,
             scratch,
             host: None,
             host_value: None,
@@ -756,7 +762,7 @@ impl<'e, 's> Facts<'e, 's> {
                 true
             });
         }
-        self.source.over_limit(limit, &key)
+        self.limiter.over_limit(limit, &key)
     }
 
     /// The first of `lists` that has not loaded yet, if any.

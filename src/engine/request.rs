@@ -10,6 +10,8 @@ use super::host::{classify, HostForm};
 /// Where the engine reads a request from. The proxy adapter implements it with
 /// host calls; `HeaderList` implements it for tests and the CLI. The engine
 /// asks for each item at most once per decision, and only when a rule needs it.
+/// It only reads: taking rate-limit tokens, the one effect a decision has,
+/// goes through a [`RateLimiter`], handed to `Engine::decide` separately.
 ///
 /// Values are appended to a buffer the engine owns and reuses from request to
 /// request, so reading a request allocates nothing once the buffers have grown
@@ -28,11 +30,6 @@ pub trait RequestSource {
     /// Appends the HTTP version as text (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`,
     /// `HTTP/3`) to `out`; false if unknown.
     fn protocol(&mut self, out: &mut Vec<u8>) -> bool;
-
-    /// Takes one token from the bucket of `key` under `limit`; true when the
-    /// bucket is empty, i.e. the request is over the limit. Asked only when a
-    /// rate-limited rule's condition matched and no earlier rule decided.
-    fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool;
 
     /// [`RequestSource::header`] into a new buffer (for logs and tools).
     fn header_value(&mut self, name: &str) -> Option<Vec<u8>> {
@@ -62,7 +59,27 @@ pub trait RequestSource {
     }
 }
 
-/// A compiled rate limit, handed to [`RequestSource::over_limit`].
+/// The rate-limit buckets a decision takes tokens from (shared data in the
+/// proxy adapter).
+pub trait RateLimiter {
+    /// Takes one token from the bucket of `key` under `limit`; true when the
+    /// bucket is empty, i.e. the request is over the limit. Asked only when a
+    /// rate-limited rule's condition matched and no earlier rule decided.
+    fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool;
+}
+
+/// No buckets: nothing is ever over a limit (tests, tools, and decisions
+/// that take no tokens).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoLimits;
+
+impl RateLimiter for NoLimits {
+    fn over_limit(&mut self, _limit: &RateLimit, _key: &[u8]) -> bool {
+        false
+    }
+}
+
+/// A compiled rate limit, handed to [`RateLimiter::over_limit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
     /// The rule it belongs to (names the bucket namespace).
