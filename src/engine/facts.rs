@@ -87,14 +87,15 @@ pub(crate) fn path_views(raw: &[u8]) -> Views {
 fn path_views_reusing(raw: &[u8], mut views: Views) -> Views {
     views.more.clear();
     views.main.clear();
-    views.main_is_raw = request::is_normal_path(raw);
+    let (normal, semicolon) = request::scan_path(raw);
+    views.main_is_raw = normal;
     if !views.main_is_raw {
         views.main = request::normalize_path(raw);
     }
     views.raw_differs = !views.main_is_raw && raw != views.main.as_slice();
     // A normal path has no `%` and no `\\`: only `;` can make another
     // reading differ.
-    if views.main_is_raw && !raw.contains(&b';') {
+    if normal && !semicolon {
         return views;
     }
     for reading in PathReading::may_differ(raw) {

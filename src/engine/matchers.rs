@@ -434,23 +434,23 @@ impl DenseDfa {
         if self.anchored {
             return self.each_anchored_match(value, f);
         }
-        let mut row = 0u32;
         let mut at = 0usize;
-        loop {
-            if row == 0 {
-                match self.skip(value, at) {
-                    Some(next) => at = next,
-                    None => return,
+        // From the start state: skip to a byte that leaves it, then walk
+        // the automaton until it is back (or the value ends).
+        while let Some(start) = self.skip(value, at) {
+            let mut row = 0u32;
+            at = value.len();
+            let rest = value.get(start..).unwrap_or_default();
+            for (i, &byte) in rest.iter().enumerate() {
+                let entry = self.step(row, byte);
+                row = entry & !Self::MATCH;
+                if entry & Self::MATCH != 0 {
+                    self.report(row, start.saturating_add(i).saturating_add(1), f);
                 }
-            }
-            let Some(&byte) = value.get(at) else {
-                return;
-            };
-            let entry = self.step(row, byte);
-            row = entry & !Self::MATCH;
-            at = at.saturating_add(1);
-            if entry & Self::MATCH != 0 {
-                self.report(row, at, f);
+                if row == 0 {
+                    at = start.saturating_add(i).saturating_add(1);
+                    break;
+                }
             }
         }
     }
@@ -485,6 +485,10 @@ impl DenseDfa {
     fn skip(&self, value: &[u8], at: usize) -> Option<usize> {
         let leaves = |b: u8| self.leaves_start.get(usize::from(b)).copied().unwrap_or(1);
         let rest = value.get(at..)?;
+        // Often the very next byte leaves (large sets): no 8-byte step then.
+        if leaves(*rest.first()?) != 0 {
+            return Some(at);
+        }
         let mut from = at;
         for chunk in rest.chunks_exact(8) {
             let Ok(bytes) = <&[u8; 8]>::try_from(chunk) else {

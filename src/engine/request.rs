@@ -190,29 +190,37 @@ pub fn normalize_path(raw: &[u8]) -> Vec<u8> {
 /// no `\`, no empty, `.` or `..` segment (a trailing `/` is fine). One scan,
 /// no allocation.
 pub fn is_normal_path(raw: &[u8]) -> bool {
+    scan_path(raw).0
+}
+
+/// [`is_normal_path`], and whether the path has a `;` (which only the
+/// `;`-stripping reading reads differently), in one scan.
+pub(crate) fn scan_path(raw: &[u8]) -> (bool, bool) {
     let Some((b'/', rest)) = raw.split_first() else {
-        return false;
+        return (false, true);
     };
+    let mut semicolon = false;
     // The segment being read: its length, and whether it is dots only.
     let (mut len, mut dots) = (0usize, true);
     for &b in rest {
         match b {
-            b'%' | b'\\' => return false,
+            b'%' | b'\\' => return (false, true),
             b'/' => {
                 if len == 0 || (dots && len <= 2) {
-                    return false;
+                    return (false, true);
                 }
                 (len, dots) = (0, true);
             }
             b'.' => len = len.saturating_add(1),
             _ => {
+                semicolon |= b == b';';
                 len = len.saturating_add(1);
                 dots = false;
             }
         }
     }
     // The last segment may be empty (a trailing `/`), not `.` or `..`.
-    len == 0 || !dots || len > 2
+    (len == 0 || !dots || len > 2, semicolon)
 }
 
 /// The path as one [`PathReading`] reads it.
@@ -415,50 +423,51 @@ fn parse_address_general(text: &[u8]) -> Option<IpAddr> {
 /// same way: octets of 1-3 digits up to 255, no leading zeros.
 fn ipv4_with_port(text: &[u8]) -> Option<std::net::Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let (mut filled, mut value, mut digits) = (0usize, 0u16, 0u8);
+    let (mut filled, mut value, mut digits) = (0usize, 0u32, 0u32);
     let mut bytes = text.iter();
-    loop {
-        let byte = bytes.next();
-        match byte {
-            Some(d) if d.is_ascii_digit() => {
-                // At most three digits, no leading zero: then no overflow.
-                if digits == 3 || (digits == 1 && value == 0) {
-                    return None;
-                }
-                value = value.wrapping_mul(10).wrapping_add(u16::from(d & 0x0f));
-                digits = digits.wrapping_add(1);
+    let mut port = false;
+    while let Some(&b) = bytes.next() {
+        let d = b.wrapping_sub(b'0');
+        if d < 10 {
+            // At most three digits, no leading zero: then no overflow.
+            if digits == 3 || (digits == 1 && value == 0) {
+                return None;
             }
-            Some(b'.' | b':') | None => {
-                if digits == 0 {
-                    return None;
-                }
-                *octets.get_mut(filled)? = u8::try_from(value).ok()?;
-                filled = filled.saturating_add(1);
-                if byte == Some(&b'.') {
-                    (value, digits) = (0, 0);
-                    continue;
-                }
-                if filled != 4 {
-                    return None;
-                }
-                // A port of digits only: then the general parser, which
-                // ignores what follows the last `:`, reads the same address.
-                let port = bytes.as_slice();
-                if byte.is_some() {
-                    if port.is_empty() {
-                        return None;
-                    }
-                    for b in port {
-                        if !b.is_ascii_digit() {
-                            return None;
-                        }
-                    }
-                }
-                return Some(std::net::Ipv4Addr::from(octets));
-            }
-            Some(_) => return None,
+            value = value.wrapping_mul(10).wrapping_add(u32::from(d));
+            digits = digits.wrapping_add(1);
+            continue;
+        }
+        if digits == 0 || (b != b'.' && b != b':') {
+            return None;
+        }
+        *octets.get_mut(filled)? = u8::try_from(value).ok()?;
+        filled = filled.wrapping_add(1);
+        (value, digits) = (0, 0);
+        if b == b':' {
+            port = true;
+            break;
         }
     }
+    if port {
+        // A port of digits only: then the general parser, which ignores
+        // what follows the last `:`, reads the same address.
+        let rest = bytes.as_slice();
+        if rest.is_empty() {
+            return None;
+        }
+        for b in rest {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+        }
+    } else {
+        if digits == 0 {
+            return None;
+        }
+        *octets.get_mut(filled)? = u8::try_from(value).ok()?;
+        filled = filled.wrapping_add(1);
+    }
+    (filled == 4).then(|| std::net::Ipv4Addr::from(octets))
 }
 
 /// The client address `client_ip` conditions see.
