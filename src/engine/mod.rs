@@ -523,6 +523,10 @@ fn validate_rule_name(name: &str, path: &str) -> Result<(), ConfigError> {
 /// Optional whitespace (RFC 9110 OWS) trimmed from both ends.
 pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    // The common value has none: two comparisons.
+    if !v.first().is_some_and(is_ows) && !v.last().is_some_and(is_ows) {
+        return v;
+    }
     let start = v.iter().position(|b| !is_ows(b)).unwrap_or(v.len());
     let end = v
         .iter()

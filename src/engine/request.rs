@@ -393,12 +393,7 @@ fn hex(b: u8) -> Option<u8> {
 /// Parses one address as written in `X-Forwarded-For` or a peer address:
 /// `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]`, `[::1]:80`.
 pub fn parse_address(text: &[u8]) -> Option<IpAddr> {
-    let ows = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
-    let text = if ows(text.first()) || ows(text.last()) {
-        super::trim_ows(text)
-    } else {
-        text
-    };
+    let text = super::trim_ows(text);
     if let Some(v4) = ipv4_with_port(text) {
         return Some(IpAddr::V4(v4));
     }
