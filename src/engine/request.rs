@@ -421,7 +421,7 @@ fn ipv4_with_port(text: &[u8]) -> Option<std::net::Ipv4Addr> {
     let (mut filled, mut value, mut digits) = (0usize, 0u32, 0u32);
     let mut bytes = text.iter();
     let mut port = false;
-    while let Some(&b) = bytes.next() {
+    for &b in bytes.by_ref() {
         let d = b.wrapping_sub(b'0');
         if d < 10 {
             // At most three digits, no leading zero: then no overflow.
