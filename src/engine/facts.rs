@@ -8,7 +8,7 @@
 //! swaps the two). Readings that equal another are never kept, so a request
 //! with one reading costs one pass and no extra allocation.
 
-use super::host::HostForm;
+use super::host::Seen;
 use super::request::{
     self, ClientAddress, KeyPart, PathReading, QueryReading, RateLimit, RateLimiter, RequestSource,
 };
@@ -237,6 +237,17 @@ struct Hits {
     has_every: bool,
 }
 
+/// Which of [`request::HOST_KINDS`] a Host is (as `request::host_kind_slot`
+/// reads a `HostForm`).
+fn kind_slot(seen: Seen) -> usize {
+    match seen {
+        Seen::Missing | Seen::Empty => 0,
+        Seen::Invalid => 1,
+        Seen::IpLiteral(_) => 2,
+        Seen::Name => 3,
+    }
+}
+
 fn bit(reading: usize) -> u32 {
     u32::try_from(reading)
         .ok()
@@ -273,8 +284,8 @@ pub(crate) struct Scratch {
     path: Views,
     /// The main `path_and_query` reading of the last request, for its buffer.
     pq_main: Vec<u8>,
-    /// The lower-cased host name of the last request, for its buffer.
-    host_name: String,
+    /// The lower-cased host name (when the Host is one), this request's.
+    host_name: Vec<u8>,
     peer: Vec<u8>,
 }
 
@@ -328,7 +339,7 @@ pub(crate) struct Facts<'e, 's> {
     /// Boxed: handing the buffers to and from the thread's slot moves a
     /// pointer, not the buffers' headers.
     scratch: Box<Scratch>,
-    host: Option<HostForm>,
+    host: Option<Seen>,
     host_value: Option<Option<Vec<u8>>>,
     path: Option<Views>,
     /// Length of the raw path (the target before `?`), once split.
@@ -355,7 +366,6 @@ impl<'e, 's> Facts<'e, 's> {
             mut scratch,
             path,
             path_and_query,
-            host,
             ..
         } = self;
         if let Some(path) = path {
@@ -363,9 +373,6 @@ impl<'e, 's> Facts<'e, 's> {
         }
         if let Some(pq) = path_and_query {
             scratch.pq_main = pq.main;
-        }
-        if let Some(HostForm::Name(name)) = host {
-            scratch.host_name = name;
         }
         if scratch.retained() <= SCRATCH_KEEP_MAX {
             // A nested decision (none today) would find the slot taken and
@@ -444,18 +451,23 @@ impl<'e, 's> Facts<'e, 's> {
         }
     }
 
-    fn host_form(&mut self) -> &HostForm {
-        if self.host.is_none() {
-            let buffer = std::mem::take(&mut self.scratch.host_name);
-            let raw = self
-                .engine
-                .slots
-                .authority
-                .and_then(|s| self.header(s).map(|_| s));
-            let form = super::host::classify_reusing(self.stored(raw), buffer);
-            self.host = Some(form);
+    /// The Host's form, classified once; a name is in `scratch.host_name`.
+    fn host_seen(&mut self) -> Seen {
+        if let Some(seen) = self.host {
+            return seen;
         }
-        self.host.get_or_insert(HostForm::Missing)
+        let slot = self.engine.slots.authority;
+        if let Some(s) = slot {
+            self.header(s);
+        }
+        let scratch = &mut *self.scratch;
+        let raw = slot
+            .and_then(|s| scratch.headers.get(s))
+            .filter(|h| h.state == Read::Present)
+            .map(|h| h.value.as_slice());
+        let seen = super::host::classify_into(raw, &mut scratch.host_name);
+        self.host = Some(seen);
+        seen
     }
 
     fn prepare(&mut self, subject: Subject) {
@@ -506,11 +518,17 @@ impl<'e, 's> Facts<'e, 's> {
                 let raw = self
                     .slot_value(self.engine.slots.authority)
                     .map(<[u8]>::to_vec);
-                let form = self.host_form().clone();
-                self.host_value = Some(request::host_value(&form, raw.as_deref()));
+                // As `request::host_value` reads a `HostForm`.
+                let value = match self.host_seen() {
+                    Seen::Name => Some(self.scratch.host_name.clone()),
+                    Seen::IpLiteral(Some(ip)) => Some(ip.to_string().into_bytes()),
+                    Seen::IpLiteral(None) => raw.map(|r| super::trim_ows(&r).to_ascii_lowercase()),
+                    Seen::Missing | Seen::Empty | Seen::Invalid => None,
+                };
+                self.host_value = Some(value);
             }
             Subject::HostKind => {
-                self.host_form();
+                self.host_seen();
             }
             Subject::ClientIp if self.client_ip.is_none() => {
                 let mut buffer = std::mem::take(&mut self.scratch.peer);
@@ -546,7 +564,9 @@ impl<'e, 's> Facts<'e, 's> {
             Subject::Scheme => one(self.stored(self.engine.slots.scheme)),
             Subject::Protocol => one(self.protocol.as_ref().and_then(|p| p.as_deref())),
             Subject::Host => one(self.host_value.as_ref().and_then(|h| h.as_deref())),
-            Subject::HostKind => one(self.host.as_ref().map(request::host_kind)),
+            Subject::HostKind => one(self
+                .host
+                .and_then(|seen| request::HOST_KINDS.get(kind_slot(seen)).copied())),
             Subject::ClientIp => 1,
             Subject::Method => {
                 let upper = self.method_upper.as_ref().and_then(|u| u.as_deref());
@@ -666,7 +686,7 @@ impl<'e, 's> Facts<'e, 's> {
         if let Some((at, per_kind)) = &engine.kind_hits {
             if *at == index {
                 // One reading, one value: the same hits either way.
-                let kind = request::host_kind_slot(self.host_form());
+                let kind = kind_slot(self.host_seen());
                 return per_kind.get(kind).map(Vec::as_slice).unwrap_or_default();
             }
         }
@@ -796,9 +816,9 @@ impl<'e, 's> Facts<'e, 's> {
                 let list = subject.is_list();
                 self.check(*subject, every, &mut |v| set.matches(v, list))
             }
-            Node::HostIn(allow) => match self.host_form() {
-                HostForm::Name(name) => allow.allows_name(name),
-                HostForm::IpLiteral(ip) => allow.allows_ip(*ip),
+            Node::HostIn(allow) => match self.host_seen() {
+                Seen::Name => allow.allows_name(&self.scratch.host_name),
+                Seen::IpLiteral(ip) => allow.allows_ip(ip),
                 _ => false,
             },
             Node::IpIn(set) => {

@@ -46,6 +46,44 @@ pub(crate) fn classify_reusing(raw: Option<&[u8]>, buffer: String) -> HostForm {
     }
 }
 
+/// A Host as one decision keeps it: its form, with a name (lower case) left
+/// in the caller's buffer rather than moved into a `String`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    Missing,
+    Empty,
+    IpLiteral(Option<IpAddr>),
+    /// The name is in the buffer [`classify_into`] was given.
+    Name,
+    Invalid,
+}
+
+/// [`classify`], the name (if it is one) written to `name` (cleared
+/// first; its capacity is reused from request to request).
+pub(crate) fn classify_into(raw: Option<&[u8]>, name: &mut Vec<u8>) -> Seen {
+    name.clear();
+    let Some(raw) = raw else {
+        return Seen::Missing;
+    };
+    let raw = trim_ows(raw);
+    if plain_name_into(raw, name) {
+        return Seen::Name;
+    }
+    name.clear();
+    // The general reading, in the same buffer (empty: no UTF-8 to check).
+    let buffer = String::from_utf8(std::mem::take(name)).unwrap_or_default();
+    match classify_general(raw, buffer) {
+        HostForm::Missing => Seen::Missing,
+        HostForm::Empty => Seen::Empty,
+        HostForm::IpLiteral(ip) => Seen::IpLiteral(ip),
+        HostForm::Invalid => Seen::Invalid,
+        HostForm::Name(text) => {
+            *name = text.into_bytes();
+            Seen::Name
+        }
+    }
+}
+
 /// Every Host form (`raw` trimmed).
 fn classify_general(raw: &[u8], buffer: String) -> HostForm {
     if raw.is_empty() {
@@ -85,9 +123,22 @@ fn classify_general(raw: &[u8], buffer: String) -> HostForm {
 /// an IPv4 form) and no trailing dot. Lower-cased into `buffer`. Anything
 /// else is handed back (`Err`) to the general reading, which classifies
 /// these the same way.
-fn plain_name(raw: &[u8], mut buffer: String) -> Result<HostForm, String> {
-    buffer.clear();
-    let mut bytes = std::mem::take(&mut buffer).into_bytes();
+fn plain_name(raw: &[u8], buffer: String) -> Result<HostForm, String> {
+    let mut bytes = buffer.into_bytes();
+    if !plain_name_into(raw, &mut bytes) {
+        bytes.clear();
+        return Err(String::from_utf8(bytes).unwrap_or_default());
+    }
+    // ASCII only was written, so this is always text.
+    String::from_utf8(bytes)
+        .map(HostForm::Name)
+        .map_err(|_| String::new())
+}
+
+/// [`plain_name`] into bytes: true (the name, lower case, in `out`) for a
+/// plain name; false (and `out` in any state) for everything else.
+fn plain_name_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
     let (mut label, mut last_is_number, mut end) = (0usize, true, raw.len());
     let mut label_start = 0usize;
     for (i, &b) in raw.iter().enumerate() {
@@ -123,15 +174,11 @@ fn plain_name(raw: &[u8], mut buffer: String) -> Result<HostForm, String> {
     let last = raw.get(label_start..end).unwrap_or_default();
     let hex = matches!(last, [b'0', b'x' | b'X', ..]);
     let plain = label > 0 && !last_is_number && !hex && port_ok && end <= MAX_HOST_NAME;
-    if !plain {
-        return Err(String::from_utf8(bytes).unwrap_or_default());
+    if plain {
+        out.extend_from_slice(raw.get(..end).unwrap_or_default());
+        out.make_ascii_lowercase();
     }
-    bytes.extend_from_slice(raw.get(..end).unwrap_or_default());
-    bytes.make_ascii_lowercase();
-    // ASCII only was pushed, so this is always text.
-    String::from_utf8(bytes)
-        .map(HostForm::Name)
-        .map_err(|_| String::new())
+    plain
 }
 
 fn classify_bracketed(rest: &str) -> HostForm {
@@ -275,7 +322,7 @@ impl NameSet {
     }
 
     fn insert(&mut self, name: String) {
-        if self.contains(&name) {
+        if self.contains(name.as_bytes()) {
             return;
         }
         self.names.push(name.into_boxed_str());
@@ -314,14 +361,14 @@ impl NameSet {
         }
     }
 
-    pub(crate) fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &[u8]) -> bool {
         let mask = self.slots.len().saturating_sub(1);
-        let mut at = Self::hash(name.as_bytes()) as usize & mask;
+        let mut at = Self::hash(name) as usize & mask;
         for _ in 0..self.slots.len() {
             match self.slots.get(at) {
                 Some(&slot) if slot != 0 => {
                     let i = (slot as usize).saturating_sub(1);
-                    if self.names.get(i).is_some_and(|n| **n == *name) {
+                    if self.names.get(i).is_some_and(|n| n.as_bytes() == name) {
                         return true;
                     }
                 }
@@ -409,15 +456,17 @@ impl Allowlist {
 
     /// `*.example.com` matches `a.example.com` and `a.b.example.com`, not
     /// `example.com` itself (as in nginx `server_name`).
-    pub(crate) fn allows_name(&self, name: &str) -> bool {
+    pub(crate) fn allows_name(&self, name: &[u8]) -> bool {
         if self.exact.contains(name) {
             return true;
         }
         if self.wildcard.is_empty() {
             return false;
         }
-        name.match_indices('.')
-            .filter_map(|(dot, _)| name.get(dot..).and_then(|rest| rest.strip_prefix('.')))
+        name.iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'.')
+            .filter_map(|(dot, _)| name.get(dot.saturating_add(1)..))
             .any(|suffix| self.wildcard.contains(suffix))
     }
 
@@ -499,11 +548,53 @@ mod name_set_tests {
                     .iter(),
             ) {
                 assert_eq!(
-                    set.contains(probe),
+                    set.contains(probe.as_bytes()),
                     want.contains(probe),
                     "{probe:?} in {size}"
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod seen_tests {
+    use super::*;
+
+    /// A decision's classification (name in a reused buffer) is
+    /// [`classify`]'s, for every short value over an alphabet of the
+    /// interesting bytes, with a buffer left dirty by the previous value.
+    #[test]
+    fn classify_into_agrees_with_classify() {
+        let alphabet = [
+            b'a', b'Z', b'0', b'x', b'.', b':', b'-', b'[', b']', b' ', b'1', b'f',
+        ];
+        let mut name = b"left-over.example".to_vec();
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut names = 0;
+        while let Some(raw) = stack.pop() {
+            let want = classify(Some(&raw));
+            let seen = classify_into(Some(&raw), &mut name);
+            let got = match seen {
+                Seen::Missing => HostForm::Missing,
+                Seen::Empty => HostForm::Empty,
+                Seen::IpLiteral(ip) => HostForm::IpLiteral(ip),
+                Seen::Invalid => HostForm::Invalid,
+                Seen::Name => {
+                    names += 1;
+                    HostForm::Name(String::from_utf8(name.clone()).unwrap())
+                }
+            };
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&raw));
+            if raw.len() < 5 {
+                for b in alphabet {
+                    let mut next = raw.clone();
+                    next.push(b);
+                    stack.push(next);
+                }
+            }
+        }
+        assert!(names > 1000, "{names}");
+        assert_eq!(classify_into(None, &mut name), Seen::Missing);
     }
 }
