@@ -811,7 +811,17 @@ impl<'e, 's> Facts<'e, 's> {
     /// through a reading either.
     pub(crate) fn eval(&mut self, node: &Node, every: bool) -> bool {
         match node {
-            Node::Indexed { index, leaf } => self.hits(*index, every).binary_search(leaf).is_ok(),
+            Node::Indexed { index, leaf } => match &self.engine.kind_hits {
+                // `host_kind` (the built-in host rules): answered ahead of
+                // time, see `Facts::hits`.
+                Some((at, per_kind)) if at == index => {
+                    let kind = kind_slot(self.host_seen());
+                    per_kind
+                        .get(kind)
+                        .is_some_and(|hits| hits.binary_search(leaf).is_ok())
+                }
+                _ => self.hits(*index, every).binary_search(leaf).is_ok(),
+            },
             Node::In { subject, set } => {
                 let list = subject.is_list();
                 self.check(*subject, every, &mut |v| set.matches(v, list))

@@ -140,10 +140,11 @@ fn plain_name(raw: &[u8], buffer: String) -> Result<HostForm, String> {
 fn plain_name_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     let (mut label, mut last_is_number, mut end) = (0usize, true, raw.len());
-    let mut label_start = 0usize;
+    let (mut label_start, mut underscore) = (0usize, false);
     for (i, &b) in raw.iter().enumerate() {
         if b.is_ascii_alphabetic() || b == b'-' || b == b'_' {
             last_is_number = false;
+            underscore |= b == b'_';
         } else if b == b'.' {
             if label == 0 {
                 break;
@@ -176,9 +177,29 @@ fn plain_name_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
     let plain = label > 0 && !last_is_number && !hex && port_ok && end <= MAX_HOST_NAME;
     if plain {
         out.extend_from_slice(raw.get(..end).unwrap_or_default());
-        out.make_ascii_lowercase();
+        if underscore {
+            out.make_ascii_lowercase();
+        } else {
+            lower_name(out);
+        }
     }
     plain
+}
+
+/// Lower case for a name of letters, digits, `-` and `.` only: each of
+/// those is lower case with bit 0x20 set (`_` is not), so eight bytes take
+/// one OR.
+fn lower_name(name: &mut [u8]) {
+    let mut chunks = name.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        if let Ok(bytes) = <[u8; 8]>::try_from(&*chunk) {
+            let word = u64::from_le_bytes(bytes) | 0x2020_2020_2020_2020;
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    for b in chunks.into_remainder() {
+        *b |= 0x20;
+    }
 }
 
 fn classify_bracketed(rest: &str) -> HostForm {
@@ -596,5 +617,33 @@ mod seen_tests {
         }
         assert!(names > 1000, "{names}");
         assert_eq!(classify_into(None, &mut name), Seen::Missing);
+    }
+}
+
+#[cfg(test)]
+mod lower_tests {
+    use super::*;
+
+    /// Long names (eight bytes a step) come out in lower case, with and
+    /// without `_`, as the general reading has them.
+    #[test]
+    fn long_names_are_lower_cased() {
+        for raw in [
+            "WWW.Example-Host.COM",
+            "svc12.API.example.COM:8443",
+            "A_B.Example.COM",
+            "abcdefgH",
+            "abcdefgHI",
+            "Z-0.y",
+        ] {
+            let want = classify_general(raw.as_bytes(), String::new());
+            let mut name = Vec::new();
+            assert_eq!(classify_into(Some(raw.as_bytes()), &mut name), Seen::Name);
+            assert_eq!(
+                HostForm::Name(String::from_utf8(name).unwrap()),
+                want,
+                "{raw}"
+            );
+        }
     }
 }
