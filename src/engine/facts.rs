@@ -80,11 +80,13 @@ impl Views {
 /// Every distinct reading of a raw path (without query).
 #[cfg(test)]
 pub(crate) fn path_views(raw: &[u8]) -> Views {
-    path_views_reusing(raw, Views::default())
+    let mut views = Views::default();
+    fill_path_views(raw, &mut views);
+    views
 }
 
-/// [`path_views`], reusing the buffers of earlier views.
-fn path_views_reusing(raw: &[u8], mut views: Views) -> Views {
+/// [`path_views`] in place, reusing the buffers of earlier views.
+fn fill_path_views(raw: &[u8], views: &mut Views) {
     views.more.clear();
     views.main.clear();
     let (normal, semicolon) = request::scan_path(raw);
@@ -96,12 +98,11 @@ fn path_views_reusing(raw: &[u8], mut views: Views) -> Views {
     // A normal path has no `%` and no `\\`: only `;` can make another
     // reading differ.
     if normal && !semicolon {
-        return views;
+        return;
     }
     for reading in PathReading::may_differ(raw) {
         views.push_distinct(raw, request::normalize_path_as(raw, reading));
     }
-    views
 }
 
 /// The readings of path and query: each path reading with the raw query
@@ -341,7 +342,8 @@ pub(crate) struct Facts<'e, 's> {
     scratch: Box<Scratch>,
     host: Option<Seen>,
     host_value: Option<Option<Vec<u8>>>,
-    path: Option<Views>,
+    /// The path's readings are in `scratch.path` (this request's).
+    path_ready: bool,
     /// Length of the raw path (the target before `?`), once split.
     raw_path_len: Option<usize>,
     path_and_query: Option<PqViews>,
@@ -364,13 +366,9 @@ impl<'e, 's> Facts<'e, 's> {
     pub(crate) fn finish(self) {
         let Facts {
             mut scratch,
-            path,
             path_and_query,
             ..
         } = self;
-        if let Some(path) = path {
-            scratch.path = path;
-        }
         if let Some(pq) = path_and_query {
             scratch.pq_main = pq.main;
         }
@@ -399,7 +397,7 @@ impl<'e, 's> Facts<'e, 's> {
             scratch,
             host: None,
             host_value: None,
-            path: None,
+            path_ready: false,
             raw_path_len: None,
             path_and_query: None,
             query: None,
@@ -435,6 +433,11 @@ impl<'e, 's> Facts<'e, 's> {
         slot.and_then(|s| self.scratch.headers.get(s))
             .filter(|h| h.state == Read::Present)
             .map(|h| h.value.as_slice())
+    }
+
+    /// The path's readings, once prepared.
+    fn path_views(&self) -> Option<&Views> {
+        self.path_ready.then_some(&self.scratch.path)
     }
 
     /// The request target (fetched), `/` when there is none.
@@ -477,21 +480,26 @@ impl<'e, 's> Facts<'e, 's> {
             }
             Subject::Path | Subject::PathAndQuery | Subject::Query(_) => {
                 self.slot_value(self.engine.slots.path);
-                if self.path.is_none() && !matches!(subject, Subject::Query(_)) {
-                    let reuse = std::mem::take(&mut self.scratch.path);
-                    let (raw, _) = request::split_target(self.target());
-                    let len = raw.len();
-                    let views = path_views_reusing(raw, reuse);
-                    self.path = Some(views);
-                    self.raw_path_len = Some(len);
+                if !self.path_ready && !matches!(subject, Subject::Query(_)) {
+                    let scratch = &mut *self.scratch;
+                    let target = self
+                        .engine
+                        .slots
+                        .path
+                        .and_then(|s| scratch.headers.get(s))
+                        .filter(|h| h.state == Read::Present)
+                        .map_or(&b"/"[..], |h| h.value.as_slice());
+                    let (raw, _) = request::split_target(target);
+                    fill_path_views(raw, &mut scratch.path);
+                    self.raw_path_len = Some(raw.len());
+                    self.path_ready = true;
                 }
                 if subject == Subject::PathAndQuery && self.path_and_query.is_none() {
                     let reuse = std::mem::take(&mut self.scratch.pq_main);
                     let target = self.target();
                     let (_, query) = request::split_target(target);
                     let views = self
-                        .path
-                        .as_ref()
+                        .path_views()
                         .map(|path| PqViews::new(path, target, query, reuse));
                     self.path_and_query = views;
                 }
@@ -581,12 +589,12 @@ impl<'e, 's> Facts<'e, 's> {
             }
             Subject::Path => {
                 let raw = self.raw_path();
-                self.path.as_ref().map_or(0, |views| {
+                self.path_views().map_or(0, |views| {
                     views.visit(raw, f);
                     views.count()
                 })
             }
-            Subject::PathAndQuery => match (&self.path_and_query, &self.path) {
+            Subject::PathAndQuery => match (&self.path_and_query, self.path_views()) {
                 (Some(views), Some(path)) => {
                     views.visit(path, self.target(), f);
                     views.count(path)
@@ -615,8 +623,8 @@ impl<'e, 's> Facts<'e, 's> {
     /// (Then "on any reading" and "on every reading" are the same question.)
     fn single(&self, subject: Subject) -> bool {
         match subject {
-            Subject::Path => self.path.as_ref().is_none_or(|v| v.count() == 1),
-            Subject::PathAndQuery => match (&self.path_and_query, &self.path) {
+            Subject::Path => self.path_views().is_none_or(|v| v.count() == 1),
+            Subject::PathAndQuery => match (&self.path_and_query, self.path_views()) {
                 (Some(pq), Some(path)) => pq.count(path) == 1,
                 _ => true,
             },

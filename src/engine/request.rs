@@ -212,8 +212,12 @@ pub(crate) fn scan_path(raw: &[u8]) -> (bool, bool) {
                 (len, dots) = (0, true);
             }
             b'.' => len = len.saturating_add(1),
+            b';' => {
+                semicolon = true;
+                len = len.saturating_add(1);
+                dots = false;
+            }
             _ => {
-                semicolon |= b == b';';
                 len = len.saturating_add(1);
                 dots = false;
             }
