@@ -15,7 +15,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use drop444::engine::{Decision, Engine, RateLimit, RequestSource};
+use drop444::engine::{Decision, Engine, NoLimits, RequestSource};
 use serde_json::{json, Value};
 
 /// Counts allocations made on the thread that turned counting on (the test
@@ -92,9 +92,6 @@ impl RequestSource for Lines {
         out.extend_from_slice(b"HTTP/1.1");
         true
     }
-    fn over_limit(&mut self, _limit: &RateLimit, _key: &[u8]) -> bool {
-        false
-    }
 }
 
 fn browser() -> Lines {
@@ -142,12 +139,12 @@ fn check(total: usize) {
         engine.rules().count()
     );
     // The first decision on this thread sizes the reused buffers.
-    let first = engine.decide(&mut browser()).decision;
+    let first = engine.decide(&mut browser(), &mut NoLimits).decision;
     assert_eq!(first, Decision::Pass, "the request must be allowed");
     let mut request = browser();
     let count = allocations(|| {
         for _ in 0..100 {
-            let verdict = engine.decide(&mut request);
+            let verdict = engine.decide(&mut request, &mut NoLimits);
             assert_eq!(verdict.decision, Decision::Pass);
         }
     });
@@ -173,10 +170,13 @@ fn allowed_request_allocates_nothing_at_10000_rules() {
 fn the_counter_sees_allocations() {
     let engine = Engine::from_json(config(10).to_string().as_bytes()).unwrap();
     let count = allocations(|| {
-        let verdict = engine.decide(&mut Lines(vec![
-            (":authority", b"www.example.com"),
-            (":path", b"/a/../b%2e"),
-        ]));
+        let verdict = engine.decide(
+            &mut Lines(vec![
+                (":authority", b"www.example.com"),
+                (":path", b"/a/../b%2e"),
+            ]),
+            &mut NoLimits,
+        );
         assert_eq!(verdict.decision, Decision::Pass);
     });
     assert!(count > 0, "no allocation counted");

@@ -10,7 +10,7 @@
 #[path = "cases/mod.rs"]
 mod cases;
 
-use drop444::engine::{Decision, Engine, HeaderList};
+use drop444::engine::{Decision, Engine, HeaderList, NoLimits};
 
 /// The case's HTTP/1.1 request, read the way the hosts' header maps hold it.
 fn request(case: &cases::Case) -> HeaderList {
@@ -54,7 +54,7 @@ fn decision_table_natively() {
             .unwrap_or_else(|e| panic!("{}: configuration refused: {e}", group.name));
         for case in &group.cases {
             count += 1;
-            let verdict = engine.decide(&mut request(case));
+            let verdict = engine.decide(&mut request(case), &mut NoLimits);
             let got = match verdict.decision {
                 Decision::Drop { rule } => Some(rule),
                 Decision::Pass | Decision::Allow { .. } | Decision::DryRun { .. } => None,

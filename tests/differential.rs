@@ -23,7 +23,7 @@
 
 use std::net::IpAddr;
 
-use drop444::engine::{classify_host, Decision, Engine, HeaderList, HostForm};
+use drop444::engine::{classify_host, Decision, Engine, HeaderList, HostForm, NoLimits};
 use proptest::prelude::*;
 use regex::bytes::RegexBuilder;
 use serde_json::{json, Value};
@@ -862,7 +862,7 @@ fn request() -> impl Strategy<Value = Req> {
 }
 
 fn engine_says(engine: &Engine, req: &Req) -> (&'static str, Option<String>, Vec<String>) {
-    let verdict = engine.decide(&mut req.source());
+    let verdict = engine.decide(&mut req.source(), &mut NoLimits);
     let logged = verdict.logged.iter().map(|s| s.to_string()).collect();
     let (kind, rule) = match verdict.decision {
         Decision::Pass => ("pass", None),

@@ -12,7 +12,7 @@
     clippy::indexing_slicing
 )]
 
-use drop444::engine::{Decision, Engine, HeaderList};
+use drop444::engine::{Decision, Engine, HeaderList, NoLimits};
 
 fn corpus() -> serde_json::Value {
     let text = std::fs::read_to_string(concat!(
@@ -47,7 +47,7 @@ fn dropped(engine: &Engine, target: &str, user_agent: &str) -> Option<String> {
         .with(":authority", "example.com")
         .with(":path", target)
         .with("user-agent", user_agent);
-    match engine.decide(&mut req).decision {
+    match engine.decide(&mut req, &mut NoLimits).decision {
         Decision::Drop { rule } => Some(rule.to_string()),
         _ => None,
     }

@@ -9,11 +9,11 @@
     clippy::arithmetic_side_effects
 )]
 
-use drop444::engine::{Decision, Engine, HeaderList};
+use drop444::engine::{Decision, Engine, HeaderList, NoLimits};
 
 fn decide(config: &str, request: &HeaderList) -> String {
     let engine = Engine::from_json(config.as_bytes()).unwrap();
-    let verdict = engine.decide(&mut request.clone());
+    let verdict = engine.decide(&mut request.clone(), &mut NoLimits);
     match verdict.decision {
         Decision::Drop { rule } => format!("drop {rule}"),
         other => format!("{other:?}"),
@@ -53,7 +53,7 @@ fn long_in_lists_are_accepted_and_each_entry_is_limited() {
     let engine = Engine::from_json(config.to_string().as_bytes()).unwrap();
     let mut inside = host().peer("10.19.135.7:1");
     assert_eq!(
-        engine.decide(&mut inside).drop_rule(),
+        engine.decide(&mut inside, &mut NoLimits).drop_rule(),
         Some("nets"),
         "5,000 CIDRs load and match"
     );

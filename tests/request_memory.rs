@@ -15,7 +15,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use drop444::engine::{Engine, HeaderList};
+use drop444::engine::{Engine, HeaderList, NoLimits};
 use serde_json::json;
 
 struct Counting;
@@ -45,7 +45,7 @@ fn peak_of_decide(engine: &Engine, request: &HeaderList) -> usize {
     let mut request = request.clone();
     let base = CURRENT.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
-    let verdict = engine.decide(&mut request);
+    let verdict = engine.decide(&mut request, &mut NoLimits);
     std::hint::black_box(&verdict);
     PEAK.load(Ordering::Relaxed) - base
 }
@@ -83,7 +83,7 @@ fn overlapping_patterns_on_a_60k_header_stay_bounded() {
     let engine = Engine::from_json(json!({"rules": rules}).to_string().as_bytes()).unwrap();
     let request = big_request("a");
     let peak = peak_of_decide(&engine, &request);
-    let verdict = engine.decide(&mut request.clone());
+    let verdict = engine.decide(&mut request.clone(), &mut NoLimits);
     assert_eq!(verdict.logged.len(), 130, "every rule matched");
     assert!(
         peak < BOUND,

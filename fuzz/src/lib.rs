@@ -7,7 +7,7 @@
 //! at a few dozen items.
 
 use arbitrary::{Arbitrary, Result, Unstructured};
-use drop444::engine::{Action, Decision, Engine, HeaderList, Mode, Verdict};
+use drop444::engine::{Action, Decision, Engine, HeaderList, Mode, NoLimits, Verdict};
 use serde_json::{json, Map, Value};
 
 /// Deeper than the engine accepts (32), so the depth error is reached too.
@@ -442,7 +442,7 @@ impl<'a> Arbitrary<'a> for GenRequest {
 /// Invariants every verdict must satisfy. Panics (a fuzz finding) if not.
 pub fn check_verdict(engine: &Engine, request: &HeaderList) {
     let mut first = request.clone();
-    let verdict = engine.decide(&mut first);
+    let verdict = engine.decide(&mut first, &mut NoLimits);
     let rules: Vec<(&str, Action)> = engine.rules().collect();
     let position = |name: &str| {
         rules
@@ -506,7 +506,7 @@ pub fn check_verdict(engine: &Engine, request: &HeaderList) {
     }
     // Deterministic: the same request decides the same way.
     let mut again = request.clone();
-    let second: Verdict<'_> = engine.decide(&mut again);
+    let second: Verdict<'_> = engine.decide(&mut again, &mut NoLimits);
     assert_eq!(verdict, second, "decide is not deterministic");
     // Rules the engine knows about resolve.
     for (name, _) in &rules {

@@ -20,7 +20,7 @@
 //! without them).
 
 use drop444::engine::request::{normalize_path_as, split_target, PathReading, PATH_READINGS};
-use drop444::engine::{Decision, Engine, HeaderList};
+use drop444::engine::{Decision, Engine, HeaderList, NoLimits};
 use serde_json::{json, Map, Value};
 
 /// Fragments of request targets: every trick a router or backend reads
@@ -169,7 +169,7 @@ impl Checker {
         let config = &self.config;
         let verdict = self
             .engine
-            .decide(&mut HeaderList::new().with(":path", target));
+            .decide(&mut HeaderList::new().with(":path", target), &mut NoLimits);
         let index = |name: &str| name.trim_start_matches('r').parse::<usize>().ok();
         let views: Vec<Vec<u8>> = readings(target)
             .into_iter()
@@ -180,7 +180,7 @@ impl Checker {
             let name = format!("r{i}");
             let holds = |v: &[u8]| {
                 oracle
-                    .decide(&mut HeaderList::new().with("x-view", v))
+                    .decide(&mut HeaderList::new().with("x-view", v), &mut NoLimits)
                     .drop_rule()
                     .is_some()
             };

@@ -2,7 +2,7 @@
 //! so a change to the engine's API (e.g. `Verdict`) touches only this file.
 //! The module itself holds no rule logic: every decision is the engine's.
 
-pub use drop444::engine::{ConfigError, Engine, LogLevel, RateLimit, RequestSource};
+pub use drop444::engine::{ConfigError, Engine, LogLevel, RateLimit, RateLimiter, RequestSource};
 pub use drop444::limiter::{key_hash, BucketState, TokenBucket};
 
 use drop444::engine::{Decision, Scope};
@@ -39,9 +39,13 @@ pub fn compile(json: &[u8]) -> Result<Engine, ConfigError> {
     Engine::from_json(json)
 }
 
-/// Decides one request.
-pub fn decide<'e>(engine: &'e Engine, source: &mut dyn RequestSource) -> Decided<'e> {
-    let verdict = engine.decide(source);
+/// Decides one request; rate-limited rules take their tokens from `limiter`.
+pub fn decide<'e>(
+    engine: &'e Engine,
+    source: &mut dyn RequestSource,
+    limiter: &mut dyn RateLimiter,
+) -> Decided<'e> {
+    let verdict = engine.decide(source, limiter);
     let (outcome, rule, event, allowed) = match verdict.decision {
         Decision::Pass => (Outcome::Pass, None, None, false),
         Decision::Allow { rule } => (Outcome::Pass, Some(rule), None, true),
@@ -82,12 +86,12 @@ pub fn summary(engine: &Engine) -> String {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use drop444::engine::HeaderList;
+    use drop444::engine::{HeaderList, NoLimits};
 
     fn decided(config: &str, request: HeaderList) -> (Outcome, Option<String>, bool) {
         let engine = compile(config.as_bytes()).unwrap();
         let mut request = request;
-        let d = decide(&engine, &mut request);
+        let d = decide(&engine, &mut request, &mut NoLimits);
         (d.outcome, d.rule.map(str::to_string), d.allowed)
     }
 

@@ -18,8 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::abi::{self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer};
 use crate::engine_api::{
-    self, key_hash, BucketState, Decided, Engine, LogLevel, Outcome, RateLimit, RequestSource,
-    TokenBucket,
+    self, key_hash, BucketState, Decided, Engine, LogLevel, Outcome, RateLimit, RateLimiter,
+    RequestSource, TokenBucket,
 };
 
 /// Filter-state keys, readable in access logs as `%FILTER_STATE(drop444:PLAIN)%`
@@ -88,9 +88,14 @@ impl Config {
 
     /// The request-headers hook: decide and act. Returns the hook status.
     pub fn on_request_headers(&self, filter: FilterEnvoyPtr) -> u32 {
-        let mut request = NativeRequest::read(filter, self);
-        let decided = engine_api::decide(&self.engine, &mut request);
-        self.record(&decided, &mut request);
+        let mut request = NativeRequest::read(filter);
+        let mut buckets = Buckets {
+            config: self,
+            now_ns: None,
+            over_limit: 0,
+        };
+        let decided = engine_api::decide(&self.engine, &mut request, &mut buckets);
+        self.record(&decided, &mut request, buckets.over_limit);
         let rule = decided.rule.unwrap_or_default();
         match decided.outcome {
             Outcome::Pass => abi::CONTINUE,
@@ -113,7 +118,7 @@ impl Config {
     }
 
     /// Counters and the structured log line for one verdict.
-    fn record(&self, decided: &Decided<'_>, request: &mut NativeRequest<'_>) {
+    fn record(&self, decided: &Decided<'_>, request: &mut NativeRequest, over_limit: u32) {
         let s = &self.stats;
         let filter = request.filter;
         let bump = |id: Option<usize>| bump(filter, id);
@@ -128,7 +133,7 @@ impl Config {
         if decided.outcome == Outcome::DryRun {
             bump(s.dry_run);
         }
-        for _ in 0..request.over_limit {
+        for _ in 0..over_limit {
             bump(s.rate_limited);
         }
         if let Some(rule) = decided.rule {
@@ -146,7 +151,7 @@ impl Config {
 
     /// Writes one JSON line to Envoy's log if the budget allows; otherwise
     /// counts it.
-    fn log_line(&self, event: &str, rule: &str, request: &mut NativeRequest<'_>) {
+    fn log_line(&self, event: &str, rule: &str, request: &mut NativeRequest) {
         let settings = self.engine.log_settings();
         let level = match settings.level {
             LogLevel::Off => return,
@@ -285,20 +290,24 @@ pub fn log(level: u32, message: &str) {
 
 /// The request as the engine sees it: the header fields Envoy holds, read
 /// once; the peer address and protocol asked for only when a rule needs them.
-pub struct NativeRequest<'c> {
+pub struct NativeRequest {
     filter: FilterEnvoyPtr,
-    config: &'c Config,
     /// Borrowed from Envoy's header map: valid until the hook returns, and
     /// this value never outlives the hook.
     headers: Vec<EnvoyHeader>,
     peer: Option<Option<Vec<u8>>>,
+}
+
+/// The shared rate-limit buckets, as one request takes tokens from them.
+struct Buckets<'c> {
+    config: &'c Config,
     now_ns: Option<u64>,
     /// Rate-limit checks that found the bucket empty.
     over_limit: u32,
 }
 
-impl<'c> NativeRequest<'c> {
-    fn read(filter: FilterEnvoyPtr, config: &'c Config) -> Self {
+impl NativeRequest {
+    fn read(filter: FilterEnvoyPtr) -> Self {
         // SAFETY: `filter` is the live filter of the current hook.
         let count = unsafe {
             abi::envoy_dynamic_module_callback_http_get_headers_size(filter, abi::REQUEST_HEADERS)
@@ -319,11 +328,8 @@ impl<'c> NativeRequest<'c> {
         }
         NativeRequest {
             filter,
-            config,
             headers,
             peer: None,
-            now_ns: None,
-            over_limit: 0,
         }
     }
 
@@ -345,7 +351,7 @@ impl<'c> NativeRequest<'c> {
     }
 }
 
-impl RequestSource for NativeRequest<'_> {
+impl RequestSource for NativeRequest {
     fn header(&mut self, name: &str, out: &mut Vec<u8>) -> bool {
         let mut found = false;
         for field in &self.headers {
@@ -382,7 +388,9 @@ impl RequestSource for NativeRequest<'_> {
             .map(|p| out.extend_from_slice(&p))
             .is_some()
     }
+}
 
+impl RateLimiter for Buckets<'_> {
     fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {
         let now = *self.now_ns.get_or_insert_with(now_ns);
         let over = self.config.over_limit(limit, key, now);

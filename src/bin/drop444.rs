@@ -18,7 +18,9 @@ use drop444::engine::request::{
     client_from_xff, normalize_path, normalize_path_as, parse_address, parse_query_as,
     split_target, PathReading, QueryReading,
 };
-use drop444::engine::{classify_host, presets, Action, Decision, Engine, HeaderList, HostForm};
+use drop444::engine::{
+    classify_host, presets, Action, Decision, Engine, HeaderList, HostForm, NoLimits,
+};
 use drop444::http1;
 use std::sync::Arc;
 
@@ -227,7 +229,7 @@ fn crawler_lint(engine: &Engine, json: &[u8]) -> Vec<(String, &'static str, &'st
                 .with("accept-encoding", "gzip, deflate, br")
                 .protocol("HTTP/1.1")
                 .peer(&format!("{ip}:40000"));
-            let rule = match engine.decide(&mut request).decision {
+            let rule = match engine.decide(&mut request, &mut NoLimits).decision {
                 Decision::Drop { rule } | Decision::DryRun { rule } => rule.to_string(),
                 _ => continue,
             };
@@ -405,7 +407,7 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
         }
         source.lists(lists.clone())
     };
-    let verdict = engine.decide(&mut build(&request.target));
+    let verdict = engine.decide(&mut build(&request.target), &mut NoLimits);
 
     println!("request as drop444 sees it:");
     println!("  method      {}", request.method);
@@ -445,7 +447,7 @@ fn explain(config: &str, args: &[String]) -> Result<ExitCode, String> {
                 target.push(b'?');
                 target.extend_from_slice(q);
             }
-            match engine.decide(&mut build(&target)).decision {
+            match engine.decide(&mut build(&target), &mut NoLimits).decision {
                 Decision::Drop { rule } | Decision::DryRun { rule } => {
                     format!("drop rule `{rule}` matches")
                 }

@@ -33,7 +33,7 @@ use super::facts::Facts;
 use super::lists::ListData;
 use super::plan::Reading;
 use super::rules::{Node, Rule, Subject};
-use super::{Decision, Engine, RateLimit, RequestSource, RuleRef, Verdict};
+use super::{Decision, Engine, RequestSource, RuleRef, Verdict};
 
 /// The rules of one configuration decided at accept (see the module doc),
 /// computed once per configuration by [`Engine::accept_rules`].
@@ -101,9 +101,6 @@ impl RequestSource for PeerOnly<'_> {
         true
     }
     fn protocol(&mut self, _out: &mut Vec<u8>) -> bool {
-        false
-    }
-    fn over_limit(&mut self, _limit: &RateLimit, _key: &[u8]) -> bool {
         false
     }
     fn list(&self, id: u32) -> Option<Arc<ListData>> {
@@ -177,7 +174,8 @@ impl Engine {
         lists: ListLookup<'_>,
     ) -> Verdict<'e> {
         let mut source = PeerOnly { peer, lists };
-        let mut facts = Facts::new(self, &mut source);
+        let mut limiter = super::NoLimits;
+        let mut facts = Facts::new(self, &mut source, &mut limiter);
         let mut eval = |id: u32, every: bool| -> Option<(&'e Rule, RuleRef<'e>, Reading)> {
             let rule = self.rules.get(id as usize)?;
             match self.condition(rule, every, &mut facts) {
@@ -217,6 +215,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::NoLimits;
 
     fn engine(json: &str) -> Engine {
         match Engine::from_json(json.as_bytes()) {
@@ -309,7 +308,10 @@ mod tests {
         let mut req = super::super::HeaderList::new()
             .with(":authority", "a.example")
             .peer("127.0.0.2:1");
-        assert_eq!(e.decide(&mut req).decision, Decision::Drop { rule: "deny" });
+        assert_eq!(
+            e.decide(&mut req, &mut NoLimits).decision,
+            Decision::Drop { rule: "deny" }
+        );
     }
 
     #[test]
@@ -439,7 +441,7 @@ mod tests {
             .peer("127.0.0.2:1")
             .lists(set);
         assert_eq!(
-            e.decide(&mut req).decision,
+            e.decide(&mut req, &mut NoLimits).decision,
             Decision::Drop { rule: "listed" }
         );
         // A list on another subject is not peer-only.
@@ -483,7 +485,7 @@ mod tests {
                 .with(":authority", "a.example")
                 .peer("127.0.0.2:1")
                 .lists(super::super::lists::ListSet::new(1));
-            let v = e.decide(&mut req);
+            let v = e.decide(&mut req, &mut NoLimits);
             assert_eq!(
                 v.decision,
                 Decision::Drop { rule: "listed" },

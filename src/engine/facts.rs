@@ -8,9 +8,9 @@
 //! swaps the two). Readings that equal another are never kept, so a request
 //! with one reading costs one pass and no extra allocation.
 
-use super::host::HostForm;
+use super::host::Seen;
 use super::request::{
-    self, ClientAddress, KeyPart, PathReading, QueryReading, RateLimit, RequestSource,
+    self, ClientAddress, KeyPart, PathReading, QueryReading, RateLimit, RateLimiter, RequestSource,
 };
 use super::rules::{Node, Subject};
 use super::Engine;
@@ -80,22 +80,29 @@ impl Views {
 /// Every distinct reading of a raw path (without query).
 #[cfg(test)]
 pub(crate) fn path_views(raw: &[u8]) -> Views {
-    path_views_reusing(raw, Views::default())
+    let mut views = Views::default();
+    fill_path_views(raw, &mut views);
+    views
 }
 
-/// [`path_views`], reusing the buffers of earlier views.
-fn path_views_reusing(raw: &[u8], mut views: Views) -> Views {
+/// [`path_views`] in place, reusing the buffers of earlier views.
+fn fill_path_views(raw: &[u8], views: &mut Views) {
     views.more.clear();
     views.main.clear();
-    views.main_is_raw = request::is_normal_path(raw);
+    let (normal, semicolon) = request::scan_path(raw);
+    views.main_is_raw = normal;
     if !views.main_is_raw {
         views.main = request::normalize_path(raw);
     }
     views.raw_differs = !views.main_is_raw && raw != views.main.as_slice();
+    // A normal path has no `%` and no `\\`: only `;` can make another
+    // reading differ.
+    if normal && !semicolon {
+        return;
+    }
     for reading in PathReading::may_differ(raw) {
         views.push_distinct(raw, request::normalize_path_as(raw, reading));
     }
-    views
 }
 
 /// The readings of path and query: each path reading with the raw query
@@ -231,6 +238,17 @@ struct Hits {
     has_every: bool,
 }
 
+/// Which of [`request::HOST_KINDS`] a Host is (as `request::host_kind_slot`
+/// reads a `HostForm`).
+fn kind_slot(seen: Seen) -> usize {
+    match seen {
+        Seen::Missing | Seen::Empty => 0,
+        Seen::Invalid => 1,
+        Seen::IpLiteral(_) => 2,
+        Seen::Name => 3,
+    }
+}
+
 fn bit(reading: usize) -> u32 {
     u32::try_from(reading)
         .ok()
@@ -267,8 +285,8 @@ pub(crate) struct Scratch {
     path: Views,
     /// The main `path_and_query` reading of the last request, for its buffer.
     pq_main: Vec<u8>,
-    /// The lower-cased host name of the last request, for its buffer.
-    host_name: String,
+    /// The lower-cased host name (when the Host is one), this request's.
+    host_name: Vec<u8>,
     peer: Vec<u8>,
 }
 
@@ -318,12 +336,14 @@ thread_local! {
 pub(crate) struct Facts<'e, 's> {
     engine: &'e Engine,
     source: &'s mut dyn RequestSource,
+    limiter: &'s mut dyn RateLimiter,
     /// Boxed: handing the buffers to and from the thread's slot moves a
     /// pointer, not the buffers' headers.
     scratch: Box<Scratch>,
-    host: Option<HostForm>,
+    host: Option<Seen>,
     host_value: Option<Option<Vec<u8>>>,
-    path: Option<Views>,
+    /// The path's readings are in `scratch.path` (this request's).
+    path_ready: bool,
     /// Length of the raw path (the target before `?`), once split.
     raw_path_len: Option<usize>,
     path_and_query: Option<PqViews>,
@@ -346,19 +366,11 @@ impl<'e, 's> Facts<'e, 's> {
     pub(crate) fn finish(self) {
         let Facts {
             mut scratch,
-            path,
             path_and_query,
-            host,
             ..
         } = self;
-        if let Some(path) = path {
-            scratch.path = path;
-        }
         if let Some(pq) = path_and_query {
             scratch.pq_main = pq.main;
-        }
-        if let Some(HostForm::Name(name)) = host {
-            scratch.host_name = name;
         }
         if scratch.retained() <= SCRATCH_KEEP_MAX {
             // A nested decision (none today) would find the slot taken and
@@ -367,7 +379,11 @@ impl<'e, 's> Facts<'e, 's> {
         }
     }
 
-    pub(crate) fn new(engine: &'e Engine, source: &'s mut dyn RequestSource) -> Self {
+    pub(crate) fn new(
+        engine: &'e Engine,
+        source: &'s mut dyn RequestSource,
+        limiter: &'s mut dyn RateLimiter,
+    ) -> Self {
         let mut scratch = SCRATCH
             .try_with(|slot| slot.take())
             .ok()
@@ -377,10 +393,11 @@ impl<'e, 's> Facts<'e, 's> {
         Facts {
             engine,
             source,
+            limiter,
             scratch,
             host: None,
             host_value: None,
-            path: None,
+            path_ready: false,
             raw_path_len: None,
             path_and_query: None,
             query: None,
@@ -418,6 +435,11 @@ impl<'e, 's> Facts<'e, 's> {
             .map(|h| h.value.as_slice())
     }
 
+    /// The path's readings, once prepared.
+    fn path_views(&self) -> Option<&Views> {
+        self.path_ready.then_some(&self.scratch.path)
+    }
+
     /// The request target (fetched), `/` when there is none.
     fn target(&self) -> &[u8] {
         self.stored(self.engine.slots.path).unwrap_or(b"/")
@@ -432,18 +454,23 @@ impl<'e, 's> Facts<'e, 's> {
         }
     }
 
-    fn host_form(&mut self) -> &HostForm {
-        if self.host.is_none() {
-            let buffer = std::mem::take(&mut self.scratch.host_name);
-            let raw = self
-                .engine
-                .slots
-                .authority
-                .and_then(|s| self.header(s).map(|_| s));
-            let form = super::host::classify_reusing(self.stored(raw), buffer);
-            self.host = Some(form);
+    /// The Host's form, classified once; a name is in `scratch.host_name`.
+    fn host_seen(&mut self) -> Seen {
+        if let Some(seen) = self.host {
+            return seen;
         }
-        self.host.get_or_insert(HostForm::Missing)
+        let slot = self.engine.slots.authority;
+        if let Some(s) = slot {
+            self.header(s);
+        }
+        let scratch = &mut *self.scratch;
+        let raw = slot
+            .and_then(|s| scratch.headers.get(s))
+            .filter(|h| h.state == Read::Present)
+            .map(|h| h.value.as_slice());
+        let seen = super::host::classify_into(raw, &mut scratch.host_name);
+        self.host = Some(seen);
+        seen
     }
 
     fn prepare(&mut self, subject: Subject) {
@@ -453,21 +480,26 @@ impl<'e, 's> Facts<'e, 's> {
             }
             Subject::Path | Subject::PathAndQuery | Subject::Query(_) => {
                 self.slot_value(self.engine.slots.path);
-                if self.path.is_none() && !matches!(subject, Subject::Query(_)) {
-                    let reuse = std::mem::take(&mut self.scratch.path);
-                    let (raw, _) = request::split_target(self.target());
-                    let len = raw.len();
-                    let views = path_views_reusing(raw, reuse);
-                    self.path = Some(views);
-                    self.raw_path_len = Some(len);
+                if !self.path_ready && !matches!(subject, Subject::Query(_)) {
+                    let scratch = &mut *self.scratch;
+                    let target = self
+                        .engine
+                        .slots
+                        .path
+                        .and_then(|s| scratch.headers.get(s))
+                        .filter(|h| h.state == Read::Present)
+                        .map_or(&b"/"[..], |h| h.value.as_slice());
+                    let (raw, _) = request::split_target(target);
+                    fill_path_views(raw, &mut scratch.path);
+                    self.raw_path_len = Some(raw.len());
+                    self.path_ready = true;
                 }
                 if subject == Subject::PathAndQuery && self.path_and_query.is_none() {
                     let reuse = std::mem::take(&mut self.scratch.pq_main);
                     let target = self.target();
                     let (_, query) = request::split_target(target);
                     let views = self
-                        .path
-                        .as_ref()
+                        .path_views()
                         .map(|path| PqViews::new(path, target, query, reuse));
                     self.path_and_query = views;
                 }
@@ -494,11 +526,17 @@ impl<'e, 's> Facts<'e, 's> {
                 let raw = self
                     .slot_value(self.engine.slots.authority)
                     .map(<[u8]>::to_vec);
-                let form = self.host_form().clone();
-                self.host_value = Some(request::host_value(&form, raw.as_deref()));
+                // As `request::host_value` reads a `HostForm`.
+                let value = match self.host_seen() {
+                    Seen::Name => Some(self.scratch.host_name.clone()),
+                    Seen::IpLiteral(Some(ip)) => Some(ip.to_string().into_bytes()),
+                    Seen::IpLiteral(None) => raw.map(|r| super::trim_ows(&r).to_ascii_lowercase()),
+                    Seen::Missing | Seen::Empty | Seen::Invalid => None,
+                };
+                self.host_value = Some(value);
             }
             Subject::HostKind => {
-                self.host_form();
+                self.host_seen();
             }
             Subject::ClientIp if self.client_ip.is_none() => {
                 let mut buffer = std::mem::take(&mut self.scratch.peer);
@@ -534,7 +572,9 @@ impl<'e, 's> Facts<'e, 's> {
             Subject::Scheme => one(self.stored(self.engine.slots.scheme)),
             Subject::Protocol => one(self.protocol.as_ref().and_then(|p| p.as_deref())),
             Subject::Host => one(self.host_value.as_ref().and_then(|h| h.as_deref())),
-            Subject::HostKind => one(self.host.as_ref().map(request::host_kind)),
+            Subject::HostKind => one(self
+                .host
+                .and_then(|seen| request::HOST_KINDS.get(kind_slot(seen)).copied())),
             Subject::ClientIp => 1,
             Subject::Method => {
                 let upper = self.method_upper.as_ref().and_then(|u| u.as_deref());
@@ -549,12 +589,12 @@ impl<'e, 's> Facts<'e, 's> {
             }
             Subject::Path => {
                 let raw = self.raw_path();
-                self.path.as_ref().map_or(0, |views| {
+                self.path_views().map_or(0, |views| {
                     views.visit(raw, f);
                     views.count()
                 })
             }
-            Subject::PathAndQuery => match (&self.path_and_query, &self.path) {
+            Subject::PathAndQuery => match (&self.path_and_query, self.path_views()) {
                 (Some(views), Some(path)) => {
                     views.visit(path, self.target(), f);
                     views.count(path)
@@ -583,8 +623,8 @@ impl<'e, 's> Facts<'e, 's> {
     /// (Then "on any reading" and "on every reading" are the same question.)
     fn single(&self, subject: Subject) -> bool {
         match subject {
-            Subject::Path => self.path.as_ref().is_none_or(|v| v.count() == 1),
-            Subject::PathAndQuery => match (&self.path_and_query, &self.path) {
+            Subject::Path => self.path_views().is_none_or(|v| v.count() == 1),
+            Subject::PathAndQuery => match (&self.path_and_query, self.path_views()) {
                 (Some(pq), Some(path)) => pq.count(path) == 1,
                 _ => true,
             },
@@ -654,7 +694,7 @@ impl<'e, 's> Facts<'e, 's> {
         if let Some((at, per_kind)) = &engine.kind_hits {
             if *at == index {
                 // One reading, one value: the same hits either way.
-                let kind = request::host_kind_slot(self.host_form());
+                let kind = kind_slot(self.host_seen());
                 return per_kind.get(kind).map(Vec::as_slice).unwrap_or_default();
             }
         }
@@ -751,7 +791,7 @@ impl<'e, 's> Facts<'e, 's> {
                 true
             });
         }
-        self.source.over_limit(limit, &key)
+        self.limiter.over_limit(limit, &key)
     }
 
     /// The first of `lists` that has not loaded yet, if any.
@@ -779,14 +819,24 @@ impl<'e, 's> Facts<'e, 's> {
     /// through a reading either.
     pub(crate) fn eval(&mut self, node: &Node, every: bool) -> bool {
         match node {
-            Node::Indexed { index, leaf } => self.hits(*index, every).binary_search(leaf).is_ok(),
+            Node::Indexed { index, leaf } => match &self.engine.kind_hits {
+                // `host_kind` (the built-in host rules): answered ahead of
+                // time, see `Facts::hits`.
+                Some((at, per_kind)) if at == index => {
+                    let kind = kind_slot(self.host_seen());
+                    per_kind
+                        .get(kind)
+                        .is_some_and(|hits| hits.binary_search(leaf).is_ok())
+                }
+                _ => self.hits(*index, every).binary_search(leaf).is_ok(),
+            },
             Node::In { subject, set } => {
                 let list = subject.is_list();
                 self.check(*subject, every, &mut |v| set.matches(v, list))
             }
-            Node::HostIn(allow) => match self.host_form() {
-                HostForm::Name(name) => allow.allows_name(name),
-                HostForm::IpLiteral(ip) => allow.allows_ip(*ip),
+            Node::HostIn(allow) => match self.host_seen() {
+                Seen::Name => allow.allows_name(&self.scratch.host_name),
+                Seen::IpLiteral(ip) => allow.allows_ip(ip),
                 _ => false,
             },
             Node::IpIn(set) => {

@@ -46,6 +46,44 @@ pub(crate) fn classify_reusing(raw: Option<&[u8]>, buffer: String) -> HostForm {
     }
 }
 
+/// A Host as one decision keeps it: its form, with a name (lower case) left
+/// in the caller's buffer rather than moved into a `String`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    Missing,
+    Empty,
+    IpLiteral(Option<IpAddr>),
+    /// The name is in the buffer [`classify_into`] was given.
+    Name,
+    Invalid,
+}
+
+/// [`classify`], the name (if it is one) written to `name` (cleared
+/// first; its capacity is reused from request to request).
+pub(crate) fn classify_into(raw: Option<&[u8]>, name: &mut Vec<u8>) -> Seen {
+    name.clear();
+    let Some(raw) = raw else {
+        return Seen::Missing;
+    };
+    let raw = trim_ows(raw);
+    if plain_name_into(raw, name) {
+        return Seen::Name;
+    }
+    name.clear();
+    // The general reading, in the same buffer (empty: no UTF-8 to check).
+    let buffer = String::from_utf8(std::mem::take(name)).unwrap_or_default();
+    match classify_general(raw, buffer) {
+        HostForm::Missing => Seen::Missing,
+        HostForm::Empty => Seen::Empty,
+        HostForm::IpLiteral(ip) => Seen::IpLiteral(ip),
+        HostForm::Invalid => Seen::Invalid,
+        HostForm::Name(text) => {
+            *name = text.into_bytes();
+            Seen::Name
+        }
+    }
+}
+
 /// Every Host form (`raw` trimmed).
 fn classify_general(raw: &[u8], buffer: String) -> HostForm {
     if raw.is_empty() {
@@ -85,14 +123,28 @@ fn classify_general(raw: &[u8], buffer: String) -> HostForm {
 /// an IPv4 form) and no trailing dot. Lower-cased into `buffer`. Anything
 /// else is handed back (`Err`) to the general reading, which classifies
 /// these the same way.
-fn plain_name(raw: &[u8], mut buffer: String) -> Result<HostForm, String> {
-    buffer.clear();
-    let mut bytes = std::mem::take(&mut buffer).into_bytes();
+fn plain_name(raw: &[u8], buffer: String) -> Result<HostForm, String> {
+    let mut bytes = buffer.into_bytes();
+    if !plain_name_into(raw, &mut bytes) {
+        bytes.clear();
+        return Err(String::from_utf8(bytes).unwrap_or_default());
+    }
+    // ASCII only was written, so this is always text.
+    String::from_utf8(bytes)
+        .map(HostForm::Name)
+        .map_err(|_| String::new())
+}
+
+/// [`plain_name`] into bytes: true (the name, lower case, in `out`) for a
+/// plain name; false (and `out` in any state) for everything else.
+fn plain_name_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
     let (mut label, mut last_is_number, mut end) = (0usize, true, raw.len());
-    let mut label_start = 0usize;
+    let (mut label_start, mut underscore) = (0usize, false);
     for (i, &b) in raw.iter().enumerate() {
         if b.is_ascii_alphabetic() || b == b'-' || b == b'_' {
             last_is_number = false;
+            underscore |= b == b'_';
         } else if b == b'.' {
             if label == 0 {
                 break;
@@ -114,29 +166,39 @@ fn plain_name(raw: &[u8], mut buffer: String) -> Result<HostForm, String> {
             break;
         }
     }
-    bytes.extend_from_slice(raw.get(..end).unwrap_or_default());
-    for b in &mut bytes {
-        *b = b.to_ascii_lowercase();
-    }
     let port = raw.get(end..).unwrap_or_default();
     let port_ok = port.is_empty()
         || port
             .get(1..)
             .is_some_and(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
     // `0x…` is a hex number to a browser: left to the general reading.
-    let hex = bytes
-        .get(label_start..)
-        .is_some_and(|l| l.starts_with(b"0x"));
-    let plain = label > 0 && !last_is_number && !hex && port_ok && bytes.len() <= MAX_HOST_NAME;
-    // ASCII only was pushed, so this is always text.
-    match (plain, String::from_utf8(bytes)) {
-        (true, Ok(name)) => Ok(HostForm::Name(name)),
-        (false, Ok(back)) => Err(back),
-        (_, Err(e)) => {
-            let mut back = e.into_bytes();
-            back.clear();
-            Err(String::from_utf8(back).unwrap_or_default())
+    let last = raw.get(label_start..end).unwrap_or_default();
+    let hex = matches!(last, [b'0', b'x' | b'X', ..]);
+    let plain = label > 0 && !last_is_number && !hex && port_ok && end <= MAX_HOST_NAME;
+    if plain {
+        out.extend_from_slice(raw.get(..end).unwrap_or_default());
+        if underscore {
+            out.make_ascii_lowercase();
+        } else {
+            lower_name(out);
         }
+    }
+    plain
+}
+
+/// Lower case for a name of letters, digits, `-` and `.` only: each of
+/// those is lower case with bit 0x20 set (`_` is not), so eight bytes take
+/// one OR.
+fn lower_name(name: &mut [u8]) {
+    let mut chunks = name.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        if let Ok(bytes) = <[u8; 8]>::try_from(&*chunk) {
+            let word = u64::from_le_bytes(bytes) | 0x2020_2020_2020_2020;
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    for b in chunks.into_remainder() {
+        *b |= 0x20;
     }
 }
 
@@ -245,12 +307,110 @@ impl std::hash::Hasher for Fnv {
 /// A hash set keyed with [`Fnv`].
 pub(crate) type FnvSet<T> = HashSet<T, std::hash::BuildHasherDefault<Fnv>>;
 
+/// A fixed set of names for exact lookups: open addressing over a hash of
+/// the length and the first, middle and last eight bytes (a few
+/// instructions, whatever the length). Only the configuration puts names in,
+/// so probe runs are as long as its own collisions make them, whatever a
+/// request asks.
+#[derive(Debug, Default)]
+pub(crate) struct NameSet {
+    names: Vec<Box<str>>,
+    /// Index into `names` plus one (0: free); a power of two long.
+    slots: Vec<u32>,
+}
+
+impl NameSet {
+    fn hash(name: &[u8]) -> u64 {
+        let word = |at: usize| -> u64 {
+            match name.get(at..at.saturating_add(8)).map(<[u8; 8]>::try_from) {
+                Some(Ok(bytes)) => u64::from_le_bytes(bytes),
+                _ => name
+                    .get(at..)
+                    .unwrap_or_default()
+                    .iter()
+                    .fold(0u64, |w, b| (w << 8) | u64::from(*b)),
+            }
+        };
+        let len = name.len();
+        let (head, middle, tail) = (
+            word(0),
+            word(len.saturating_sub(8) / 2),
+            word(len.saturating_sub(8)),
+        );
+        let mixed = (head ^ middle.rotate_left(21) ^ tail.rotate_left(43) ^ len as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        mixed ^ (mixed >> 29)
+    }
+
+    fn insert(&mut self, name: String) {
+        if self.contains(name.as_bytes()) {
+            return;
+        }
+        self.names.push(name.into_boxed_str());
+        let want = self
+            .names
+            .len()
+            .saturating_mul(2)
+            .next_power_of_two()
+            .max(8);
+        let mut slots = std::mem::take(&mut self.slots);
+        if slots.len() < want {
+            slots = vec![0; want];
+            for i in 0..self.names.len() {
+                self.place(&mut slots, i);
+            }
+        } else {
+            self.place(&mut slots, self.names.len().saturating_sub(1));
+        }
+        self.slots = slots;
+    }
+
+    fn place(&self, slots: &mut [u32], i: usize) {
+        let Some(name) = self.names.get(i) else {
+            return;
+        };
+        let mask = slots.len().saturating_sub(1);
+        let mut at = Self::hash(name.as_bytes()) as usize & mask;
+        for _ in 0..slots.len() {
+            if let Some(slot) = slots.get_mut(at) {
+                if *slot == 0 {
+                    *slot = u32::try_from(i.saturating_add(1)).unwrap_or(0);
+                    return;
+                }
+            }
+            at = at.wrapping_add(1) & mask;
+        }
+    }
+
+    pub(crate) fn contains(&self, name: &[u8]) -> bool {
+        let mask = self.slots.len().saturating_sub(1);
+        let mut at = Self::hash(name) as usize & mask;
+        for _ in 0..self.slots.len() {
+            match self.slots.get(at) {
+                Some(&slot) if slot != 0 => {
+                    let i = (slot as usize).saturating_sub(1);
+                    if self.names.get(i).is_some_and(|n| n.as_bytes() == name) {
+                        return true;
+                    }
+                }
+                _ => return false,
+            }
+            at = at.wrapping_add(1) & mask;
+        }
+        false
+    }
+
+    fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
 /// The compiled allowlist: exact names, `*.suffix` wildcards and IP literals.
 #[derive(Debug, Default)]
 pub(crate) struct Allowlist {
-    exact: FnvSet<String>,
+    exact: NameSet,
     /// Suffixes of `*.suffix` entries, without the `*.`.
-    wildcard: FnvSet<String>,
+    wildcard: NameSet,
     ips: FnvSet<IpAddr>,
 }
 
@@ -317,15 +477,17 @@ impl Allowlist {
 
     /// `*.example.com` matches `a.example.com` and `a.b.example.com`, not
     /// `example.com` itself (as in nginx `server_name`).
-    pub(crate) fn allows_name(&self, name: &str) -> bool {
+    pub(crate) fn allows_name(&self, name: &[u8]) -> bool {
         if self.exact.contains(name) {
             return true;
         }
         if self.wildcard.is_empty() {
             return false;
         }
-        name.match_indices('.')
-            .filter_map(|(dot, _)| name.get(dot..).and_then(|rest| rest.strip_prefix('.')))
+        name.iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'.')
+            .filter_map(|(dot, _)| name.get(dot.saturating_add(1)..))
             .any(|suffix| self.wildcard.contains(suffix))
     }
 
@@ -374,5 +536,114 @@ mod plain_tests {
 
     fn classify_reusing_general(raw: &[u8]) -> HostForm {
         classify_general(trim_ows(raw), String::new())
+    }
+}
+
+#[cfg(test)]
+mod name_set_tests {
+    use super::*;
+
+    /// Members are found and nothing else is, for short and long names,
+    /// names differing only in the middle, and sets of every size.
+    #[test]
+    fn name_set_agrees_with_a_hash_set() {
+        let mut names: Vec<String> = Vec::new();
+        for i in 0..600 {
+            names.push(format!("svc{i}.example.com"));
+            names.push(format!("a{i}"));
+            names.push(format!("long-prefix-{i:04}-x-long-suffix.example.org"));
+        }
+        names.push(String::new());
+        for size in [0, 1, 2, 7, 8, 9, 100, names.len()] {
+            let mut set = NameSet::default();
+            let mut want = std::collections::HashSet::new();
+            for name in names.iter().take(size) {
+                set.insert(name.clone());
+                set.insert(name.clone());
+                want.insert(name.clone());
+            }
+            assert_eq!(set.names.len(), want.len());
+            for probe in names.iter().chain(
+                ["svc1.example.co", "", "b1", "svc1.example.comm"]
+                    .map(String::from)
+                    .iter(),
+            ) {
+                assert_eq!(
+                    set.contains(probe.as_bytes()),
+                    want.contains(probe),
+                    "{probe:?} in {size}"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod seen_tests {
+    use super::*;
+
+    /// A decision's classification (name in a reused buffer) is
+    /// [`classify`]'s, for every short value over an alphabet of the
+    /// interesting bytes, with a buffer left dirty by the previous value.
+    #[test]
+    fn classify_into_agrees_with_classify() {
+        let alphabet = [
+            b'a', b'Z', b'0', b'x', b'.', b':', b'-', b'[', b']', b' ', b'1', b'f',
+        ];
+        let mut name = b"left-over.example".to_vec();
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut names = 0;
+        while let Some(raw) = stack.pop() {
+            let want = classify(Some(&raw));
+            let seen = classify_into(Some(&raw), &mut name);
+            let got = match seen {
+                Seen::Missing => HostForm::Missing,
+                Seen::Empty => HostForm::Empty,
+                Seen::IpLiteral(ip) => HostForm::IpLiteral(ip),
+                Seen::Invalid => HostForm::Invalid,
+                Seen::Name => {
+                    names += 1;
+                    HostForm::Name(String::from_utf8(name.clone()).unwrap())
+                }
+            };
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&raw));
+            if raw.len() < 5 {
+                for b in alphabet {
+                    let mut next = raw.clone();
+                    next.push(b);
+                    stack.push(next);
+                }
+            }
+        }
+        assert!(names > 1000, "{names}");
+        assert_eq!(classify_into(None, &mut name), Seen::Missing);
+    }
+}
+
+#[cfg(test)]
+mod lower_tests {
+    use super::*;
+
+    /// Long names (eight bytes a step) come out in lower case, with and
+    /// without `_`, as the general reading has them.
+    #[test]
+    fn long_names_are_lower_cased() {
+        for raw in [
+            "WWW.Example-Host.COM",
+            "svc12.API.example.COM:8443",
+            "A_B.Example.COM",
+            "abcdefgH",
+            "abcdefgHI",
+            "Z-0.y",
+        ] {
+            let want = classify_general(raw.as_bytes(), String::new());
+            let mut name = Vec::new();
+            assert_eq!(classify_into(Some(raw.as_bytes()), &mut name), Seen::Name);
+            assert_eq!(
+                HostForm::Name(String::from_utf8(name).unwrap()),
+                want,
+                "{raw}"
+            );
+        }
     }
 }

@@ -16,14 +16,17 @@ fn rules(rules: &str) -> Engine {
 }
 
 fn dropped<'e>(engine: &'e Engine, req: &HeaderList) -> Option<&'e str> {
-    engine.decide(&mut req.clone()).drop_rule().map(|r| {
-        // Return the engine's copy so the lifetime is the engine's.
-        engine
-            .rules()
-            .map(|(n, _)| n)
-            .find(|n| *n == r)
-            .unwrap_or_default()
-    })
+    engine
+        .decide(&mut req.clone(), &mut NoLimits)
+        .drop_rule()
+        .map(|r| {
+            // Return the engine's copy so the lifetime is the engine's.
+            engine
+                .rules()
+                .map(|(n, _)| n)
+                .find(|n| *n == r)
+                .unwrap_or_default()
+        })
 }
 
 fn get(target: &str) -> HeaderList {
@@ -416,20 +419,16 @@ fn allow_rules_exempt_and_log_rules_report() {
             .peer(peer)
     };
     // Allowed: health check from inside, even with an IP-literal host.
-    let v = e.decide(&mut req(
-        "10.1.2.3:8080",
-        "/healthz",
-        "kube-probe",
-        "10.9.9.9:1",
-    ));
+    let v = e.decide(
+        &mut req("10.1.2.3:8080", "/healthz", "kube-probe", "10.9.9.9:1"),
+        &mut NoLimits,
+    );
     assert_eq!(v.decision, Decision::Allow { rule: "healthz" });
     // Same check from outside: the host rule drops it.
-    let v = e.decide(&mut req(
-        "10.1.2.3:8080",
-        "/healthz",
-        "kube-probe",
-        "203.0.113.1:1",
-    ));
+    let v = e.decide(
+        &mut req("10.1.2.3:8080", "/healthz", "kube-probe", "203.0.113.1:1"),
+        &mut NoLimits,
+    );
     assert_eq!(
         v.decision,
         Decision::Drop {
@@ -437,24 +436,23 @@ fn allow_rules_exempt_and_log_rules_report() {
         }
     );
     // An allow rule later in the list still wins over an earlier drop.
-    let v = e.decide(&mut req(
-        "example.com",
-        "/",
-        "Googlebot sqlmap",
-        "203.0.113.1:1",
-    ));
+    let v = e.decide(
+        &mut req("example.com", "/", "Googlebot sqlmap", "203.0.113.1:1"),
+        &mut NoLimits,
+    );
     assert_eq!(v.decision, Decision::Allow { rule: "crawler" });
     // Log rule before the drop is reported; the one after is not.
-    let v = e.decide(&mut req(
-        "example.com",
-        "/",
-        "curl/8 sqlmap",
-        "203.0.113.1:1",
-    ));
+    let v = e.decide(
+        &mut req("example.com", "/", "curl/8 sqlmap", "203.0.113.1:1"),
+        &mut NoLimits,
+    );
     assert_eq!(v.decision, Decision::Drop { rule: "sqlmap" });
     assert_eq!(v.logged, ["watch-curl"]);
     // Log rules only: the request passes and both are reported, in order.
-    let v = e.decide(&mut req("example.com", "/", "curl/8 nmap", "203.0.113.1:1"));
+    let v = e.decide(
+        &mut req("example.com", "/", "curl/8 nmap", "203.0.113.1:1"),
+        &mut NoLimits,
+    );
     assert_eq!(v.decision, Decision::Pass);
     assert_eq!(v.logged, ["watch-curl", "watch-late"]);
 }
@@ -472,11 +470,12 @@ fn dry_run_mode_reports_the_drop_and_passes() {
             .with(":authority", "a.com")
             .with("user-agent", "sqlmap")
             .with("x", "1"),
+        &mut NoLimits,
     );
     assert_eq!(v.decision, Decision::DryRun { rule: "sqlmap" });
     assert_eq!(v.logged, ["log-first"]);
     assert_eq!(v.drop_rule(), None);
-    let v = e.decide(&mut HeaderList::new());
+    let v = e.decide(&mut HeaderList::new(), &mut NoLimits);
     assert_eq!(
         v.decision,
         Decision::DryRun {
@@ -764,25 +763,15 @@ mod properties {
     }
 }
 
-/// A request with a bucket store and a clock: the engine's view of what the
-/// proxy adapter does with shared data.
+/// A bucket store and a clock: the engine's view of what the proxy adapter
+/// does with shared data.
 struct Limited<'a> {
-    req: HeaderList,
     store: &'a mut std::collections::HashMap<(String, u32), crate::limiter::BucketState>,
     now_ns: u64,
     asked: &'a std::cell::RefCell<Vec<Vec<u8>>>,
 }
 
-impl RequestSource for Limited<'_> {
-    fn header(&mut self, name: &str, out: &mut Vec<u8>) -> bool {
-        self.req.header(name, out)
-    }
-    fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {
-        self.req.peer_address(out)
-    }
-    fn protocol(&mut self, out: &mut Vec<u8>) -> bool {
-        RequestSource::protocol(&mut self.req, out)
-    }
+impl RateLimiter for Limited<'_> {
     fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {
         use crate::limiter::{key_hash, BucketState};
         self.asked.borrow_mut().push(key.to_vec());
@@ -820,12 +809,14 @@ fn rate_limited_rules_drop_only_over_the_limit() {
         if let Some((n, v)) = extra {
             req = req.with(n, v);
         }
-        let v = e.decide(&mut Limited {
-            req,
-            store: &mut store,
-            now_ns,
-            asked: &asked,
-        });
+        let v = e.decide(
+            &mut req,
+            &mut Limited {
+                store: &mut store,
+                now_ns,
+                asked: &asked,
+            },
+        );
         (v.decision, v.logged)
     };
     let s = 1_000_000_000u64;
@@ -892,12 +883,15 @@ fn rate_limit_dry_run_and_config_errors() {
         let req = HeaderList::new()
             .with(":authority", "a.com")
             .peer("10.0.0.1:1");
-        e.decide(&mut Limited {
-            req,
-            store: &mut store,
-            now_ns: 0,
-            asked: &asked,
-        })
+        let mut req = req;
+        e.decide(
+            &mut req,
+            &mut Limited {
+                store: &mut store,
+                now_ns: 0,
+                asked: &asked,
+            },
+        )
         .decision
     };
     assert_eq!(send(), Decision::Pass);
@@ -1065,7 +1059,7 @@ fn no_spelling_walks_around_a_path_rule() {
 #[test]
 fn an_allow_rule_cannot_be_reached_by_traversal_encoding_or_parameters() {
     let e = readme_with_admin();
-    let verdict = |req: &HeaderList| e.decide(&mut req.clone()).decision;
+    let verdict = |req: &HeaderList| e.decide(&mut req.clone(), &mut NoLimits).decision;
     let sqlmap = |path: &str| get(path).with("user-agent", "sqlmap/1.7");
     // The real health check is exempt, even with a bad Host and UA.
     let probe = get("/healthz")
@@ -1109,7 +1103,7 @@ fn an_allow_rule_cannot_be_reached_by_traversal_encoding_or_parameters() {
     );
     let ua = |path: &str| get(path).with("user-agent", "x");
     assert_eq!(
-        e.decide(&mut ua("/ready")).decision,
+        e.decide(&mut ua("/ready"), &mut NoLimits).decision,
         Decision::Allow { rule: "probes" }
     );
     assert_eq!(dropped(&e, &ua("/healthz;/../ready")), Some("all"));
@@ -1133,7 +1127,7 @@ fn not_swaps_any_and_every() {
         r#"{"name": "not-admin", "action": "allow", "not": {"field": "path", "prefix": "/admin"}},
            {"name": "rest", "field": "path", "prefix": "/"}"#,
     );
-    let decision = |path: &str| e.decide(&mut get(path)).decision;
+    let decision = |path: &str| e.decide(&mut get(path), &mut NoLimits).decision;
     assert_eq!(decision("/shop"), Decision::Allow { rule: "not-admin" });
     for path in [
         "/shop/..%2fadmin",
@@ -1193,7 +1187,7 @@ fn query_and_path_and_query_readings() {
         r#"{"name": "token", "action": "allow", "query": "token", "exact": "s3cret"},
            {"name": "rest", "field": "path", "prefix": "/"}"#,
     );
-    let decision = |target: &str| e.decide(&mut get(target)).decision;
+    let decision = |target: &str| e.decide(&mut get(target), &mut NoLimits).decision;
     assert_eq!(
         decision("/?token=s3cret"),
         Decision::Allow { rule: "token" }
@@ -1225,7 +1219,7 @@ fn methods_are_read_as_sent_and_upper_cased() {
     );
     let decision = |m: &str| {
         let mut r = HeaderList::new().with(":method", m).with(":path", "/");
-        e.decide(&mut r).decision
+        e.decide(&mut r, &mut NoLimits).decision
     };
     assert_eq!(decision("GET"), Decision::Allow { rule: "get-ok" });
     // `get` is GET to a server that upper-cases, but not to one that does
@@ -1251,7 +1245,7 @@ fn an_unparsable_trusted_forwarded_for_entry_fails_closed() {
             .peer("203.0.113.1:1")
             .with("x-forwarded-for", xff)
     };
-    let decision = |xff: &str| e.decide(&mut req(xff)).decision;
+    let decision = |xff: &str| e.decide(&mut req(xff), &mut NoLimits).decision;
     assert_eq!(decision("10.1.2.3"), Decision::Allow { rule: "office" });
     assert_eq!(decision("192.0.2.9"), Decision::Drop { rule: "blocked" });
     assert_eq!(decision("198.51.100.1"), Decision::Pass);

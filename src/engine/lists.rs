@@ -704,7 +704,7 @@ mod tests {
 mod decision_tests {
     use std::sync::Arc;
 
-    use super::super::{Decision, Engine, HeaderList};
+    use super::super::{Decision, Engine, HeaderList, NoLimits};
     use super::*;
 
     const CONFIG: &str = r#"{
@@ -747,7 +747,7 @@ mod decision_tests {
             .with("user-agent", ua)
             .peer(peer)
             .lists(lists.clone());
-        match engine.decide(&mut req).decision {
+        match engine.decide(&mut req, &mut NoLimits).decision {
             Decision::Drop { rule } => Some(rule.to_string()),
             _ => None,
         }
@@ -813,7 +813,7 @@ mod decision_tests {
             .with("user-agent", "Googlebot/2.1")
             .peer("203.0.113.9:1")
             .lists(none.clone());
-        let verdict = e.decide(&mut req);
+        let verdict = e.decide(&mut req, &mut NoLimits);
         assert_eq!(verdict.drop_rule(), Some("fake-googlebot"));
         assert_eq!(
             verdict.missing_list.map(|d| d.name.as_str()),
@@ -863,7 +863,7 @@ mod decision_tests {
 mod crawler_tests {
     use std::sync::Arc;
 
-    use super::super::{Decision, Engine, HeaderList};
+    use super::super::{Decision, Engine, HeaderList, NoLimits};
     use super::*;
 
     /// The four lists the verified-crawlers presets read, with the cluster
@@ -898,7 +898,7 @@ mod crawler_tests {
             .with("user-agent", ua)
             .peer(ip)
             .lists(lists.clone());
-        match engine.decide(&mut req).decision {
+        match engine.decide(&mut req, &mut NoLimits).decision {
             Decision::Drop {
                 rule: "fake-crawlers",
             } => Decision::Drop {

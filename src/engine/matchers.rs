@@ -98,13 +98,24 @@ impl IndexBuilder {
         self.regexes.push((pattern, leaf));
     }
 
-    pub(crate) fn build(self) -> Result<SubjectIndex, ConfigError> {
+    /// `list`: the subject is a comma-separated list (a header), whose
+    /// elements a `prefix` or `exact` may also match, so no automaton on it
+    /// is anchored.
+    pub(crate) fn build(self, list: bool) -> Result<SubjectIndex, ConfigError> {
         let mut literals = Vec::new();
         for (ci, lit) in self.literals.into_iter().enumerate() {
             if lit.patterns.is_empty() {
                 continue;
             }
-            let automaton = Searcher::build(&lit.patterns, ci == 1).map_err(|e| {
+            // Only `prefix` and `exact` leaves on a value that is not a list:
+            // every match starts at 0, so the search is anchored there.
+            let anchored = !list
+                && lit
+                    .targets
+                    .iter()
+                    .flatten()
+                    .all(|t| matches!(t.kind, Kind::Prefix | Kind::Exact));
+            let automaton = Searcher::build(&lit.patterns, ci == 1, anchored).map_err(|e| {
                 ConfigError::new("rules", format!("patterns too large to compile: {e}"))
             })?;
             literals.push(Literals {
@@ -215,28 +226,31 @@ const DENSE_MAX_ENTRIES: usize = 1 << 20;
 #[derive(Debug)]
 enum Searcher {
     Dense(Box<DenseDfa>),
-    Nfa(Box<contiguous::NFA>),
+    /// The NFA, and whether it is searched anchored.
+    Nfa(Box<contiguous::NFA>, bool),
 }
 
 impl Searcher {
-    fn build(patterns: &[Vec<u8>], case_insensitive: bool) -> Result<Self, String> {
-        if let Some(dfa) = DenseDfa::build(patterns, case_insensitive) {
+    /// `anchored`: only matches starting at 0 are wanted (the caller's
+    /// targets are all `prefix` / `exact` on a value that is not a list).
+    fn build(patterns: &[Vec<u8>], case_insensitive: bool, anchored: bool) -> Result<Self, String> {
+        if let Some(dfa) = DenseDfa::build(patterns, case_insensitive, anchored) {
             return Ok(Searcher::Dense(Box::new(dfa)));
         }
         contiguous::Builder::new()
             .ascii_case_insensitive(case_insensitive)
             .prefilter(false)
             .build(patterns)
-            .map(|nfa| Searcher::Nfa(Box::new(nfa)))
+            .map(|nfa| Searcher::Nfa(Box::new(nfa), anchored))
             .map_err(|e| e.to_string())
     }
 
     /// Calls `f(pattern, start, end)` for every match, overlapping ones
-    /// included.
+    /// included (an anchored searcher: every match starting at 0).
     fn each_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
         match self {
             Searcher::Dense(a) => a.each_match(value, f),
-            Searcher::Nfa(a) => each_overlapping(&**a, value, f),
+            Searcher::Nfa(a, anchored) => each_overlapping(&**a, *anchored, value, f),
         }
     }
 }
@@ -249,9 +263,11 @@ impl Searcher {
 #[derive(Debug)]
 struct DenseDfa {
     classes: [u8; 256],
-    /// Bytes on which the start state goes anywhere but to itself: from the
-    /// start state, the search skips to the next of them in a tight loop.
-    leaves_start: [bool; 256],
+    /// A trie searched from 0 only (see [`DenseDfa::build`]).
+    anchored: bool,
+    /// Bytes on which the start state goes anywhere but to itself (1): from
+    /// the start state, the search skips to the next of them in a tight loop.
+    leaves_start: [u8; 256],
     stride: u32,
     trans: Vec<u32>,
     /// Per state: its patterns are `outputs[out_start[s]..out_start[s + 1]]`.
@@ -263,7 +279,10 @@ struct DenseDfa {
 impl DenseDfa {
     const MATCH: u32 = 1 << 31;
 
-    fn build(patterns: &[Vec<u8>], case_insensitive: bool) -> Option<DenseDfa> {
+    /// `anchored`: a trie without failure links, for searches that only
+    /// want matches starting at 0 (a missing edge leads back to the start
+    /// state, which then ends the search).
+    fn build(patterns: &[Vec<u8>], case_insensitive: bool, anchored: bool) -> Option<DenseDfa> {
         let fold = |b: u8| {
             if case_insensitive {
                 b.to_ascii_lowercase()
@@ -287,10 +306,6 @@ impl DenseDfa {
             }
         }
         let stride = count;
-        let bytes: usize = patterns.iter().map(Vec::len).sum();
-        if bytes.checked_add(1)?.checked_mul(stride)? > DENSE_MAX_ENTRIES {
-            return None;
-        }
         // The trie, rows of `stride` entries; `NONE` marks a missing edge.
         const NONE: u32 = u32::MAX;
         let mut trans: Vec<u32> = vec![NONE; stride];
@@ -304,7 +319,14 @@ impl DenseDfa {
                 state = if next == NONE {
                     let new = own.len();
                     own.push(Vec::new());
-                    trans.resize(trans.len().checked_add(stride)?, NONE);
+                    // The table as it grows, state by state: patterns
+                    // sharing prefixes share states, so this is the real
+                    // size, often far below patterns' bytes × classes.
+                    let len = trans.len().checked_add(stride)?;
+                    if len > DENSE_MAX_ENTRIES {
+                        return None;
+                    }
+                    trans.resize(len, NONE);
                     *trans.get_mut(at)? = u32::try_from(new).ok()?;
                     new
                 } else {
@@ -327,6 +349,16 @@ impl DenseDfa {
             }
         }
         let mut order = Vec::with_capacity(states);
+        if anchored {
+            // No failure links: a missing edge goes back to the start state
+            // (row 0), where an anchored search ends.
+            for entry in &mut trans {
+                if *entry == NONE {
+                    *entry = 0;
+                }
+            }
+            queue.clear();
+        }
         while let Some(state) = queue.pop_front() {
             order.push(state);
             let failed = *fail.get(state)?;
@@ -345,7 +377,12 @@ impl DenseDfa {
         }
         // Outputs: a state's own patterns, then its failure state's (whose
         // list is complete, being earlier in breadth-first order).
-        let mut all: Vec<Vec<u32>> = vec![Vec::new(); states];
+        // (Anchored: a state reports its own patterns only.)
+        let mut all: Vec<Vec<u32>> = if anchored {
+            std::mem::take(&mut own)
+        } else {
+            vec![Vec::new(); states]
+        };
         for &state in &order {
             let mut list = std::mem::take(own.get_mut(state)?);
             list.extend_from_slice(all.get(*fail.get(state)?)?);
@@ -373,12 +410,13 @@ impl DenseDfa {
             }
             *entry = offset | flag;
         }
-        let mut leaves_start = [false; 256];
+        let mut leaves_start = [0u8; 256];
         for (byte, leaves) in leaves_start.iter_mut().enumerate() {
             let class = usize::from(*classes.get(byte)?);
-            *leaves = *trans.get(class)? != 0;
+            *leaves = u8::from(*trans.get(class)? != 0);
         }
         Some(DenseDfa {
+            anchored,
             classes,
             leaves_start,
             stride: stride32,
@@ -393,36 +431,85 @@ impl DenseDfa {
     }
 
     fn each_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
-        let mut row = 0u32;
+        if self.anchored {
+            return self.each_anchored_match(value, f);
+        }
         let mut at = 0usize;
-        while let Some(rest) = value.get(at..) {
-            if row == 0 {
-                let leaves = |b: &u8| {
-                    self.leaves_start
-                        .get(usize::from(*b))
-                        .copied()
-                        .unwrap_or(true)
-                };
-                match rest.iter().position(leaves) {
-                    Some(skip) => at = at.saturating_add(skip),
-                    None => return,
+        // From the start state: skip to a byte that leaves it, then walk
+        // the automaton until it is back (or the value ends).
+        while let Some(start) = self.skip(value, at) {
+            let mut row = 0u32;
+            at = value.len();
+            let rest = value.get(start..).unwrap_or_default();
+            for (i, &byte) in rest.iter().enumerate() {
+                let entry = self.step(row, byte);
+                row = entry & !Self::MATCH;
+                if entry & Self::MATCH != 0 {
+                    self.report(row, start.saturating_add(i).saturating_add(1), f);
+                }
+                if row == 0 {
+                    at = start.saturating_add(i).saturating_add(1);
+                    break;
                 }
             }
-            let Some(&byte) = value.get(at) else {
+        }
+    }
+
+    /// The transition entry from `row` on `byte`.
+    fn step(&self, row: u32, byte: u8) -> u32 {
+        let class = u32::from(self.classes.get(usize::from(byte)).copied().unwrap_or(0));
+        self.trans
+            .get(row.wrapping_add(class) as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Matches starting at 0 only (a trie without failure links): the walk
+    /// ends where it falls back to the start state.
+    fn each_anchored_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
+        let mut row = 0u32;
+        for (at, &byte) in value.iter().enumerate() {
+            let entry = self.step(row, byte);
+            if entry == 0 {
                 return;
-            };
-            let class = u32::from(self.classes.get(usize::from(byte)).copied().unwrap_or(0));
-            let entry = self
-                .trans
-                .get(row.wrapping_add(class) as usize)
-                .copied()
-                .unwrap_or(0);
+            }
             row = entry & !Self::MATCH;
-            at = at.saturating_add(1);
             if entry & Self::MATCH != 0 {
-                self.report(row, at, f);
+                self.report(row, at.saturating_add(1), f);
             }
         }
+    }
+
+    /// From `at`, the first position whose byte leaves the start state
+    /// (eight bytes a step while none does).
+    fn skip(&self, value: &[u8], at: usize) -> Option<usize> {
+        let leaves = |b: u8| self.leaves_start.get(usize::from(b)).copied().unwrap_or(1);
+        let rest = value.get(at..)?;
+        // Often the very next byte leaves (large sets): no 8-byte step then.
+        if leaves(*rest.first()?) != 0 {
+            return Some(at);
+        }
+        let mut from = at;
+        for chunk in rest.chunks_exact(8) {
+            let Ok(bytes) = <&[u8; 8]>::try_from(chunk) else {
+                break;
+            };
+            let word = u64::from_le_bytes(*bytes);
+            let any = leaves(word as u8)
+                | leaves((word >> 8) as u8)
+                | leaves((word >> 16) as u8)
+                | leaves((word >> 24) as u8)
+                | leaves((word >> 32) as u8)
+                | leaves((word >> 40) as u8)
+                | leaves((word >> 48) as u8)
+                | leaves((word >> 56) as u8);
+            if any != 0 {
+                break;
+            }
+            from = from.saturating_add(8);
+        }
+        let skipped = value.get(from..)?.iter().position(|b| leaves(*b) != 0)?;
+        Some(from.saturating_add(skipped))
     }
 
     #[inline(never)]
@@ -445,12 +532,22 @@ impl DenseDfa {
 /// only match states (the automata have no prefilter, so no other state is
 /// special) stop the loop. Patterns are never empty, so the start state is
 /// no match.
-fn each_overlapping<A: Automaton>(aut: &A, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
-    let Ok(mut sid) = aut.start_state(Anchored::No) else {
+fn each_overlapping<A: Automaton>(
+    aut: &A,
+    anchored: bool,
+    value: &[u8],
+    f: &mut dyn FnMut(usize, usize, usize),
+) {
+    let mode = if anchored {
+        Anchored::Yes
+    } else {
+        Anchored::No
+    };
+    let Ok(mut sid) = aut.start_state(mode) else {
         return;
     };
     for (at, &byte) in value.iter().enumerate() {
-        sid = aut.next_state(Anchored::No, sid, byte);
+        sid = aut.next_state(mode, sid, byte);
         if aut.is_special(sid) {
             if aut.is_dead(sid) {
                 return;
@@ -460,7 +557,11 @@ fn each_overlapping<A: Automaton>(aut: &A, value: &[u8], f: &mut dyn FnMut(usize
                 for i in 0..aut.match_len(sid) {
                     let pattern = aut.match_pattern(sid, i);
                     let start = end.saturating_sub(aut.pattern_len(pattern));
-                    f(pattern.as_usize(), start, end);
+                    // A state also reports its failure states' patterns,
+                    // which an anchored search does not want.
+                    if !anchored || start == 0 {
+                        f(pattern.as_usize(), start, end);
+                    }
                 }
             }
         }
@@ -741,4 +842,80 @@ fn within<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
         .checked_sub(1)
         .and_then(|i| ranges.get(i))
         .is_some_and(|(_, end)| x <= *end)
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::*;
+
+    fn matches(searcher: &Searcher, value: &[u8]) -> Vec<(usize, usize, usize)> {
+        let mut out = Vec::new();
+        searcher.each_match(value, &mut |p, s, e| out.push((p, s, e)));
+        out.sort_unstable();
+        out
+    }
+
+    /// An anchored searcher (dense or NFA) reports exactly the matches of
+    /// the unanchored one that start at 0.
+    #[test]
+    fn anchored_search_is_the_unanchored_one_from_zero() {
+        let patterns: Vec<Vec<u8>> = ["/a", "/ab", "b", "/ab/c", "ab", "/b/", "/"]
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        let values: [&[u8]; 7] = [b"/ab/c/d", b"/b/ab", b"ab/ab", b"", b"/", b"x/ab", b"/AB/c"];
+        for ci in [false, true] {
+            let dense = Searcher::build(&patterns, ci, true).unwrap();
+            assert!(matches!(dense, Searcher::Dense(_)));
+            let nfa = contiguous::Builder::new()
+                .ascii_case_insensitive(ci)
+                .prefilter(false)
+                .build(&patterns)
+                .map(|nfa| Searcher::Nfa(Box::new(nfa), true))
+                .unwrap();
+            let full = Searcher::build(&patterns, ci, false).unwrap();
+            for value in values {
+                let want: Vec<_> = matches(&full, value)
+                    .into_iter()
+                    .filter(|(_, s, _)| *s == 0)
+                    .collect();
+                assert_eq!(matches(&dense, value), want, "{value:?} ci={ci}");
+                assert_eq!(matches(&nfa, value), want, "{value:?} ci={ci}");
+            }
+        }
+    }
+
+    /// The dense table's size is its real trie (shared prefixes counted
+    /// once), not the patterns' bytes: thousands of tokens sharing a stem
+    /// still get the dense DFA.
+    #[test]
+    fn dense_size_counts_trie_states() {
+        let patterns: Vec<Vec<u8>> = (0..20_000)
+            .map(|i| format!("some-long-shared-stem/{i}").into_bytes())
+            .collect();
+        // 20,000 × 26 bytes × 14 classes would be 7 Mi entries; the trie
+        // has about 22,000 states × 14.
+        assert!(matches!(
+            Searcher::build(&patterns, true, false).unwrap(),
+            Searcher::Dense(_)
+        ));
+        let distinct: Vec<Vec<u8>> = (0..20_000u32)
+            .map(|i| {
+                let b = i.to_le_bytes();
+                vec![
+                    b'a' + (b[0] % 26),
+                    b[0],
+                    b[1],
+                    b'x',
+                    b[0] ^ b[1],
+                    b'y',
+                    b[1] | 1,
+                ]
+            })
+            .collect();
+        assert!(matches!(
+            Searcher::build(&distinct, false, false).unwrap(),
+            Searcher::Nfa(..)
+        ));
+    }
 }

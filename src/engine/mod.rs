@@ -33,7 +33,7 @@ pub use accept::{AcceptRules, ListLookup};
 pub use config::{Action, LogLevel, LogSpec, Mode, Scope};
 pub use error::ConfigError;
 pub use host::{classify as classify_host, HostForm};
-pub use request::{RateLimit, RequestSource};
+pub use request::{NoLimits, RateLimit, RateLimiter, RequestSource};
 
 use config::ConfigSpec;
 use facts::Facts;
@@ -248,7 +248,7 @@ impl Engine {
             .iter()
             .zip(std::mem::take(&mut compiler.indexes))
         {
-            indexes.push((*subject, builder.build()?));
+            indexes.push((*subject, builder.build(subject.is_list())?));
         }
         let kind_hits = indexes
             .iter()
@@ -403,9 +403,14 @@ impl Engine {
     /// Decides one request. `allow` rules first (any match exempts the
     /// request); then the built-in host rules and the configured drop / log
     /// rules in order: the first drop decides, `log` rules before it are
-    /// reported.
-    pub fn decide<'e>(&'e self, source: &mut dyn RequestSource) -> Verdict<'e> {
-        let mut facts = Facts::new(self, source);
+    /// reported. Rate-limited rules reached in order take their token from
+    /// `limiter` (pass [`NoLimits`] where there are no buckets).
+    pub fn decide<'e>(
+        &'e self,
+        source: &mut dyn RequestSource,
+        limiter: &mut dyn RateLimiter,
+    ) -> Verdict<'e> {
+        let mut facts = Facts::new(self, source, limiter);
         let mut logged_rules = Vec::new();
         if let Some(rule) = self.first_match(&self.allow_plan, true, &mut facts, &mut Vec::new()) {
             let missing_list = self.missing_decided(&facts, Some(rule));
@@ -518,6 +523,10 @@ fn validate_rule_name(name: &str, path: &str) -> Result<(), ConfigError> {
 /// Optional whitespace (RFC 9110 OWS) trimmed from both ends.
 pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    // The common value has none: two comparisons.
+    if !v.first().is_some_and(is_ows) && !v.last().is_some_and(is_ows) {
+        return v;
+    }
     let start = v.iter().position(|b| !is_ows(b)).unwrap_or(v.len());
     let end = v
         .iter()
@@ -599,13 +608,6 @@ impl RequestSource for HeaderList {
             .as_ref()
             .map(|p| out.extend_from_slice(p))
             .is_some()
-    }
-
-    /// A header list has no buckets: nothing is ever over a limit. Wrap it to
-    /// simulate limits (as the engine tests do).
-    fn over_limit(&mut self, limit: &RateLimit, _key: &[u8]) -> bool {
-        self.fetched.push(format!("<limit {}>", limit.rule));
-        false
     }
 
     fn list(&self, id: u32) -> Option<std::sync::Arc<lists::ListData>> {

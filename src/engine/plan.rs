@@ -111,6 +111,9 @@ impl Engine {
         facts: &mut Facts<'_, '_>,
         logged: &mut Vec<RuleRef<'e>>,
     ) -> Option<RuleRef<'e>> {
+        if plan.is_empty() {
+            return None;
+        }
         let mut best: Option<u32> = None;
         let mut log_hits: Vec<u32> = Vec::new();
         for unit in plan {

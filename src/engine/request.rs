@@ -10,6 +10,8 @@ use super::host::{classify, HostForm};
 /// Where the engine reads a request from. The proxy adapter implements it with
 /// host calls; `HeaderList` implements it for tests and the CLI. The engine
 /// asks for each item at most once per decision, and only when a rule needs it.
+/// It only reads: taking rate-limit tokens, the one effect a decision has,
+/// goes through a [`RateLimiter`], handed to `Engine::decide` separately.
 ///
 /// Values are appended to a buffer the engine owns and reuses from request to
 /// request, so reading a request allocates nothing once the buffers have grown
@@ -28,11 +30,6 @@ pub trait RequestSource {
     /// Appends the HTTP version as text (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`,
     /// `HTTP/3`) to `out`; false if unknown.
     fn protocol(&mut self, out: &mut Vec<u8>) -> bool;
-
-    /// Takes one token from the bucket of `key` under `limit`; true when the
-    /// bucket is empty, i.e. the request is over the limit. Asked only when a
-    /// rate-limited rule's condition matched and no earlier rule decided.
-    fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool;
 
     /// [`RequestSource::header`] into a new buffer (for logs and tools).
     fn header_value(&mut self, name: &str) -> Option<Vec<u8>> {
@@ -62,7 +59,27 @@ pub trait RequestSource {
     }
 }
 
-/// A compiled rate limit, handed to [`RequestSource::over_limit`].
+/// The rate-limit buckets a decision takes tokens from (shared data in the
+/// proxy adapter).
+pub trait RateLimiter {
+    /// Takes one token from the bucket of `key` under `limit`; true when the
+    /// bucket is empty, i.e. the request is over the limit. Asked only when a
+    /// rate-limited rule's condition matched and no earlier rule decided.
+    fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool;
+}
+
+/// No buckets: nothing is ever over a limit (tests, tools, and decisions
+/// that take no tokens).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoLimits;
+
+impl RateLimiter for NoLimits {
+    fn over_limit(&mut self, _limit: &RateLimit, _key: &[u8]) -> bool {
+        false
+    }
+}
+
+/// A compiled rate limit, handed to [`RateLimiter::over_limit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
     /// The rule it belongs to (names the bucket namespace).
@@ -173,21 +190,33 @@ pub fn normalize_path(raw: &[u8]) -> Vec<u8> {
 /// no `\`, no empty, `.` or `..` segment (a trailing `/` is fine). One scan,
 /// no allocation.
 pub fn is_normal_path(raw: &[u8]) -> bool {
+    scan_path(raw).0
+}
+
+/// [`is_normal_path`], and whether the path has a `;` (which only the
+/// `;`-stripping reading reads differently), in one scan.
+pub(crate) fn scan_path(raw: &[u8]) -> (bool, bool) {
     let Some((b'/', rest)) = raw.split_first() else {
-        return false;
+        return (false, true);
     };
+    let mut semicolon = false;
     // The segment being read: its length, and whether it is dots only.
     let (mut len, mut dots) = (0usize, true);
     for &b in rest {
         match b {
-            b'%' | b'\\' => return false,
+            b'%' | b'\\' => return (false, true),
             b'/' => {
                 if len == 0 || (dots && len <= 2) {
-                    return false;
+                    return (false, true);
                 }
                 (len, dots) = (0, true);
             }
             b'.' => len = len.saturating_add(1),
+            b';' => {
+                semicolon = true;
+                len = len.saturating_add(1);
+                dots = false;
+            }
             _ => {
                 len = len.saturating_add(1);
                 dots = false;
@@ -195,7 +224,7 @@ pub fn is_normal_path(raw: &[u8]) -> bool {
         }
     }
     // The last segment may be empty (a trailing `/`), not `.` or `..`.
-    len == 0 || !dots || len > 2
+    (len == 0 || !dots || len > 2, semicolon)
 }
 
 /// The path as one [`PathReading`] reads it.
@@ -393,43 +422,51 @@ fn parse_address_general(text: &[u8]) -> Option<IpAddr> {
 /// same way: octets of 1-3 digits up to 255, no leading zeros.
 fn ipv4_with_port(text: &[u8]) -> Option<std::net::Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let (mut filled, mut value, mut digits) = (0usize, 0u16, 0u8);
+    let (mut filled, mut value, mut digits) = (0usize, 0u32, 0u32);
     let mut bytes = text.iter();
-    loop {
-        let byte = bytes.next();
-        match byte {
-            Some(d) if d.is_ascii_digit() => {
-                // At most three digits, no leading zero: then no overflow.
-                if digits == 3 || (digits == 1 && value == 0) {
-                    return None;
-                }
-                value = value.wrapping_mul(10).wrapping_add(u16::from(d & 0x0f));
-                digits = digits.wrapping_add(1);
+    let mut port = false;
+    for &b in bytes.by_ref() {
+        let d = b.wrapping_sub(b'0');
+        if d < 10 {
+            // At most three digits, no leading zero: then no overflow.
+            if digits == 3 || (digits == 1 && value == 0) {
+                return None;
             }
-            Some(b'.' | b':') | None => {
-                if digits == 0 {
-                    return None;
-                }
-                *octets.get_mut(filled)? = u8::try_from(value).ok()?;
-                filled = filled.saturating_add(1);
-                if byte == Some(&b'.') {
-                    (value, digits) = (0, 0);
-                    continue;
-                }
-                if filled != 4 {
-                    return None;
-                }
-                // A port of digits only: then the general parser, which
-                // ignores what follows the last `:`, reads the same address.
-                let port = bytes.as_slice();
-                if byte.is_some() && (port.is_empty() || !port.iter().all(u8::is_ascii_digit)) {
-                    return None;
-                }
-                return Some(std::net::Ipv4Addr::from(octets));
-            }
-            Some(_) => return None,
+            value = value.wrapping_mul(10).wrapping_add(u32::from(d));
+            digits = digits.wrapping_add(1);
+            continue;
+        }
+        if digits == 0 || (b != b'.' && b != b':') {
+            return None;
+        }
+        *octets.get_mut(filled)? = u8::try_from(value).ok()?;
+        filled = filled.wrapping_add(1);
+        (value, digits) = (0, 0);
+        if b == b':' {
+            port = true;
+            break;
         }
     }
+    if port {
+        // A port of digits only: then the general parser, which ignores
+        // what follows the last `:`, reads the same address.
+        let rest = bytes.as_slice();
+        if rest.is_empty() {
+            return None;
+        }
+        for b in rest {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+        }
+    } else {
+        if digits == 0 {
+            return None;
+        }
+        *octets.get_mut(filled)? = u8::try_from(value).ok()?;
+        filled = filled.wrapping_add(1);
+    }
+    (filled == 4).then(|| std::net::Ipv4Addr::from(octets))
 }
 
 /// The client address `client_ip` conditions see.

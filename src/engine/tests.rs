@@ -12,7 +12,7 @@ fn engine(json: &str) -> Engine {
 
 /// The rule that drops the request, if any.
 fn decide<'e>(engine: &'e Engine, req: &mut HeaderList) -> Option<&'e str> {
-    match engine.decide(req).decision {
+    match engine.decide(req, &mut NoLimits).decision {
         Decision::Drop { rule } => Some(rule),
         _ => None,
     }
@@ -749,7 +749,10 @@ fn a_verdict_carries_the_rule_handle_counters_and_scope_use() {
         let id = names.iter().position(|n| *n == name).unwrap();
         e.rule(u32::try_from(id).unwrap()).unwrap()
     };
-    let v = e.decide(&mut host("example.com").with("x", "1").with("y", "1"));
+    let v = e.decide(
+        &mut host("example.com").with("x", "1").with("y", "1"),
+        &mut NoLimits,
+    );
     assert_eq!(v.decision, Decision::Drop { rule: "conn" });
     assert_eq!(v.rule, Some(handle("conn")));
     assert_eq!(v.rule.map(|r| r.scope), Some(Scope::Connection));
@@ -757,9 +760,12 @@ fn a_verdict_carries_the_rule_handle_counters_and_scope_use() {
     assert_eq!(v.logged_rules, [handle("watch")]);
     assert_eq!(handle("watch").scope, Scope::Stream);
 
-    let v = e.decide(&mut host("example.com").with("z", "1").with("y", "1"));
+    let v = e.decide(
+        &mut host("example.com").with("z", "1").with("y", "1"),
+        &mut NoLimits,
+    );
     assert_eq!(v.rule, Some(handle("ok")));
-    let v = e.decide(&mut host("example.com"));
+    let v = e.decide(&mut host("example.com"), &mut NoLimits);
     assert_eq!((v.decision, v.rule), (Decision::Pass, None));
     assert_eq!(e.rule(u32::MAX), None);
 }

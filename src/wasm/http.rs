@@ -18,7 +18,8 @@ use super::abi::{self, Batched, LogBudget};
 use super::lists::Lists;
 use super::tarpit::{self, Hold, Tarpit};
 use crate::engine::{
-    self, AcceptRules, Decision, Engine, RateLimit, RequestSource, RuleRef, Scope, Verdict,
+    self, AcceptRules, Decision, Engine, RateLimit, RateLimiter, RequestSource, RuleRef, Scope,
+    Verdict,
 };
 use crate::limiter::{key_hash, BucketState};
 
@@ -141,13 +142,14 @@ fn tarpit(plugin: &Plugin, context_id: u32, rule: RuleRef<'_>, delay: std::time:
 /// A request's headers: the whole decision. No state is kept for the
 /// request afterwards except a tarpit's hold.
 pub fn on_request_headers(plugin: &Plugin, context_id: u32) -> Action {
-    let mut request = HostRequest::new(plugin.engine.stat_prefix(), &plugin.lists);
-    let verdict = plugin.engine.decide(&mut request);
+    let mut request = HostRequest::new(&plugin.lists);
+    let mut buckets = SharedBuckets::new(plugin.engine.stat_prefix());
+    let verdict = plugin.engine.decide(&mut request, &mut buckets);
     plugin.record(&verdict, &mut request);
-    for _ in 0..request.buckets.over_limit {
+    for _ in 0..buckets.over_limit {
         plugin.stats.rate_limited.bump();
     }
-    for _ in 0..request.buckets.contention {
+    for _ in 0..buckets.contention {
         plugin.stats.contention.bump();
     }
     match (verdict.decision, verdict.rule) {
@@ -562,17 +564,15 @@ struct HostRequest<'e> {
     /// Per-header reads on a host without the map, remembered.
     single: Vec<(String, Option<Vec<u8>>)>,
     peer: Option<Option<Vec<u8>>>,
-    buckets: SharedBuckets<'e>,
     lists: &'e Lists,
 }
 
 impl<'e> HostRequest<'e> {
-    fn new(stat_prefix: &'e str, lists: &'e Lists) -> Self {
+    fn new(lists: &'e Lists) -> Self {
         HostRequest {
             pairs: None,
             single: Vec::new(),
             peer: None,
-            buckets: SharedBuckets::new(stat_prefix),
             lists,
         }
     }
@@ -626,12 +626,14 @@ impl RequestSource for HostRequest<'_> {
             .is_some()
     }
 
-    fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {
-        self.buckets.over_limit(limit, key)
-    }
-
     fn list(&self, id: u32) -> Option<std::sync::Arc<engine::lists::ListData>> {
         self.lists.get(id)
+    }
+}
+
+impl RateLimiter for SharedBuckets<'_> {
+    fn over_limit(&mut self, limit: &RateLimit, key: &[u8]) -> bool {
+        SharedBuckets::over_limit(self, limit, key)
     }
 }
 

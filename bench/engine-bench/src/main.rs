@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::process::ExitCode;
 
 use drop444::engine::lists::{self, ListData, ListSet};
-use drop444::engine::{Decision, Engine, RateLimit, RequestSource};
+use drop444::engine::{Decision, Engine, NoLimits, RequestSource};
 
 /// A request's header lines, served to the engine the way the adapters do
 /// (a scan over the lines, the value appended to the engine's buffer), and
@@ -55,10 +55,6 @@ impl RequestSource for Headers {
     fn protocol(&mut self, out: &mut Vec<u8>) -> bool {
         out.extend_from_slice(b"HTTP/1.1");
         true
-    }
-
-    fn over_limit(&mut self, _limit: &RateLimit, _key: &[u8]) -> bool {
-        false
     }
 }
 
@@ -105,7 +101,7 @@ fn run(args: &[String]) -> Result<String, String> {
 /// (`valgrind --tool=callgrind --toggle-collect='*decide_once*'`).
 #[inline(never)]
 fn decide_once(engine: &Engine, headers: &mut Headers) -> bool {
-    matches!(engine.decide(headers).decision, Decision::Drop { .. })
+    matches!(engine.decide(headers, &mut NoLimits).decision, Decision::Drop { .. })
 }
 
 fn main() -> ExitCode {
