@@ -493,7 +493,7 @@ fn cpu_ticks(pid: u32) -> u64 {
     field(14) + field(15)
 }
 
-/// The measurement of bench/RESULTS.md ("Refuse at accept"): a bounded flood
+/// The measurement of bench/HISTORY.md ("Refuse at accept"): a bounded flood
 /// of new connections from a denied address (127.0.0.2), refused by the L4
 /// plugin at accept vs the same rule decided by the HTTP filter on the
 /// first request; Envoy's CPU per refused connection. Both refuse every
