@@ -47,7 +47,7 @@ fn a_passed_request_costs_one_host_call_and_one_allocation() {
 /// root needs. A host calls every callback a module exports, for every
 /// request (proxy_on_response_headers, proxy_on_log, proxy_on_done, ...):
 /// each is a VM entry that costs about as much as the whole decision
-/// (bench/RESULTS.md, "VM entries").
+/// (bench/RESULTS.md, "Whole-Envoy instructions per request").
 #[test]
 fn only_the_callbacks_drop444_needs_are_exported() {
     let exports = crate::harness::module_exports();
