@@ -67,57 +67,45 @@ thread_local! {
     static NEWEST: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
 }
 
-/// The HTTP plugin of stream `context_id`: its root's, or, for a stream
-/// created before another (never seen on Envoy), the newest HTTP plugin.
-fn http_plugin(context_id: u32) -> Option<Rc<http::Plugin>> {
+/// The plugin of stream `context_id`, of the kind `pick` accepts: its
+/// root's, or, for a stream created before another (never seen on Envoy),
+/// the newest plugin of that kind.
+fn stream_plugin<T>(context_id: u32, pick: impl Fn(&Root) -> Option<&Rc<T>>) -> Option<Rc<T>> {
     let (newest, root_id) = NEWEST.with(Cell::get);
     ROOTS.with(|roots| {
         let roots = roots.try_borrow().ok()?;
         let by_id = (newest == context_id)
             .then(|| roots.iter().find(|(id, _)| *id == root_id))
             .flatten();
-        let root = by_id.or_else(|| {
-            roots
-                .iter()
-                .rev()
-                .find(|(_, root)| matches!(root, Root::Http(_)))
-        });
-        match root {
-            Some((_, Root::Http(plugin))) => Some(Rc::clone(plugin)),
-            _ => None,
+        match by_id {
+            // A root of another kind: not this stream's plugin.
+            Some((_, root)) => pick(root),
+            None => roots.iter().rev().find_map(|(_, root)| pick(root)),
         }
+        .map(Rc::clone)
     })
 }
 
-/// The L4 plugin of connection `context_id` (see [`http_plugin`]).
-fn l4_plugin(context_id: u32) -> Option<Rc<l4::Plugin>> {
-    let (newest, root_id) = NEWEST.with(Cell::get);
-    ROOTS.with(|roots| {
-        let roots = roots.try_borrow().ok()?;
-        let by_id = (newest == context_id)
-            .then(|| roots.iter().find(|(id, _)| *id == root_id))
-            .flatten();
-        let root = by_id.or_else(|| {
-            roots
-                .iter()
-                .rev()
-                .find(|(_, root)| matches!(root, Root::L4(_)))
-        });
-        match root {
-            Some((_, Root::L4(plugin))) => Some(Rc::clone(plugin)),
-            _ => None,
-        }
-    })
+fn http_of(root: &Root) -> Option<&Rc<http::Plugin>> {
+    match root {
+        Root::Http(plugin) => Some(plugin),
+        Root::L4(_) => None,
+    }
+}
+
+fn l4_of(root: &Root) -> Option<&Rc<l4::Plugin>> {
+    match root {
+        Root::L4(plugin) => Some(plugin),
+        Root::Http(_) => None,
+    }
 }
 
 /// The HTTP plugin of root context `root_id`.
 fn http_root(root_id: u32) -> Option<Rc<http::Plugin>> {
     ROOTS.with(|roots| {
         let roots = roots.try_borrow().ok()?;
-        match roots.iter().find(|(id, _)| *id == root_id) {
-            Some((_, Root::Http(plugin))) => Some(Rc::clone(plugin)),
-            _ => None,
-        }
+        let (_, root) = roots.iter().find(|(id, _)| *id == root_id)?;
+        http_of(root).map(Rc::clone)
     })
 }
 
@@ -129,10 +117,7 @@ fn http_plugins() -> Vec<Rc<http::Plugin>> {
             .map(|roots| {
                 roots
                     .iter()
-                    .filter_map(|(_, root)| match root {
-                        Root::Http(plugin) => Some(Rc::clone(plugin)),
-                        Root::L4(_) => None,
-                    })
+                    .filter_map(|(_, root)| http_of(root).map(Rc::clone))
                     .collect()
             })
             .unwrap_or_default()
@@ -271,7 +256,7 @@ pub extern "C" fn proxy_on_http_call_response(
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _eos: u32) -> u32 {
-    match http_plugin(context_id) {
+    match stream_plugin(context_id, http_of) {
         Some(plugin) => http::on_request_headers(&plugin, context_id) as u32,
         None => Action::Continue as u32,
     }
@@ -305,7 +290,7 @@ fn held_plugin(context_id: u32) -> Option<Rc<http::Plugin>> {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_new_connection(context_id: u32) -> u32 {
-    match l4_plugin(context_id) {
+    match stream_plugin(context_id, l4_of) {
         Some(plugin) => l4::on_new_connection(&plugin, context_id) as u32,
         None => Action::Continue as u32,
     }
