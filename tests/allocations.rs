@@ -72,17 +72,8 @@ struct Lines(Vec<(&'static str, &'static [u8])>);
 
 impl RequestSource for Lines {
     fn header(&mut self, name: &str, out: &mut Vec<u8>) -> bool {
-        let mut found = false;
-        for (n, v) in &self.0 {
-            if *n == name {
-                if found {
-                    out.push(b',');
-                }
-                out.extend_from_slice(v);
-                found = true;
-            }
-        }
-        found
+        let lines = self.0.iter().filter(|(n, _)| *n == name);
+        drop444::engine::join_lines(lines.map(|(_, v)| *v), out)
     }
     fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {
         out.extend_from_slice(b"198.51.100.7:40000");

@@ -2,7 +2,9 @@
 //! so a change to the engine's API (e.g. `Verdict`) touches only this file.
 //! The module itself holds no rule logic: every decision is the engine's.
 
-pub use drop444::engine::{ConfigError, Engine, LogLevel, RateLimit, RateLimiter, RequestSource};
+pub use drop444::engine::{
+    join_lines, ConfigError, Engine, LogLevel, RateLimit, RateLimiter, RequestSource,
+};
 pub use drop444::limiter::{key_hash, BucketState, TokenBucket};
 
 use drop444::engine::{Decision, Scope};

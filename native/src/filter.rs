@@ -18,8 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::abi::{self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer};
 use crate::engine_api::{
-    self, key_hash, BucketState, Decided, Engine, LogLevel, Outcome, RateLimit, RateLimiter,
-    RequestSource, TokenBucket,
+    self, join_lines, key_hash, BucketState, Decided, Engine, LogLevel, Outcome, RateLimit,
+    RateLimiter, RequestSource, TokenBucket,
 };
 
 /// Filter-state keys, readable in access logs as `%FILTER_STATE(drop444:PLAIN)%`
@@ -353,23 +353,15 @@ impl NativeRequest {
 
 impl RequestSource for NativeRequest {
     fn header(&mut self, name: &str, out: &mut Vec<u8>) -> bool {
-        let mut found = false;
-        for field in &self.headers {
+        let values = self.headers.iter().filter_map(|field| {
             // SAFETY: header buffers stay valid until the hook returns, and
             // this request does not outlive the hook.
             let key = unsafe { abi::bytes(field.key_ptr, field.key_length) };
-            if !key.eq_ignore_ascii_case(name.as_bytes()) {
-                continue;
-            }
             // SAFETY: as above.
-            let value = unsafe { abi::bytes(field.value_ptr, field.value_length) };
-            if found {
-                out.push(b',');
-            }
-            out.extend_from_slice(value);
-            found = true;
-        }
-        found
+            key.eq_ignore_ascii_case(name.as_bytes())
+                .then(|| unsafe { abi::bytes(field.value_ptr, field.value_length) })
+        });
+        join_lines(values, out)
     }
 
     fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {

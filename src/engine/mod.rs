@@ -33,7 +33,7 @@ pub use accept::{AcceptRules, ListLookup};
 pub use config::{Action, LogLevel, LogSpec, Mode, Scope};
 pub use error::ConfigError;
 pub use host::{classify as classify_host, HostForm};
-pub use request::{NoLimits, RateLimit, RateLimiter, RequestSource};
+pub use request::{join_lines, NoLimits, RateLimit, RateLimiter, RequestSource};
 
 use config::ConfigSpec;
 use facts::Facts;
@@ -583,15 +583,8 @@ impl HeaderList {
 impl RequestSource for HeaderList {
     fn header(&mut self, name: &str, out: &mut Vec<u8>) -> bool {
         self.fetched.push(name.to_string());
-        let mut found = false;
-        for (_, value) in self.lines.iter().filter(|(n, _)| n == name) {
-            if found {
-                out.push(b',');
-            }
-            out.extend_from_slice(value);
-            found = true;
-        }
-        found
+        let lines = self.lines.iter().filter(|(n, _)| n == name);
+        join_lines(lines.map(|(_, value)| value.as_slice()), out)
     }
 
     fn peer_address(&mut self, out: &mut Vec<u8>) -> bool {

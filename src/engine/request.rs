@@ -16,6 +16,21 @@ use super::host::{classify, HostForm};
 /// Values are appended to a buffer the engine owns and reuses from request to
 /// request, so reading a request allocates nothing once the buffers have grown
 /// to the size of typical values.
+/// Appends a header's field lines to `out` joined with `,`, as
+/// [`RequestSource::header`] hands them over; false (nothing appended) if
+/// there is none. Every adapter joins through this.
+pub fn join_lines<'a>(lines: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<u8>) -> bool {
+    let mut found = false;
+    for line in lines {
+        if found {
+            out.push(b',');
+        }
+        out.extend_from_slice(line);
+        found = true;
+    }
+    found
+}
+
 pub trait RequestSource {
     /// Appends a header's value, all field lines joined with `,`, to `out`;
     /// false (and nothing appended) if absent. `name` is lower case;

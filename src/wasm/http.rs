@@ -18,8 +18,8 @@ use super::abi::{self, Batched, LogBudget};
 use super::lists::Lists;
 use super::tarpit::{self, Hold, Tarpit};
 use crate::engine::{
-    self, AcceptRules, Decision, Engine, RateLimit, RateLimiter, RequestSource, RuleRef, Scope,
-    Verdict,
+    self, join_lines, AcceptRules, Decision, Engine, RateLimit, RateLimiter, RequestSource,
+    RuleRef, Scope, Verdict,
 };
 use crate::limiter::{key_hash, BucketState};
 
@@ -475,47 +475,30 @@ impl HeaderPairs {
 
     /// Appends a header's value, every line of it joined with `,` (as
     /// Envoy's `request.headers.<name>` attribute joins them), to `out`;
-    /// false if absent.
+    /// false if absent. Through the index, or by walking a map longer than
+    /// the index.
     fn get(&self, name: &str, out: &mut Vec<u8>) -> bool {
-        if self.overflow {
-            return self.get_walking(name, out);
-        }
         let name = name.as_bytes();
-        let mut found = false;
-        for &(name_at, name_len, value_at, value_len) in
-            self.index.get(..self.indexed).unwrap_or_default()
-        {
-            if name_len as usize != name.len() {
-                continue;
-            }
-            let Some(n) = slice(&self.data, name_at, name_len) else {
-                continue;
-            };
-            if !n.eq_ignore_ascii_case(name) {
-                continue;
-            }
-            if found {
-                out.push(b',');
-            }
-            out.extend_from_slice(slice(&self.data, value_at, value_len).unwrap_or_default());
-            found = true;
+        if self.overflow {
+            let lines = self.lines().into_iter().flatten();
+            return join_lines(
+                lines
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v),
+                out,
+            );
         }
-        found
-    }
-
-    /// [`HeaderPairs::get`] over a map longer than the index.
-    fn get_walking(&self, name: &str, out: &mut Vec<u8>) -> bool {
-        let mut found = false;
-        for (n, v) in self.lines().into_iter().flatten() {
-            if n.eq_ignore_ascii_case(name.as_bytes()) {
-                if found {
-                    out.push(b',');
-                }
-                out.extend_from_slice(v);
-                found = true;
-            }
-        }
-        found
+        let indexed = self.index.get(..self.indexed).unwrap_or_default();
+        let values = indexed
+            .iter()
+            .filter(|&&(_, name_len, _, _)| name_len as usize == name.len())
+            .filter(|&&(name_at, name_len, _, _)| {
+                slice(&self.data, name_at, name_len).is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+            .map(|&(_, _, value_at, value_len)| {
+                slice(&self.data, value_at, value_len).unwrap_or_default()
+            });
+        join_lines(values, out)
     }
 }
 

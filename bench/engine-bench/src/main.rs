@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::process::ExitCode;
 
 use drop444::engine::lists::{self, ListData, ListSet};
-use drop444::engine::{Decision, Engine, NoLimits, RequestSource};
+use drop444::engine::{join_lines, Decision, Engine, NoLimits, RequestSource};
 
 /// A request's header lines, served to the engine the way the adapters do
 /// (a scan over the lines, the value appended to the engine's buffer), and
@@ -27,17 +27,8 @@ struct Headers(Vec<(String, Vec<u8>)>, ListSet);
 
 impl RequestSource for Headers {
     fn header(&mut self, name: &str, out: &mut Vec<u8>) -> bool {
-        let mut found = false;
-        for (n, v) in &self.0 {
-            if n == name {
-                if found {
-                    out.push(b',');
-                }
-                out.extend_from_slice(v);
-                found = true;
-            }
-        }
-        found
+        let lines = self.0.iter().filter(|(n, _)| n == name);
+        join_lines(lines.map(|(_, v)| v.as_slice()), out)
     }
 
     fn list(&self, id: u32) -> Option<std::sync::Arc<ListData>> {
