@@ -889,6 +889,12 @@ mod search_tests {
     /// once), not the patterns' bytes: thousands of tokens sharing a stem
     /// still get the dense DFA.
     #[test]
+    // Native only: under Node's WASI (make test-wasm32) the two 20,000-pattern
+    // builds grow the debug module's memory so far that Node 20 segfaults at
+    // exit after every test has passed (seen 2026-11-28 in every run after
+    // 01:00 UTC, not in the CI run before; with this test left out, none).
+    // The sizing it checks is target-independent and runs natively.
+    #[cfg_attr(target_arch = "wasm32", ignore)]
     fn dense_size_counts_trie_states() {
         let patterns: Vec<Vec<u8>> = (0..20_000)
             .map(|i| format!("some-long-shared-stem/{i}").into_bytes())
