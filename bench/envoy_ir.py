@@ -17,7 +17,7 @@ would have relative to the empty wasm filter.
 
 `wasm:PATH:N` is another drop444 build with the N-rule set (as in cpu.py).
 `raw:FEATURES` is bench/empty-raw built with those features (`+`-separated:
-create, delete, pairs, values), e.g. `raw:`, `raw:create+delete+pairs`: the
+create, delete, pairs, values, peer), e.g. `raw:`, `raw:create+delete+pairs`: the
 floor of a filter with its own exports, one piece of cost at a time.
 `headers:N` is drop444 with the N-rule set without its `client_ip` rule: no
 `source.address` read, only the header map.
@@ -85,24 +85,11 @@ def h2load(sc: run.Scenario, port: int, n: int) -> None:
         raise run.Broken(f"h2load did not finish {n} requests: {out[-300:]}")
 
 
-def raw_filter(features: str) -> Path:
-    """bench/empty-raw built with `features` (`+`-separated)."""
-    crate = run.BENCH / "empty-raw"
-    out = run.ROOT / "target/bench" / f"empty-raw-{features.replace('+', '-') or 'none'}.wasm"
-    subprocess.run(["cargo", "build", "-q", "--release", "--target", "wasm32-wasip1",
-                    "--manifest-path", str(crate / "Cargo.toml"),
-                    "--target-dir", str(run.ROOT / "target/bench/empty-raw"),
-                    "--features", features.replace("+", ",")], check=True)
-    built = run.ROOT / "target/bench/empty-raw/wasm32-wasip1/release/empty_raw.wasm"
-    out.write_bytes(built.read_bytes())
-    return out
-
-
 def measure(proto: str, spec: str, n: int, warmup: int, workdir: Path) -> float:
     name, _, size = spec.partition(":")
     if name == "raw":
         sc = run.Scenario(proto, "empty", 0)
-        filters = [run.wasm_filter("raw", raw_filter(size), ""),
+        filters = [run.wasm_filter("raw", run.raw_filter(size), ""),
                    {"name": "envoy.filters.http.router",
                     "typed_config": run.typed("envoy.extensions.filters.http.router.v3.Router")}]
         config = run.envoy_config(filters, run.DIRECT, [])
@@ -139,6 +126,7 @@ def main() -> int:
     args = ap.parse_args()
     (run.ROOT / "target/bench").mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="ir-", dir=run.ROOT / "target/bench"))
+    run.build()  # the empty wasm filter (and engine-bench), as run.py builds them
     rows = []
     for proto in args.proto.split(","):
         base = None

@@ -77,7 +77,7 @@ def log(msg: str) -> None:
 @dataclass(frozen=True)
 class Scenario:
     proto: str                 # "h1" (wrk) | "h2" (h2load)
-    filter: str                # none | empty | floor | drop444 | drop444rl | before | native | rbac | lua
+    filter: str                # none | empty | abi-floor | floor | drop444 | drop444rl | before | native | rbac | lua
     n: int = 0                 # rule count
     request: str = "allowed"   # allowed | dropped
     upstream: bool = False     # route to a real upstream instead of direct_response
@@ -118,7 +118,8 @@ def scenarios(quick: bool, before: bool = False) -> list[Scenario]:
     sizes = [10, 1000] if quick else [10, 1000, 10000]
     out: list[Scenario] = []
     for proto in ("h1", "h2"):
-        out += [Scenario(proto, "none"), Scenario(proto, "empty"), Scenario(proto, "floor")]
+        out += [Scenario(proto, "none"), Scenario(proto, "empty"), Scenario(proto, "abi-floor"),
+                Scenario(proto, "floor")]
         if proto == "h1":
             # A drop closes an HTTP/1.1 connection: compare with 200s that do too.
             out += [Scenario(proto, "none", close=True)]
@@ -179,6 +180,8 @@ def http_filters(sc: Scenario) -> list[dict]:
     filters: list[dict] = []
     if sc.filter == "empty":
         filters.append(wasm_filter("empty", EMPTY_WASM, ""))
+    elif sc.filter == "abi-floor":
+        filters.append(wasm_filter("raw", raw_path(ABI_FLOOR_FEATURES), ""))
     elif sc.filter == "floor":
         filters.append(wasm_filter("drop444", DROP444_WASM, rules.drop444_floor_config()))
     elif sc.filter == "drop444":
@@ -320,7 +323,7 @@ class Envoy:
 
 
 def request_headers(sc: Scenario) -> dict[str, str]:
-    if sc.filter in ("none", "empty", "floor"):
+    if sc.filter in ("none", "empty", "abi-floor", "floor"):
         return dict(rules.ALLOWED)
     return rules.requests(rules.rule_set(sc.n))[sc.request]
 
@@ -491,6 +494,34 @@ def callgrind_ir(cmd: list[str]) -> int:
 # ------------------------------------------------------------------ build
 
 
+# What drop444 asks of the host per request, and nothing else: the bench/empty-raw
+# module with drop444's exports, one header-map read and one peer-address read
+# (`abi-floor`). No filter that reads what a `client_ip` rule set needs can
+# cost less through proxy-wasm.
+ABI_FLOOR_FEATURES = "create+delete+pairs+peer"
+
+
+def raw_path(features: str) -> Path:
+    """Where `raw_filter(features)` puts its module."""
+    return ROOT / "target/bench" / f"empty-raw-{features.replace('+', '-') or 'none'}.wasm"
+
+
+def raw_filter(features: str) -> Path:
+    """bench/empty-raw built with `features` (`+`-separated)."""
+    crate = BENCH / "empty-raw"
+    out = raw_path(features)
+    p = subprocess.run(["cargo", "build", "-q", "--release", "--target", "wasm32-wasip1",
+                        "--manifest-path", str(crate / "Cargo.toml"),
+                        "--target-dir", str(ROOT / "target/bench/empty-raw"),
+                        "--features", features.replace("+", ",")], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise Broken(f"building bench/empty-raw ({features}) failed: {p.stderr[-1000:]}")
+    built = ROOT / "target/bench/empty-raw/wasm32-wasip1/release/empty_raw.wasm"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(built.read_bytes())
+    return out
+
+
 def build() -> None:
     if not DROP444_WASM.exists():
         raise Broken(f"{DROP444_WASM} missing: run `make wasm` first")
@@ -503,6 +534,8 @@ def build() -> None:
         p = subprocess.run(args, capture_output=True, text=True)
         if p.returncode != 0:
             raise Broken(f"building {what} failed: {p.stderr[-1000:]}")
+    log("building the abi-floor module (bench/empty-raw)")
+    raw_filter(ABI_FLOOR_FEATURES)
 
 
 # ------------------------------------------------------------------ reporting

@@ -39,6 +39,12 @@ extern "C" {
         data: *mut *mut u8,
         size: *mut usize,
     ) -> u32;
+    fn proxy_get_property(
+        path: *const u8,
+        path_len: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32;
 }
 
 /// Takes over a buffer the host allocated with `proxy_on_memory_allocate`.
@@ -67,6 +73,16 @@ pub extern "C" fn proxy_on_request_headers(_: u32, _: usize, _: u32) -> u32 {
                 if proxy_get_header_map_value(0, key.as_ptr(), key.len(), &mut data, &mut size) == 0 {
                     free(data, size);
                 }
+            }
+        }
+    }
+    if cfg!(feature = "peer") {
+        let path = b"source\0address";
+        let (mut data, mut size) = (std::ptr::null_mut(), 0);
+        // SAFETY: as above.
+        unsafe {
+            if proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) == 0 {
+                free(data, size);
             }
         }
     }
