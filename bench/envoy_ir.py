@@ -25,6 +25,7 @@ Slow: valgrind runs Envoy ~50x slower; each scenario takes tens of seconds.
 """
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -72,7 +73,7 @@ class CallgrindEnvoy(run.Envoy):
 
 def h2load(sc: run.Scenario, port: int, n: int) -> None:
     h = run.request_headers(sc)
-    cmd = ["h2load", "-n", str(n), "-c", "1", "-m", "1"]
+    cmd = ["h2load", "-n", str(n), "-c", "1", "-m", os.environ.get("IR_STREAMS", "1")]
     if sc.proto == "h1":
         cmd.append("--h1")
     for k, v in h.items():
