@@ -21,8 +21,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use wasmtime::{
-    bail, format_err, Caller, Engine, Func, Instance, Linker, Memory, Module, Result, Store,
-    TypedFunc, Val, ValType,
+    bail, format_err, Caller, Config, Engine, Func, Instance, Linker, Memory, Module, Result,
+    Store, TypedFunc, Val, ValType,
 };
 
 /// proxy-wasm status codes (ABI 0.2.1), as returned by host functions. The
@@ -456,6 +456,8 @@ pub struct HostState {
     /// Calls into the VM: every export called (callbacks the module does not
     /// export are not called, as in Envoy's host) and every allocation.
     pub vm_entries: usize,
+    /// Wasm operators the module executed, all VM entries together (fuel).
+    pub wasm_ops: u64,
     random_counter: u8,
     memory: Option<Memory>,
     allocate: Option<(TypedFunc<i32, i32>, &'static str)>,
@@ -518,6 +520,9 @@ pub struct Stream {
     /// Every call into the VM for this request, from context creation to
     /// deletion: callbacks the module exports, and allocations.
     pub vm_entries: usize,
+    /// Wasm operators the module executed for this request, from context
+    /// creation to deletion, allocations included (wasmtime fuel).
+    pub wasm_ops: u64,
 }
 
 impl Stream {
@@ -595,14 +600,20 @@ fn compiled() -> &'static (Engine, Module) {
     static COMPILED: OnceLock<(Engine, Module)> = OnceLock::new();
     COMPILED.get_or_init(|| {
         let start = std::time::Instant::now();
-        let engine = Engine::default();
+        // Fuel metering: wasmtime charges one unit per wasm operator executed
+        // (control markers such as `nop`, `block` and `end` are free), so the
+        // fuel a call burns is the module's own work, in wasm operators, the
+        // same on every machine (`Stream::wasm_ops`).
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        let engine = Engine::new(&config).expect("wasmtime engine with fuel");
         let bytes = wasm_bytes();
         let mut hasher = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(bytes, &mut hasher);
         let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("target/drop444-host-cache")
             .join(format!(
-                "{:016x}-{}.cwasm",
+                "{:016x}-{}-fuel.cwasm",
                 std::hash::Hasher::finish(&hasher),
                 bytes.len()
             ));
@@ -623,6 +634,9 @@ fn compiled() -> &'static (Engine, Module) {
 }
 
 const ROOT_CONTEXT: u32 = 1;
+/// Fuel each VM entry starts with: far more than any callback needs (a
+/// 10,000-rule configuration takes about 10^9), so it never runs out.
+const FUEL: u64 = 1 << 48;
 /// The export that declares the ABI version drop444 is built for.
 pub const ABI_VERSION: &str = "proxy_abi_version_0_2_1";
 
@@ -665,6 +679,7 @@ impl Plugin {
                 allocations: 0,
                 exports_used: BTreeSet::new(),
                 vm_entries: 0,
+                wasm_ops: 0,
                 random_counter: 0,
                 memory: None,
                 allocate: None,
@@ -754,7 +769,14 @@ impl Plugin {
             .insert(export.to_string());
         let params: Vec<Val> = args.iter().map(|a| Val::I32(*a)).collect();
         let mut results = vec![Val::I32(0); func.ty(&self.store).results().len()];
-        func.call(&mut self.store, &params, &mut results)?;
+        self.store.set_fuel(FUEL)?;
+        let called = func.call(&mut self.store, &params, &mut results);
+        let burnt = FUEL - self.store.get_fuel()?;
+        self.store.data_mut().wasm_ops += burnt;
+        if std::env::var_os("HOST_FUEL_TRACE").is_some() {
+            eprintln!("  {export}: {burnt} wasm operators");
+        }
+        called?;
         Ok(results.first().and_then(Val::i32))
     }
 
@@ -771,6 +793,7 @@ impl Plugin {
         let before = self.store.data().calls.len();
         let allocations_before = self.store.data().allocations;
         let entries_before = self.store.data().vm_entries;
+        let ops_before = self.store.data().wasm_ops;
         let created = self.call(
             "proxy_on_context_create",
             &[context as i32, ROOT_CONTEXT as i32],
@@ -802,6 +825,7 @@ impl Plugin {
         self.store.data_mut().request = None;
         let state = self.store.data();
         let vm_entries = state.vm_entries - entries_before + state.allocations - allocations_before;
+        let wasm_ops = state.wasm_ops - ops_before;
         Stream {
             action,
             trap,
@@ -809,6 +833,7 @@ impl Plugin {
             teardown_calls,
             allocations,
             vm_entries,
+            wasm_ops,
         }
     }
 
@@ -928,7 +953,12 @@ fn give(
         .ok_or_else(|| format_err!("module exports no proxy_on_memory_allocate/malloc"))?;
     caller.data_mut().exports_used.insert(name.to_string());
     caller.data_mut().allocations += 1;
+    let fuel = caller.get_fuel().unwrap_or(0);
     let address = allocate.call(&mut *caller, data.len() as i32)?;
+    if std::env::var_os("HOST_FUEL_TRACE").is_some() {
+        let burnt = fuel.saturating_sub(caller.get_fuel().unwrap_or(0));
+        eprintln!("    {name}({}): {burnt} wasm operators", data.len());
+    }
     if address == 0 && !data.is_empty() {
         bail!("guest allocation of {} bytes failed", data.len());
     }
