@@ -21,6 +21,8 @@ create, delete, pairs, values, peer), e.g. `raw:`, `raw:create+delete+pairs`: th
 floor of a filter with its own exports, one piece of cost at a time.
 `headers:N` is drop444 with the N-rule set without its `client_ip` rule: no
 `source.address` read, only the header map.
+IR_STREAMS=16 sends that many concurrent streams on the one connection
+(h2load `-m`; default 1), to check that concurrency changes nothing per request.
 Slow: valgrind runs Envoy ~50x slower; each scenario takes tens of seconds.
 """
 
