@@ -171,13 +171,12 @@ compose-test: wasm native envoy-image ## End-to-end tests against envoy/docker-c
 	ENVOY_IMAGE=$(ENVOY_LOCAL_IMAGE) scripts/compose-test.sh
 
 .PHONY: bench
-bench: wasm native envoy bench-deps ## Benchmark drop444 (wasm and native) vs no filter, empty wasm, RBAC, Lua (~30 min; writes bench/RESULTS.md)
+bench: wasm native envoy bench-deps ## Benchmark drop444 (wasm and native) vs no filter, empty wasm, RBAC, Lua (~40 min; writes bench/RESULTS.md)
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 .PHONY: bench-quick
 bench-quick: wasm native envoy bench-deps ## Benchmark smoke run, a few seconds per scenario (CI; fails only if a scenario breaks)
 	$(PYTHON) bench/run.py --quick $(BENCH_ARGS)
-	$(PYTHON) bench/envoy_ir.py --scenarios empty,raw:create+delete+pairs,drop444:10 --proto h1 --requests 200 --warmup 200
 
 .PHONY: bench-deps
 bench-deps: wasm-target
