@@ -2,8 +2,9 @@
 //! so a change to the engine's API (e.g. `Verdict`) touches only this file.
 //! The module itself holds no rule logic: every decision is the engine's.
 
+pub use drop444::engine::counters::{Count, Total};
 pub use drop444::engine::{
-    join_lines, ConfigError, Engine, LogLevel, RateLimit, RateLimiter, RequestSource,
+    join_lines, ConfigError, Engine, LogLevel, RateLimit, RateLimiter, RequestSource, Verdict,
 };
 pub use drop444::limiter::{key_hash, BucketState, TokenBucket};
 
@@ -22,7 +23,7 @@ pub enum Outcome {
     DropConnection,
 }
 
-/// The engine's verdict, reduced to what the adapter acts on.
+/// The engine's verdict and what the adapter does with it.
 #[derive(Debug)]
 pub struct Decided<'e> {
     pub outcome: Outcome,
@@ -31,9 +32,9 @@ pub struct Decided<'e> {
     /// Counted and logged like a drop, but not acted on: set for drops and
     /// dry-run drops (`Some("drop")` / `Some("dry-run")`).
     pub event: Option<&'static str>,
-    pub allowed: bool,
+    /// The engine's verdict: its counters ([`Verdict::counts`]) and the
     /// `log` rules that matched before the deciding rule.
-    pub logged: Vec<&'e str>,
+    pub verdict: Verdict<'e>,
 }
 
 /// Parses and compiles a configuration (empty = built-in rules).
@@ -48,24 +49,22 @@ pub fn decide<'e>(
     limiter: &mut dyn RateLimiter,
 ) -> Decided<'e> {
     let verdict = engine.decide(source, limiter);
-    let (outcome, rule, event, allowed) = match verdict.decision {
-        Decision::Pass => (Outcome::Pass, None, None, false),
-        Decision::Allow { rule } => (Outcome::Pass, Some(rule), None, true),
-        Decision::DryRun { rule } => (Outcome::DryRun, Some(rule), Some("dry-run"), false),
-        Decision::Drop { rule } => {
-            let outcome = match engine.scope_of(rule) {
-                Scope::Connection => Outcome::DropConnection,
-                Scope::Stream => Outcome::DropStream,
+    let (outcome, event) = match (verdict.decision, verdict.rule) {
+        (Decision::Pass | Decision::Allow { .. }, _) => (Outcome::Pass, None),
+        (Decision::DryRun { .. }, _) => (Outcome::DryRun, Some("dry-run")),
+        (Decision::Drop { .. }, rule) => {
+            let outcome = match rule.map(|r| r.scope) {
+                Some(Scope::Connection) => Outcome::DropConnection,
+                _ => Outcome::DropStream,
             };
-            (outcome, Some(rule), Some("drop"), false)
+            (outcome, Some("drop"))
         }
     };
     Decided {
         outcome,
-        rule,
+        rule: verdict.rule.map(|r| r.name),
         event,
-        allowed,
-        logged: verdict.logged,
+        verdict,
     }
 }
 
@@ -94,7 +93,8 @@ mod tests {
         let engine = compile(config.as_bytes()).unwrap();
         let mut request = request;
         let d = decide(&engine, &mut request, &mut NoLimits);
-        (d.outcome, d.rule.map(str::to_string), d.allowed)
+        let allowed = matches!(d.verdict.decision, drop444::engine::Decision::Allow { .. });
+        (d.outcome, d.rule.map(str::to_string), allowed)
     }
 
     #[test]

@@ -18,8 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::abi::{self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer};
 use crate::engine_api::{
-    self, join_lines, key_hash, BucketState, Decided, Engine, LogLevel, Outcome, RateLimit,
-    RateLimiter, RequestSource, TokenBucket,
+    self, join_lines, key_hash, BucketState, Count, Decided, Engine, LogLevel, Outcome, RateLimit,
+    RateLimiter, RequestSource, TokenBucket, Total,
 };
 
 /// Filter-state keys, readable in access logs as `%FILTER_STATE(drop444:PLAIN)%`
@@ -52,18 +52,27 @@ struct LogBudget {
     suppressed: u64,
 }
 
-/// Counter ids; `None` where Envoy refused to define one.
+/// Counter ids; `None` where Envoy refused to define one (or, for a total,
+/// where the native module never moves it).
 struct Stats {
-    seen: Option<usize>,
-    dropped: Option<usize>,
-    passed: Option<usize>,
-    allowed: Option<usize>,
-    dry_run: Option<usize>,
-    log_hits: Option<usize>,
-    suppressed: Option<usize>,
-    rate_limited: Option<usize>,
-    rules: HashMap<String, usize>,
+    /// By [`Total::index`].
+    totals: Vec<Option<usize>>,
+    /// By rule id.
+    rules: Vec<Option<usize>>,
 }
+
+/// The totals the native module moves: no tarpit, no fallback response, no
+/// L4 companion, and rate-limit buckets under a lock (no contention).
+const NATIVE_TOTALS: [Total; 8] = [
+    Total::Dropped,
+    Total::Passed,
+    Total::Allowed,
+    Total::DryRun,
+    Total::LogHits,
+    Total::Suppressed,
+    Total::RateLimited,
+    Total::Seen,
+];
 
 impl Config {
     /// Compiles `json`; defines the counters through `config_ptr`.
@@ -119,30 +128,15 @@ impl Config {
 
     /// Counters and the structured log line for one verdict.
     fn record(&self, decided: &Decided<'_>, request: &mut NativeRequest, over_limit: u32) {
-        let s = &self.stats;
         let filter = request.filter;
-        let bump = |id: Option<usize>| bump(filter, id);
-        bump(s.seen);
-        match decided.outcome {
-            Outcome::Pass | Outcome::DryRun => bump(s.passed),
-            Outcome::DropStream | Outcome::DropConnection => bump(s.dropped),
-        }
-        if decided.allowed {
-            bump(s.allowed);
-        }
-        if decided.outcome == Outcome::DryRun {
-            bump(s.dry_run);
+        for count in decided.verdict.counts() {
+            bump(filter, self.stats.id(count));
         }
         for _ in 0..over_limit {
-            bump(s.rate_limited);
+            bump(filter, self.stats.id(Count::Total(Total::RateLimited)));
         }
-        if let Some(rule) = decided.rule {
-            bump(s.rules.get(rule).copied());
-        }
-        for logged in &decided.logged {
-            bump(s.log_hits);
-            bump(s.rules.get(*logged).copied());
-            self.log_line("log", logged, request);
+        for logged in &decided.verdict.logged_rules {
+            self.log_line("log", logged.name, request);
         }
         if let (Some(event), Some(rule)) = (decided.event, decided.rule) {
             self.log_line(event, rule, request);
@@ -168,7 +162,10 @@ impl Config {
             if !budget.bucket.take(now_ns()) {
                 budget.suppressed = budget.suppressed.saturating_add(1);
                 drop(budget);
-                bump(request.filter, self.stats.suppressed);
+                bump(
+                    request.filter,
+                    self.stats.id(Count::Total(Total::Suppressed)),
+                );
                 return;
             }
             std::mem::take(&mut budget.suppressed)
@@ -203,20 +200,25 @@ impl Stats {
     fn define(config_ptr: abi::ConfigEnvoyPtr, engine: &Engine) -> Stats {
         let (prefix, rules) = engine_api::stat_names(engine);
         let counter = |name: &str| define_counter(config_ptr, name);
-        let total = |name: &str| counter(&format!("{prefix}.{name}"));
         Stats {
-            seen: total("requests_seen"),
-            dropped: total("requests_dropped"),
-            passed: total("requests_passed"),
-            allowed: total("requests_allowed"),
-            dry_run: total("dry_run_drops"),
-            log_hits: total("log_rule_hits"),
-            suppressed: total("drop_logs_suppressed"),
-            rate_limited: total("rate_limited"),
-            rules: rules
-                .into_iter()
-                .filter_map(|(rule, metric)| counter(&metric).map(|id| (rule.to_string(), id)))
+            totals: Total::ALL
+                .iter()
+                .map(|total| {
+                    NATIVE_TOTALS
+                        .contains(total)
+                        .then(|| counter(&format!("{prefix}.{}", total.name())))
+                        .flatten()
+                })
                 .collect(),
+            rules: rules.iter().map(|(_, metric)| counter(metric)).collect(),
+        }
+    }
+
+    /// The counter id of `count`, if defined.
+    fn id(&self, count: Count) -> Option<usize> {
+        match count {
+            Count::Total(total) => self.totals.get(total.index()).copied().flatten(),
+            Count::Rule(id) => self.rules.get(id as usize).copied().flatten(),
         }
     }
 }

@@ -13,6 +13,7 @@ mod accept;
 /// Names of the built-in host rules, as they appear in logs and stats.
 pub mod builtin;
 mod config;
+pub mod counters;
 mod droplog;
 mod error;
 mod facts;
@@ -376,15 +377,6 @@ impl Engine {
     /// actions: what stats and logs can report.
     pub fn rules(&self) -> impl Iterator<Item = (&str, Action)> {
         self.rules.iter().map(|r| (r.name.as_str(), r.action))
-    }
-
-    /// What a drop by this rule closes: its stream (default) or the whole
-    /// downstream connection (`"scope": "connection"`).
-    pub fn scope_of(&self, rule: &str) -> Scope {
-        self.rules
-            .iter()
-            .find(|r| r.name == rule)
-            .map_or(Scope::Stream, |r| r.scope)
     }
 
     /// A rule as configured (compact JSON; a description for built-in rules).

@@ -725,11 +725,24 @@ fn scope_per_rule_and_for_the_host_policy() {
             {"name": "conn", "scope": "connection", "header": "x", "present": true},
             {"name": "stream", "header": "y", "present": true}]}"#,
     );
-    assert_eq!(e.scope_of("conn"), Scope::Connection);
-    assert_eq!(e.scope_of("stream"), Scope::Stream);
-    assert_eq!(e.scope_of(builtin::HOST_IP_LITERAL), Scope::Connection);
-    assert_eq!(e.scope_of("no-such-rule"), Scope::Stream);
-    assert_eq!(engine("").scope_of(builtin::HOST_MISSING), Scope::Stream);
+    // The scope a verdict's rule carries (RuleRef::scope), by rule name.
+    let scope_of = |e: &Engine, name: &str| {
+        (0..)
+            .map_while(|id| e.rule(id))
+            .find(|r| r.name == name)
+            .map(|r| r.scope)
+    };
+    assert_eq!(scope_of(&e, "conn"), Some(Scope::Connection));
+    assert_eq!(scope_of(&e, "stream"), Some(Scope::Stream));
+    assert_eq!(
+        scope_of(&e, builtin::HOST_IP_LITERAL),
+        Some(Scope::Connection)
+    );
+    assert_eq!(scope_of(&e, "no-such-rule"), None);
+    assert_eq!(
+        scope_of(&engine(""), builtin::HOST_MISSING),
+        Some(Scope::Stream)
+    );
 }
 
 #[test]

@@ -30,6 +30,7 @@ use log::{debug, warn};
 
 use super::abi;
 use super::http::Plugin;
+use crate::engine::counters::Total;
 use crate::engine::{Decision, LogLevel};
 
 thread_local! {
@@ -90,10 +91,8 @@ pub fn refuse(name: &str, warned: &std::cell::Cell<bool>) -> bool {
     let (Decision::Drop { .. }, Some(rule)) = (verdict.decision, verdict.rule) else {
         return false;
     };
-    plugin.stats.refused_at_accept.bump();
-    if let Some(counter) = plugin.stats.rule(rule) {
-        counter.bump();
-    }
+    plugin.stats.bump(Total::RefusedAtAccept);
+    plugin.stats.bump_rule(rule);
     let settings = plugin.engine.log_settings();
     if settings.level != LogLevel::Off {
         if let Some(suppressed) = plugin.log_budget.take() {
@@ -113,7 +112,7 @@ pub fn refuse(name: &str, warned: &std::cell::Cell<bool>) -> bool {
                 LogLevel::Off => {}
             }
         } else {
-            plugin.stats.suppressed.bump();
+            plugin.stats.bump(Total::Suppressed);
         }
     }
     let status = abi::close_downstream();

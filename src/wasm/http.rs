@@ -17,6 +17,7 @@ use log::{debug, error, info, warn};
 use super::abi::{self, Batched, LogBudget};
 use super::lists::Lists;
 use super::tarpit::{self, Hold, Tarpit};
+use crate::engine::counters::{Count, Total};
 use crate::engine::{
     self, join_lines, AcceptRules, Decision, Engine, RateLimit, RateLimiter, RequestSource,
     RuleRef, Scope, Verdict,
@@ -128,12 +129,12 @@ fn tarpit(plugin: &Plugin, context_id: u32, rule: RuleRef<'_>, delay: std::time:
     let connection = (rule.scope == Scope::Connection).then_some(rule.name);
     match plugin.tarpit.hold(context_id, delay, connection) {
         Hold::Held => {
-            plugin.stats.tarpitted.bump();
+            plugin.stats.bump(Total::Tarpitted);
             set_filter_state(rule.name, TARPIT_STATUS);
             true
         }
         Hold::Full => {
-            plugin.stats.tarpit_overflow.bump();
+            plugin.stats.bump(Total::TarpitOverflow);
             false
         }
     }
@@ -147,10 +148,10 @@ pub fn on_request_headers(plugin: &Plugin, context_id: u32) -> Action {
     let verdict = plugin.engine.decide(&mut request, &mut buckets);
     plugin.record(&verdict, &mut request);
     for _ in 0..buckets.over_limit {
-        plugin.stats.rate_limited.bump();
+        plugin.stats.bump(Total::RateLimited);
     }
     for _ in 0..buckets.contention {
-        plugin.stats.contention.bump();
+        plugin.stats.bump(Total::Contention);
     }
     match (verdict.decision, verdict.rule) {
         (Decision::DryRun { .. }, Some(rule)) => {
@@ -228,7 +229,7 @@ impl Plugin {
         if code == abi::OK {
             return;
         }
-        self.stats.reset_failed.bump();
+        self.stats.bump(Total::ResetFailed);
         if !self.cannot_close.replace(true) {
             warn!(
                 "this host cannot close a stream (proxy_close_stream status {code}): drops are answered with a {} response and connection: close instead of silence",
@@ -241,7 +242,7 @@ impl Plugin {
             &[("connection", "close")],
         );
         if sent == abi::OK {
-            self.stats.fallback.bump();
+            self.stats.bump(Total::Fallback);
         } else {
             error!("host refused both closing and answering (status {sent}); request {rule} held, not passed");
         }
@@ -249,38 +250,17 @@ impl Plugin {
 
     /// Counters and the structured log line for one verdict.
     fn record(&self, verdict: &Verdict<'_>, request: &mut HostRequest<'_>) {
-        let s = &self.stats;
-        s.seen.bump();
-        let event = match verdict.decision {
-            Decision::Pass => {
-                s.passed.bump();
-                None
-            }
-            Decision::Allow { .. } => {
-                s.passed.bump();
-                s.allowed.bump();
-                None
-            }
-            Decision::DryRun { .. } => {
-                s.passed.bump();
-                s.dry_run.bump();
-                Some("dry-run")
-            }
-            Decision::Drop { .. } => {
-                s.dropped.bump();
-                Some("drop")
-            }
-        };
-        if let Some(counter) = verdict.rule.and_then(|r| s.rule(r)) {
-            counter.bump();
+        for count in verdict.counts() {
+            self.stats.count(count);
         }
         for logged in &verdict.logged_rules {
-            s.log_hits.bump();
-            if let Some(counter) = s.rule(*logged) {
-                counter.bump();
-            }
             self.log_line("log", logged.name, request);
         }
+        let event = match verdict.decision {
+            Decision::Pass | Decision::Allow { .. } => None,
+            Decision::DryRun { .. } => Some("dry-run"),
+            Decision::Drop { .. } => Some("drop"),
+        };
         if let (Some(event), Some(rule)) = (event, verdict.rule) {
             self.log_line(event, rule.name, request);
         }
@@ -296,7 +276,7 @@ impl Plugin {
             return;
         }
         let Some(suppressed) = self.log_budget.take() else {
-            self.stats.suppressed.bump();
+            self.stats.bump(Total::Suppressed);
             return;
         };
         let json = self.engine.drop_line(event, rule, request, suppressed);
@@ -313,23 +293,11 @@ impl Plugin {
 
 /// Counters, defined once per configuration, counted in wasm memory and
 /// handed to the host on the plugin's tick ([`TICK`]): a request makes no
-/// host call for them. Per-rule counters are indexed by the rule id a verdict
-/// carries ([`RuleRef::id`]).
+/// host call for them. The totals are the engine's ([`Total`], one slot
+/// each); per-rule counters are indexed by the rule id a verdict carries
+/// ([`RuleRef::id`]).
 pub(super) struct Stats {
-    pub(super) tarpitted: Batched,
-    pub(super) tarpit_overflow: Batched,
-    pub(super) refused_at_accept: Batched,
-    seen: Batched,
-    dropped: Batched,
-    passed: Batched,
-    allowed: Batched,
-    dry_run: Batched,
-    log_hits: Batched,
-    pub(super) suppressed: Batched,
-    reset_failed: Batched,
-    fallback: Batched,
-    rate_limited: Batched,
-    contention: Batched,
+    totals: Vec<Batched>,
     rules: Vec<Batched>,
 }
 
@@ -340,22 +308,11 @@ pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 impl Stats {
     fn define(engine: &Engine) -> Self {
         let (prefix, rules) = engine.stat_names();
-        let total = |name: &str| Batched::define(&format!("{prefix}.{name}"));
         Stats {
-            tarpitted: total("tarpitted"),
-            tarpit_overflow: total("tarpit_overflow"),
-            refused_at_accept: total("refused_at_accept"),
-            seen: total("requests_seen"),
-            dropped: total("requests_dropped"),
-            passed: total("requests_passed"),
-            allowed: total("requests_allowed"),
-            dry_run: total("dry_run_drops"),
-            log_hits: total("log_rule_hits"),
-            suppressed: total("drop_logs_suppressed"),
-            reset_failed: total("reset_failures"),
-            fallback: total("fallback_responses"),
-            rate_limited: total("rate_limited"),
-            contention: total("ratelimit_contention"),
+            totals: Total::ALL
+                .iter()
+                .map(|total| Batched::define(&format!("{prefix}.{}", total.name())))
+                .collect(),
             rules: rules
                 .iter()
                 .map(|(_, metric)| Batched::define(metric))
@@ -363,34 +320,38 @@ impl Stats {
         }
     }
 
-    pub(super) fn rule(&self, rule: RuleRef<'_>) -> Option<&Batched> {
-        self.rules.get(rule.id as usize)
+    /// Adds one to a total.
+    pub(super) fn bump(&self, total: Total) {
+        if let Some(counter) = self.totals.get(total.index()) {
+            counter.bump();
+        }
     }
 
-    /// Hands every count to the host; `requests_seen` last, so a reader that
-    /// sees it at N sees every other counter of those N requests.
+    /// Adds one to the counter of `count`.
+    fn count(&self, count: Count) {
+        match count {
+            Count::Total(total) => self.bump(total),
+            Count::Rule(id) => {
+                if let Some(counter) = self.rules.get(id as usize) {
+                    counter.bump();
+                }
+            }
+        }
+    }
+
+    /// Adds one to the counter of `rule`.
+    pub(super) fn bump_rule(&self, rule: RuleRef<'_>) {
+        self.count(Count::Rule(rule.id));
+    }
+
+    /// Hands every count to the host, in [`Total::ALL`]'s order with the
+    /// rules' counters before `requests_seen` (last), so a reader that sees
+    /// it at N sees every other counter of those N requests.
     fn flush(&self) {
-        for counter in [
-            &self.dropped,
-            &self.passed,
-            &self.allowed,
-            &self.dry_run,
-            &self.log_hits,
-            &self.suppressed,
-            &self.reset_failed,
-            &self.fallback,
-            &self.rate_limited,
-            &self.contention,
-            &self.tarpitted,
-            &self.tarpit_overflow,
-            &self.refused_at_accept,
-        ]
-        .into_iter()
-        .chain(&self.rules)
-        {
+        let (seen, totals) = self.totals.split_last().unzip();
+        for counter in totals.into_iter().flatten().chain(&self.rules).chain(seen) {
             counter.flush();
         }
-        self.seen.flush();
     }
 }
 
