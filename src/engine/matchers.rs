@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use aho_corasick::automaton::Automaton;
 use aho_corasick::nfa::contiguous;
-use aho_corasick::{AhoCorasick, Anchored};
+use aho_corasick::Anchored;
 use ipnet::IpNet;
 use regex_automata::nfa::thompson::{self, pikevm, WhichCaptures};
 use regex_automata::util::pool::Pool;
@@ -690,7 +690,7 @@ pub(crate) struct StrSet {
     items: super::host::FnvSet<Vec<u8>>,
     /// The items that contain a comma or end in whitespace: on a list they
     /// are matched by position, exactly as an `exact` with that text is.
-    spanning: Option<AhoCorasick>,
+    spanning: Option<Searcher>,
     case_insensitive: bool,
 }
 
@@ -711,16 +711,15 @@ impl StrSet {
         // whitespace at either end are found by position instead, with the
         // element-boundary rule `exact` uses: `in` is an `any` of `exact`.
         let ows = [' ', '\t'];
-        let with_comma: Vec<&String> = items
+        let with_comma: Vec<Vec<u8>> = items
             .iter()
             .filter(|s| s.contains(',') || s.starts_with(ows) || s.ends_with(ows))
+            .map(|s| s.as_bytes().to_vec())
             .collect();
         let spanning = if with_comma.is_empty() {
             None
         } else {
-            let automaton = AhoCorasick::builder()
-                .ascii_case_insensitive(case_insensitive)
-                .build(with_comma)
+            let automaton = Searcher::build(&with_comma, case_insensitive, false)
                 .map_err(|e| ConfigError::new(path, format!("list too large to compile: {e}")))?;
             Some(automaton)
         };
@@ -747,9 +746,11 @@ impl StrSet {
         };
         let spans = |v: &[u8]| {
             self.spanning.as_ref().is_some_and(|automaton| {
-                automaton
-                    .find_overlapping_iter(v)
-                    .any(|m| starts_element(v, m.start(), true) && ends_element(v, m.end(), true))
+                let mut found = false;
+                automaton.each_match(v, &mut |_, start, end| {
+                    found = found || (starts_element(v, start, true) && ends_element(v, end, true));
+                });
+                found
             })
         };
         hit(value)
