@@ -6,9 +6,6 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use aho_corasick::automaton::Automaton;
-use aho_corasick::nfa::contiguous;
-use aho_corasick::Anchored;
 use ipnet::IpNet;
 use regex_automata::nfa::thompson::{self, pikevm, WhichCaptures};
 use regex_automata::util::pool::Pool;
@@ -215,19 +212,19 @@ impl RegexSet {
 }
 
 /// A dense DFA is built when its table (states × byte classes) has at most
-/// this many entries (4 bytes each); larger sets get a contiguous NFA,
+/// this many entries (4 bytes each); larger sets get a sparse automaton,
 /// whose memory grows with the patterns only.
 const DENSE_MAX_ENTRIES: usize = 1 << 20;
 
-/// One Aho-Corasick automaton. Small sets get drop444's own dense DFA: one
-/// table lookup per byte, written for the shipped `opt-level = "z"` build
-/// (through `aho-corasick`'s own search loops every byte costs several
-/// calls there). Large sets get `aho-corasick`'s contiguous NFA.
+/// One Aho-Corasick automaton, both kinds drop444's own (the `aho-corasick`
+/// crate's builders and search loops were ~17 KB of drop444.wasm for what
+/// these ~250 lines do). Small sets get a dense DFA: one table lookup per
+/// byte, written for the shipped `opt-level = "z"` build. Large sets get a
+/// sparse one: a trie with failure links.
 #[derive(Debug)]
 enum Searcher {
     Dense(Box<DenseDfa>),
-    /// The NFA, and whether it is searched anchored.
-    Nfa(Box<contiguous::NFA>, bool),
+    Sparse(Box<SparseNfa>),
 }
 
 impl Searcher {
@@ -237,12 +234,9 @@ impl Searcher {
         if let Some(dfa) = DenseDfa::build(patterns, case_insensitive, anchored) {
             return Ok(Searcher::Dense(Box::new(dfa)));
         }
-        contiguous::Builder::new()
-            .ascii_case_insensitive(case_insensitive)
-            .prefilter(false)
-            .build(patterns)
-            .map(|nfa| Searcher::Nfa(Box::new(nfa), anchored))
-            .map_err(|e| e.to_string())
+        SparseNfa::build(patterns, case_insensitive, anchored)
+            .map(|nfa| Searcher::Sparse(Box::new(nfa)))
+            .ok_or_else(|| "more than 2^31 automaton states or matches".to_string())
     }
 
     /// Calls `f(pattern, start, end)` for every match, overlapping ones
@@ -250,9 +244,38 @@ impl Searcher {
     fn each_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
         match self {
             Searcher::Dense(a) => a.each_match(value, f),
-            Searcher::Nfa(a, anchored) => each_overlapping(&**a, *anchored, value, f),
+            Searcher::Sparse(a) => a.each_match(value, f),
         }
     }
+}
+
+/// The byte classes of a pattern set: every byte that occurs in a pattern is
+/// a class of its own (ASCII case folded when case-insensitive: `A` is in
+/// `a`'s class), all other bytes share class 0. Also the number of classes.
+fn byte_classes(patterns: &[Vec<u8>], case_insensitive: bool) -> Option<([u8; 256], usize)> {
+    let fold = |b: u8| {
+        if case_insensitive {
+            b.to_ascii_lowercase()
+        } else {
+            b
+        }
+    };
+    let mut classes = [0u8; 256];
+    let mut count = 1usize;
+    for b in patterns.iter().flatten().map(|b| fold(*b)) {
+        let slot = classes.get_mut(usize::from(b))?;
+        if *slot == 0 {
+            *slot = u8::try_from(count).ok()?;
+            count = count.checked_add(1)?;
+        }
+    }
+    if case_insensitive {
+        for b in b'A'..=b'Z' {
+            let lower = *classes.get(usize::from(b.to_ascii_lowercase()))?;
+            *classes.get_mut(usize::from(b))? = lower;
+        }
+    }
+    Some((classes, count))
 }
 
 /// A dense Aho-Corasick DFA over byte classes (every byte that occurs in a
@@ -283,29 +306,7 @@ impl DenseDfa {
     /// want matches starting at 0 (a missing edge leads back to the start
     /// state, which then ends the search).
     fn build(patterns: &[Vec<u8>], case_insensitive: bool, anchored: bool) -> Option<DenseDfa> {
-        let fold = |b: u8| {
-            if case_insensitive {
-                b.to_ascii_lowercase()
-            } else {
-                b
-            }
-        };
-        let mut classes = [0u8; 256];
-        let mut count = 1usize;
-        for b in patterns.iter().flatten().map(|b| fold(*b)) {
-            let slot = classes.get_mut(usize::from(b))?;
-            if *slot == 0 {
-                *slot = u8::try_from(count).ok()?;
-                count = count.checked_add(1)?;
-            }
-        }
-        if case_insensitive {
-            for b in b'A'..=b'Z' {
-                let lower = *classes.get(usize::from(b.to_ascii_lowercase()))?;
-                *classes.get_mut(usize::from(b))? = lower;
-            }
-        }
-        let stride = count;
+        let (classes, stride) = byte_classes(patterns, case_insensitive)?;
         // The trie, rows of `stride` entries; `NONE` marks a missing edge.
         const NONE: u32 = u32::MAX;
         let mut trans: Vec<u32> = vec![NONE; stride];
@@ -528,40 +529,203 @@ impl DenseDfa {
     }
 }
 
-/// Every match, overlapping ones included: one transition per byte, and
-/// only match states (the automata have no prefilter, so no other state is
-/// special) stop the loop. Patterns are never empty, so the start state is
-/// no match.
-fn each_overlapping<A: Automaton>(
-    aut: &A,
+/// A sparse Aho-Corasick automaton, for sets whose dense table would be too
+/// large: the trie's edges per state (sorted by byte), failure links
+/// followed at search time, and a dense row for the start state, where a
+/// search spends most bytes. Edge targets carry [`SparseNfa::MATCH`] when
+/// the target reports matches.
+#[derive(Debug)]
+struct SparseNfa {
+    /// The byte an input byte stands for (ASCII-lowercased when
+    /// case-insensitive).
+    classes: [u8; 256],
+    /// A trie searched from 0 only: no failure links are followed.
     anchored: bool,
-    value: &[u8],
-    f: &mut dyn FnMut(usize, usize, usize),
-) {
-    let mode = if anchored {
-        Anchored::Yes
-    } else {
-        Anchored::No
-    };
-    let Ok(mut sid) = aut.start_state(mode) else {
-        return;
-    };
-    for (at, &byte) in value.iter().enumerate() {
-        sid = aut.next_state(mode, sid, byte);
-        if aut.is_special(sid) {
-            if aut.is_dead(sid) {
+    /// The start state's target per byte (0: stays at the start).
+    start: Vec<u32>,
+    /// Per state: its edges are `edge_class/edge_next[edge_start[s]..edge_start[s + 1]]`.
+    edge_start: Vec<u32>,
+    edge_class: Vec<u8>,
+    edge_next: Vec<u32>,
+    fail: Vec<u32>,
+    /// Per state: its patterns are `outputs[out_start[s]..out_start[s + 1]]`.
+    out_start: Vec<u32>,
+    outputs: Vec<u32>,
+    pattern_len: Vec<u32>,
+}
+
+impl SparseNfa {
+    const MATCH: u32 = 1 << 31;
+
+    fn build(patterns: &[Vec<u8>], case_insensitive: bool, anchored: bool) -> Option<SparseNfa> {
+        // Edges are labelled by the byte itself (ASCII-lowercased when
+        // case-insensitive): a large set may use all 256 bytes, more than
+        // the dense DFA's classes can number.
+        let mut classes = [0u8; 256];
+        for (b, class) in (0..=255u8).zip(classes.iter_mut()) {
+            *class = if case_insensitive {
+                b.to_ascii_lowercase()
+            } else {
+                b
+            };
+        }
+        let class_of = |b: u8| classes.get(usize::from(b)).copied();
+        // The trie: per state, (class, child) edges in insertion order.
+        let mut edges: Vec<Vec<(u8, u32)>> = vec![Vec::new()];
+        let mut own: Vec<Vec<u32>> = vec![Vec::new()];
+        for (id, pattern) in patterns.iter().enumerate() {
+            let mut state = 0usize;
+            for &b in pattern {
+                let class = class_of(b)?;
+                let out = edges.get(state)?;
+                state = match out.iter().find(|(c, _)| *c == class) {
+                    Some((_, next)) => usize::try_from(*next).ok()?,
+                    None => {
+                        let new = edges.len();
+                        let new32 = u32::try_from(new).ok().filter(|n| *n < Self::MATCH)?;
+                        edges.get_mut(state)?.push((class, new32));
+                        edges.push(Vec::new());
+                        own.push(Vec::new());
+                        new
+                    }
+                };
+            }
+            own.get_mut(state)?.push(u32::try_from(id).ok()?);
+        }
+        for out in &mut edges {
+            out.sort_unstable();
+        }
+        let next = |edges: &[Vec<(u8, u32)>], state: usize, class: u8| -> Option<usize> {
+            let out = edges.get(state)?;
+            let i = out.binary_search_by_key(&class, |(c, _)| *c).ok()?;
+            usize::try_from(out.get(i)?.1).ok()
+        };
+        // Failure links in breadth-first order; a state also reports the
+        // patterns of its failure state (whose list is complete by then).
+        let states = edges.len();
+        let mut fail = vec![0u32; states];
+        let mut all: Vec<Vec<u32>> = vec![Vec::new(); states];
+        let mut queue = std::collections::VecDeque::new();
+        queue.push_back(0usize);
+        while let Some(state) = queue.pop_front() {
+            let mut list = std::mem::take(own.get_mut(state)?);
+            if !anchored && state != 0 {
+                list.extend_from_slice(all.get(usize::try_from(*fail.get(state)?).ok()?)?);
+            }
+            *all.get_mut(state)? = list;
+            for &(class, child) in edges.get(state)? {
+                let child = usize::try_from(child).ok()?;
+                // The longest proper suffix of the child's text that is in
+                // the trie: from the parent's failure state, the first one
+                // with an edge on this class (the start state's children
+                // fail to the start state).
+                let mut target = 0usize;
+                if state != 0 {
+                    let mut f = usize::try_from(*fail.get(state)?).ok()?;
+                    target = loop {
+                        if let Some(n) = next(&edges, f, class) {
+                            break n;
+                        }
+                        if f == 0 {
+                            break 0;
+                        }
+                        f = usize::try_from(*fail.get(f)?).ok()?;
+                    };
+                }
+                *fail.get_mut(child)? = u32::try_from(target).ok()?;
+                queue.push_back(child);
+            }
+        }
+        let flagged = |target: u32| -> Option<u32> {
+            let matches = !all.get(usize::try_from(target).ok()?)?.is_empty();
+            Some(if matches {
+                target | Self::MATCH
+            } else {
+                target
+            })
+        };
+        let mut start = vec![0u32; 256];
+        for &(class, child) in edges.first()? {
+            *start.get_mut(usize::from(class))? = flagged(child)?;
+        }
+        let (mut edge_start, mut edge_class, mut edge_next) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut out_start, mut outputs) = (Vec::new(), Vec::new());
+        for (out, list) in edges.iter().zip(&all) {
+            edge_start.push(u32::try_from(edge_class.len()).ok()?);
+            out_start.push(u32::try_from(outputs.len()).ok()?);
+            for &(class, child) in out {
+                edge_class.push(class);
+                edge_next.push(flagged(child)?);
+            }
+            outputs.extend_from_slice(list);
+        }
+        edge_start.push(u32::try_from(edge_class.len()).ok()?);
+        out_start.push(u32::try_from(outputs.len()).ok()?);
+        Some(SparseNfa {
+            classes,
+            anchored,
+            start,
+            edge_start,
+            edge_class,
+            edge_next,
+            fail,
+            out_start,
+            outputs,
+            pattern_len: patterns
+                .iter()
+                .map(|p| u32::try_from(p.len()).unwrap_or(u32::MAX))
+                .collect(),
+        })
+    }
+
+    /// The edge from `state` on `class` (a byte; its target, flagged), if any.
+    fn edge(&self, state: u32, class: u8) -> Option<u32> {
+        let s = state as usize;
+        let from = self.edge_start.get(s).copied().unwrap_or(0) as usize;
+        let to = self
+            .edge_start
+            .get(s.saturating_add(1))
+            .copied()
+            .unwrap_or(0) as usize;
+        let classes = self.edge_class.get(from..to)?;
+        let i = classes.binary_search(&class).ok()?;
+        self.edge_next.get(from.saturating_add(i)).copied()
+    }
+
+    fn each_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
+        let mut state = 0u32;
+        for (at, &byte) in value.iter().enumerate() {
+            let class = self.classes.get(usize::from(byte)).copied().unwrap_or(0);
+            // Follow failure links until a state has an edge on this byte
+            // (at most the depth of the state: each byte deepens by one).
+            let entry = loop {
+                if state == 0 {
+                    break self.start.get(usize::from(class)).copied().unwrap_or(0);
+                }
+                if let Some(entry) = self.edge(state, class) {
+                    break entry;
+                }
+                if self.anchored {
+                    return;
+                }
+                state = self.fail.get(state as usize).copied().unwrap_or(0);
+            };
+            if self.anchored && entry == 0 {
                 return;
             }
-            if aut.is_match(sid) {
+            state = entry & !Self::MATCH;
+            if entry & Self::MATCH != 0 {
+                let s = state as usize;
+                let from = self.out_start.get(s).copied().unwrap_or(0) as usize;
+                let to = self
+                    .out_start
+                    .get(s.saturating_add(1))
+                    .copied()
+                    .unwrap_or(0) as usize;
                 let end = at.saturating_add(1);
-                for i in 0..aut.match_len(sid) {
-                    let pattern = aut.match_pattern(sid, i);
-                    let start = end.saturating_sub(aut.pattern_len(pattern));
-                    // A state also reports its failure states' patterns,
-                    // which an anchored search does not want.
-                    if !anchored || start == 0 {
-                        f(pattern.as_usize(), start, end);
-                    }
+                for &pattern in self.outputs.get(from..to).unwrap_or_default() {
+                    let len = self.pattern_len.get(pattern as usize).copied().unwrap_or(0);
+                    f(pattern as usize, end.saturating_sub(len as usize), end);
                 }
             }
         }
@@ -868,12 +1032,7 @@ mod search_tests {
         for ci in [false, true] {
             let dense = Searcher::build(&patterns, ci, true).unwrap();
             assert!(matches!(dense, Searcher::Dense(_)));
-            let nfa = contiguous::Builder::new()
-                .ascii_case_insensitive(ci)
-                .prefilter(false)
-                .build(&patterns)
-                .map(|nfa| Searcher::Nfa(Box::new(nfa), true))
-                .unwrap();
+            let nfa = Searcher::Sparse(Box::new(SparseNfa::build(&patterns, ci, true).unwrap()));
             let full = Searcher::build(&patterns, ci, false).unwrap();
             for value in values {
                 let want: Vec<_> = matches(&full, value)
@@ -882,6 +1041,65 @@ mod search_tests {
                     .collect();
                 assert_eq!(matches(&dense, value), want, "{value:?} ci={ci}");
                 assert_eq!(matches(&nfa, value), want, "{value:?} ci={ci}");
+            }
+        }
+    }
+
+    /// Both automata, anchored or not, report exactly the matches a naive
+    /// search finds (pseudo-random sets over a small alphabet, so patterns
+    /// share prefixes and suffixes and overlap).
+    #[test]
+    fn dense_and_sparse_report_every_match() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n) as usize
+        };
+        let alphabet = b"abAB/";
+        for round in 0..300 {
+            let ci = round % 2 == 1;
+            let mut patterns: Vec<Vec<u8>> = (0..1 + next(12))
+                .map(|_| (0..1 + next(4)).map(|_| alphabet[next(5)]).collect())
+                .collect();
+            patterns.sort();
+            patterns.dedup_by(|a, b| a.eq_ignore_ascii_case(b) && ci || a == b);
+            for _ in 0..10 {
+                let value: Vec<u8> = (0..next(16)).map(|_| alphabet[next(5)]).collect();
+                let mut want = Vec::new();
+                for (p, pattern) in patterns.iter().enumerate() {
+                    for start in 0..value.len() {
+                        let end = start + pattern.len();
+                        let hit = value.get(start..end).is_some_and(|w| {
+                            if ci {
+                                w.eq_ignore_ascii_case(pattern)
+                            } else {
+                                w == &pattern[..]
+                            }
+                        });
+                        if hit {
+                            want.push((p, start, end));
+                        }
+                    }
+                }
+                want.sort_unstable();
+                for anchored in [false, true] {
+                    let want: Vec<_> = want
+                        .iter()
+                        .copied()
+                        .filter(|(_, s, _)| !anchored || *s == 0)
+                        .collect();
+                    let dense = Searcher::Dense(Box::new(
+                        DenseDfa::build(&patterns, ci, anchored).unwrap(),
+                    ));
+                    let sparse = Searcher::Sparse(Box::new(
+                        SparseNfa::build(&patterns, ci, anchored).unwrap(),
+                    ));
+                    let what = format!("{patterns:?} on {value:?} ci={ci} anchored={anchored}");
+                    assert_eq!(matches(&dense, &value), want, "dense: {what}");
+                    assert_eq!(matches(&sparse, &value), want, "sparse: {what}");
+                }
             }
         }
     }
@@ -922,7 +1140,7 @@ mod search_tests {
             .collect();
         assert!(matches!(
             Searcher::build(&distinct, false, false).unwrap(),
-            Searcher::Nfa(..)
+            Searcher::Sparse(..)
         ));
     }
 }
