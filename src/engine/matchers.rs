@@ -570,7 +570,7 @@ impl SparseNfa {
             };
         }
         let class_of = |b: u8| classes.get(usize::from(b)).copied();
-        // The trie: per state, (class, child) edges in insertion order.
+        // The trie: per state, (byte, child) edges sorted by byte.
         let mut edges: Vec<Vec<(u8, u32)>> = vec![Vec::new()];
         let mut own: Vec<Vec<u32>> = vec![Vec::new()];
         for (id, pattern) in patterns.iter().enumerate() {
@@ -578,12 +578,12 @@ impl SparseNfa {
             for &b in pattern {
                 let class = class_of(b)?;
                 let out = edges.get(state)?;
-                state = match out.iter().find(|(c, _)| *c == class) {
-                    Some((_, next)) => usize::try_from(*next).ok()?,
-                    None => {
+                state = match out.binary_search_by_key(&class, |(c, _)| *c) {
+                    Ok(i) => usize::try_from(out.get(i)?.1).ok()?,
+                    Err(i) => {
                         let new = edges.len();
                         let new32 = u32::try_from(new).ok().filter(|n| *n < Self::MATCH)?;
-                        edges.get_mut(state)?.push((class, new32));
+                        edges.get_mut(state)?.insert(i, (class, new32));
                         edges.push(Vec::new());
                         own.push(Vec::new());
                         new
@@ -591,9 +591,6 @@ impl SparseNfa {
                 };
             }
             own.get_mut(state)?.push(u32::try_from(id).ok()?);
-        }
-        for out in &mut edges {
-            out.sort_unstable();
         }
         let next = |edges: &[Vec<(u8, u32)>], state: usize, class: u8| -> Option<usize> {
             let out = edges.get(state)?;
