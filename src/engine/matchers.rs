@@ -3,7 +3,6 @@
 //! `RegexSet`, so a single pass over a value decides all of them, however
 //! many rules there are. Sets (`in`) are hash sets or sorted ranges.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -36,7 +35,7 @@ pub(crate) struct IndexBuilder {
 
 #[derive(Debug, Default)]
 struct LiteralBuilder {
-    ids: HashMap<Vec<u8>, usize>,
+    ids: super::FnvMap<Vec<u8>, usize>,
     patterns: Vec<Vec<u8>>,
     targets: Vec<Vec<Target>>,
 }

@@ -18,7 +18,9 @@
 //! held for a stream Envoy has destroyed.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::engine::FnvMap as HashMap;
 use std::time::Duration;
 
 use log::debug;
@@ -81,7 +83,7 @@ impl Tarpit {
         Tarpit {
             max: max as usize,
             by_deadline: RefCell::new(BTreeMap::new()),
-            deadline_of: RefCell::new(HashMap::new()),
+            deadline_of: RefCell::new(HashMap::default()),
             fast: Cell::new(false),
         }
     }
