@@ -956,20 +956,26 @@ impl IpSet {
 
     /// A set of these networks (host bits already cleared by the caller).
     pub(crate) fn from_nets(nets: impl IntoIterator<Item = IpNet>) -> Self {
-        let mut set = IpSet::default();
+        // Both families are sorted and merged as u128 ranges: one sort
+        // instance in the module instead of two.
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for net in nets {
             match net {
-                IpNet::V4(n) => set
-                    .v4
-                    .push((u32::from(n.network()), u32::from(n.broadcast()))),
-                IpNet::V6(n) => set
-                    .v6
-                    .push((u128::from(n.network()), u128::from(n.broadcast()))),
+                IpNet::V4(n) => v4.push((
+                    u128::from(u32::from(n.network())),
+                    u128::from(u32::from(n.broadcast())),
+                )),
+                IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
             }
         }
-        merge(&mut set.v4);
-        merge(&mut set.v6);
-        set
+        let narrow = |x: u128| u32::try_from(x).unwrap_or(u32::MAX);
+        IpSet {
+            v4: merge(v4)
+                .into_iter()
+                .map(|(start, end)| (narrow(start), narrow(end)))
+                .collect(),
+            v6: merge(v6),
+        }
     }
 
     /// Disjoint ranges kept (after merging).
@@ -985,16 +991,17 @@ impl IpSet {
     }
 }
 
-fn merge<T: Ord + Copy>(ranges: &mut Vec<(T, T)>) {
+/// The ranges sorted, overlapping ones merged.
+fn merge(mut ranges: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
     ranges.sort_unstable();
-    let mut merged: Vec<(T, T)> = Vec::with_capacity(ranges.len());
-    for &(start, end) in ranges.iter() {
+    let mut merged: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
         match merged.last_mut() {
             Some(last) if start <= last.1 => last.1 = last.1.max(end),
             _ => merged.push((start, end)),
         }
     }
-    *ranges = merged;
+    merged
 }
 
 fn within<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
@@ -1038,6 +1045,43 @@ mod search_tests {
                 assert_eq!(matches(&dense, value), want, "{value:?} ci={ci}");
                 assert_eq!(matches(&nfa, value), want, "{value:?} ci={ci}");
             }
+        }
+    }
+
+    /// IPv4 and IPv6 ranges are merged (nested, overlapping and adjacent
+    /// ones) and searched per family, at both ends of each space.
+    #[test]
+    fn ip_sets_merge_ranges_per_family() {
+        let nets = [
+            "10.1.0.0/16",
+            "10.0.0.0/8",
+            "192.0.2.0/25",
+            "192.0.2.64/26",
+            "255.255.255.255/32",
+            "0.0.0.0/32",
+            "2001:db8::/32",
+            "2001:db8:1::/48",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128",
+        ];
+        let set = IpSet::from_nets(nets.iter().map(|n| n.parse::<IpNet>().unwrap()));
+        // 10/8, 192.0.2.0/25, 255.255.255.255, 0.0.0.0; 2001:db8::/32, ffff...
+        assert_eq!(set.len(), 6);
+        for (ip, want) in [
+            ("10.200.3.4", true),
+            ("10.1.2.3", true),
+            ("11.0.0.0", false),
+            ("192.0.2.127", true),
+            ("192.0.2.128", false),
+            ("255.255.255.255", true),
+            ("255.255.255.254", false),
+            ("0.0.0.0", true),
+            ("0.0.0.1", false),
+            ("2001:db8:ffff::1", true),
+            ("2001:db9::", false),
+            ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("::ffff:10.9.9.9", true),
+        ] {
+            assert_eq!(set.contains(ip.parse().unwrap()), want, "{ip}");
         }
     }
 
