@@ -179,7 +179,8 @@ impl Engine {
             .iter()
             .map(|d| (d.name.clone(), d.format))
             .collect();
-        let mut names: FnvSet<String> = FnvSet::default();
+        // Bytes, not `String`s: the same set type as `in` lists use.
+        let mut names: FnvSet<Vec<u8>> = FnvSet::default();
         let mut compiled: Vec<Rule> = Vec::with_capacity(total);
 
         // The host policy is sugar for built-in rules in the same language,
@@ -191,11 +192,11 @@ impl Engine {
             let mut rule = compiler.rule(&rule_spec, index, name.to_string(), "host")?;
             rule.source = source;
             rule.scope = spec.host.scope;
-            names.insert(name.to_string());
+            names.insert(name.as_bytes().to_vec());
             compiled.push(rule);
         }
         for reserved in builtin::ALL {
-            names.insert(reserved.to_string());
+            names.insert(reserved.as_bytes().to_vec());
         }
 
         for (i, rule_spec) in spec.rules.iter().enumerate() {
@@ -207,7 +208,7 @@ impl Engine {
                 }
                 None => format!("rule-{i}"),
             };
-            if !names.insert(name.clone()) {
+            if !names.insert(name.as_bytes().to_vec()) {
                 return Err(ConfigError::new(
                     format!("{path}.name"),
                     format!(
@@ -323,7 +324,7 @@ impl Engine {
     /// one gets its index appended.
     pub fn stat_names(&self) -> (String, Vec<(&str, String)>) {
         let prefix = self.stats_prefix.clone();
-        let mut seen: FnvSet<String> = FnvSet::default();
+        let mut seen: FnvSet<Vec<u8>> = FnvSet::default();
         let names = self
             .rules
             .iter()
@@ -340,7 +341,7 @@ impl Engine {
                         }
                     })
                     .collect();
-                let unique = if seen.insert(safe.clone()) {
+                let unique = if seen.insert(safe.as_bytes().to_vec()) {
                     safe
                 } else {
                     format!("{safe}_{i}")
