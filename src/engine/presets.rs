@@ -76,7 +76,8 @@ pub struct PresetInfo {
 
 pub(crate) fn load(name: &str) -> Option<Result<PresetFile, String>> {
     let (_, packed) = PRESETS.iter().find(|(n, _)| *n == name)?;
-    let parsed = serde_json::from_str(&unpack(packed))
+    // `from_slice`, not `from_str`: one serde_json reader in the module.
+    let parsed = serde_json::from_slice(unpack(packed).as_bytes())
         .map_err(|e| e.to_string())
         .and_then(|v| preset_file(&v).map_err(|e| e.to_string()))
         .map_err(|e| format!("preset `{name}` is corrupt: {e}"));
