@@ -5,7 +5,7 @@
 //! texts repeat the same few JSON fragments in every entry
 //! (`"}},{"match":{"case_insensitive":true,"contains":"`), so the build also
 //! replaces the most frequent fragments by one control byte each (compact
-//! JSON has none): 22.6 KB of presets become 9.9 KB. `src/engine/presets.rs`
+//! JSON has none): 22.6 KB of presets become 7.0 KB. `src/engine/presets.rs`
 //! puts the fragments back before parsing. The result,
 //! `$OUT_DIR/presets.rs`, holds the fragment table and the packed texts. The
 //! files in `presets/` stay the reference.
@@ -87,26 +87,29 @@ fn main() {
 
 /// Replaces, most bytes saved first, up to 31 fragments by the control
 /// bytes 1..=31; returns the fragments (byte `i` stands for `fragments[i - 1]`).
-/// A fragment starts at `{`, `,` or `"` and ends after `"`, `,`, `:` or `}`
-/// (JSON structure, where the repeats are), is at most 64 bytes long and holds
-/// no control byte (no fragment inside another). Ties go to the smaller
-/// string, so the output does not depend on hash order.
+/// A fragment starts and ends on a token boundary (not inside a word, where
+/// a word is ASCII letters and digits and any non-ASCII text, so never inside
+/// a UTF-8 character), is 3 to 64 bytes long and holds no control byte (no
+/// fragment inside another). Ties go to the smaller string, so the output
+/// does not depend on hash order.
 fn pack(texts: &mut [String]) -> Vec<String> {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b >= 0x80;
     let mut fragments = Vec::new();
     for code in 1u8..=31 {
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for text in texts.iter() {
             let bytes = text.as_bytes();
-            for (i, b) in bytes.iter().enumerate() {
-                if !matches!(b, b'{' | b',' | b'"') {
+            let boundary =
+                |k: usize| k == 0 || k == bytes.len() || !(word(bytes[k - 1]) && word(bytes[k]));
+            for i in 0..bytes.len() {
+                if bytes[i] < 0x20 || !boundary(i) {
                     continue;
                 }
-                for j in i + 3..=bytes.len().min(i + 64) {
-                    let last = bytes[j - 1];
-                    if last < 0x20 {
+                for j in i + 1..=bytes.len().min(i + 64) {
+                    if bytes[j - 1] < 0x20 {
                         break;
                     }
-                    if matches!(last, b'"' | b',' | b':' | b'}') && text.is_char_boundary(j) {
+                    if j >= i + 3 && boundary(j) {
                         *counts.entry(&text[i..j]).or_default() += 1;
                     }
                 }
