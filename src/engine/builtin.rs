@@ -56,7 +56,8 @@ pub(crate) fn host_rules(
     sources
         .into_iter()
         .map(|(name, source)| {
-            let spec = serde_json::from_str(&source)
+            // `from_slice`, not `from_str`: one serde_json reader in the module.
+            let spec = serde_json::from_slice(source.as_bytes())
                 .map_err(|e| e.to_string())
                 .and_then(|v| super::config::node(&v, "").map_err(|e| e.to_string()))
                 .map_err(|e| ConfigError::new("host", format!("built-in rule {name}: {e}")))?;

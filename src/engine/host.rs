@@ -307,6 +307,11 @@ impl std::hash::Hasher for Fnv {
 /// A hash set keyed with [`Fnv`].
 pub(crate) type FnvSet<T> = HashSet<T, std::hash::BuildHasherDefault<Fnv>>;
 
+/// A hash map keyed with [`Fnv`]. The crate's maps all use it (keys come
+/// from the configuration or the host, never from a request), so the module
+/// links no SipHash and no random seeding.
+pub(crate) type FnvMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 /// A fixed set of names for exact lookups: open addressing over a hash of
 /// the length and the first, middle and last eight bytes (a few
 /// instructions, whatever the length). Only the configuration puts names in,

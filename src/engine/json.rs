@@ -49,14 +49,20 @@ fn one_of(names: &[&str]) -> String {
         [] => String::new(),
         [one] => format!("`{one}`"),
         [a, b] => format!("`{a}` or `{b}`"),
-        _ => format!(
-            "one of {}",
-            names
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => {
+            // Written out rather than `.join(", ")` over `String`s: that
+            // would be a second `join` instance in the module.
+            let mut text = String::from("one of ");
+            for (i, n) in names.iter().enumerate() {
+                if i > 0 {
+                    text.push_str(", ");
+                }
+                text.push('`');
+                text.push_str(n);
+                text.push('`');
+            }
+            text
+        }
     }
 }
 

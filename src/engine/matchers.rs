@@ -3,12 +3,8 @@
 //! `RegexSet`, so a single pass over a value decides all of them, however
 //! many rules there are. Sets (`in`) are hash sets or sorted ranges.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
-use aho_corasick::automaton::Automaton;
-use aho_corasick::nfa::contiguous;
-use aho_corasick::{AhoCorasick, Anchored};
 use ipnet::IpNet;
 use regex_automata::nfa::thompson::{self, pikevm, WhichCaptures};
 use regex_automata::util::pool::Pool;
@@ -39,7 +35,7 @@ pub(crate) struct IndexBuilder {
 
 #[derive(Debug, Default)]
 struct LiteralBuilder {
-    ids: HashMap<Vec<u8>, usize>,
+    ids: super::FnvMap<Vec<u8>, usize>,
     patterns: Vec<Vec<u8>>,
     targets: Vec<Vec<Target>>,
 }
@@ -215,19 +211,19 @@ impl RegexSet {
 }
 
 /// A dense DFA is built when its table (states × byte classes) has at most
-/// this many entries (4 bytes each); larger sets get a contiguous NFA,
+/// this many entries (4 bytes each); larger sets get a sparse automaton,
 /// whose memory grows with the patterns only.
 const DENSE_MAX_ENTRIES: usize = 1 << 20;
 
-/// One Aho-Corasick automaton. Small sets get drop444's own dense DFA: one
-/// table lookup per byte, written for the shipped `opt-level = "z"` build
-/// (through `aho-corasick`'s own search loops every byte costs several
-/// calls there). Large sets get `aho-corasick`'s contiguous NFA.
+/// One Aho-Corasick automaton, both kinds drop444's own (the `aho-corasick`
+/// crate's builders and search loops were ~17 KB of drop444.wasm for what
+/// these ~250 lines do). Small sets get a dense DFA: one table lookup per
+/// byte, written for the shipped `opt-level = "z"` build. Large sets get a
+/// sparse one: a trie with failure links.
 #[derive(Debug)]
 enum Searcher {
     Dense(Box<DenseDfa>),
-    /// The NFA, and whether it is searched anchored.
-    Nfa(Box<contiguous::NFA>, bool),
+    Sparse(Box<SparseNfa>),
 }
 
 impl Searcher {
@@ -237,12 +233,9 @@ impl Searcher {
         if let Some(dfa) = DenseDfa::build(patterns, case_insensitive, anchored) {
             return Ok(Searcher::Dense(Box::new(dfa)));
         }
-        contiguous::Builder::new()
-            .ascii_case_insensitive(case_insensitive)
-            .prefilter(false)
-            .build(patterns)
-            .map(|nfa| Searcher::Nfa(Box::new(nfa), anchored))
-            .map_err(|e| e.to_string())
+        SparseNfa::build(patterns, case_insensitive, anchored)
+            .map(|nfa| Searcher::Sparse(Box::new(nfa)))
+            .ok_or_else(|| "more than 2^31 automaton states or matches".to_string())
     }
 
     /// Calls `f(pattern, start, end)` for every match, overlapping ones
@@ -250,9 +243,38 @@ impl Searcher {
     fn each_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
         match self {
             Searcher::Dense(a) => a.each_match(value, f),
-            Searcher::Nfa(a, anchored) => each_overlapping(&**a, *anchored, value, f),
+            Searcher::Sparse(a) => a.each_match(value, f),
         }
     }
+}
+
+/// The byte classes of a pattern set: every byte that occurs in a pattern is
+/// a class of its own (ASCII case folded when case-insensitive: `A` is in
+/// `a`'s class), all other bytes share class 0. Also the number of classes.
+fn byte_classes(patterns: &[Vec<u8>], case_insensitive: bool) -> Option<([u8; 256], usize)> {
+    let fold = |b: u8| {
+        if case_insensitive {
+            b.to_ascii_lowercase()
+        } else {
+            b
+        }
+    };
+    let mut classes = [0u8; 256];
+    let mut count = 1usize;
+    for b in patterns.iter().flatten().map(|b| fold(*b)) {
+        let slot = classes.get_mut(usize::from(b))?;
+        if *slot == 0 {
+            *slot = u8::try_from(count).ok()?;
+            count = count.checked_add(1)?;
+        }
+    }
+    if case_insensitive {
+        for b in b'A'..=b'Z' {
+            let lower = *classes.get(usize::from(b.to_ascii_lowercase()))?;
+            *classes.get_mut(usize::from(b))? = lower;
+        }
+    }
+    Some((classes, count))
 }
 
 /// A dense Aho-Corasick DFA over byte classes (every byte that occurs in a
@@ -283,29 +305,7 @@ impl DenseDfa {
     /// want matches starting at 0 (a missing edge leads back to the start
     /// state, which then ends the search).
     fn build(patterns: &[Vec<u8>], case_insensitive: bool, anchored: bool) -> Option<DenseDfa> {
-        let fold = |b: u8| {
-            if case_insensitive {
-                b.to_ascii_lowercase()
-            } else {
-                b
-            }
-        };
-        let mut classes = [0u8; 256];
-        let mut count = 1usize;
-        for b in patterns.iter().flatten().map(|b| fold(*b)) {
-            let slot = classes.get_mut(usize::from(b))?;
-            if *slot == 0 {
-                *slot = u8::try_from(count).ok()?;
-                count = count.checked_add(1)?;
-            }
-        }
-        if case_insensitive {
-            for b in b'A'..=b'Z' {
-                let lower = *classes.get(usize::from(b.to_ascii_lowercase()))?;
-                *classes.get_mut(usize::from(b))? = lower;
-            }
-        }
-        let stride = count;
+        let (classes, stride) = byte_classes(patterns, case_insensitive)?;
         // The trie, rows of `stride` entries; `NONE` marks a missing edge.
         const NONE: u32 = u32::MAX;
         let mut trans: Vec<u32> = vec![NONE; stride];
@@ -528,40 +528,200 @@ impl DenseDfa {
     }
 }
 
-/// Every match, overlapping ones included: one transition per byte, and
-/// only match states (the automata have no prefilter, so no other state is
-/// special) stop the loop. Patterns are never empty, so the start state is
-/// no match.
-fn each_overlapping<A: Automaton>(
-    aut: &A,
+/// A sparse Aho-Corasick automaton, for sets whose dense table would be too
+/// large: the trie's edges per state (sorted by byte), failure links
+/// followed at search time, and a dense row for the start state, where a
+/// search spends most bytes. Edge targets carry [`SparseNfa::MATCH`] when
+/// the target reports matches.
+#[derive(Debug)]
+struct SparseNfa {
+    /// The byte an input byte stands for (ASCII-lowercased when
+    /// case-insensitive).
+    classes: [u8; 256],
+    /// A trie searched from 0 only: no failure links are followed.
     anchored: bool,
-    value: &[u8],
-    f: &mut dyn FnMut(usize, usize, usize),
-) {
-    let mode = if anchored {
-        Anchored::Yes
-    } else {
-        Anchored::No
-    };
-    let Ok(mut sid) = aut.start_state(mode) else {
-        return;
-    };
-    for (at, &byte) in value.iter().enumerate() {
-        sid = aut.next_state(mode, sid, byte);
-        if aut.is_special(sid) {
-            if aut.is_dead(sid) {
+    /// The start state's target per byte (0: stays at the start).
+    start: Vec<u32>,
+    /// Per state: its edges are `edge_class/edge_next[edge_start[s]..edge_start[s + 1]]`.
+    edge_start: Vec<u32>,
+    edge_class: Vec<u8>,
+    edge_next: Vec<u32>,
+    fail: Vec<u32>,
+    /// Per state: its patterns are `outputs[out_start[s]..out_start[s + 1]]`.
+    out_start: Vec<u32>,
+    outputs: Vec<u32>,
+    pattern_len: Vec<u32>,
+}
+
+impl SparseNfa {
+    const MATCH: u32 = 1 << 31;
+
+    fn build(patterns: &[Vec<u8>], case_insensitive: bool, anchored: bool) -> Option<SparseNfa> {
+        // Edges are labelled by the byte itself (ASCII-lowercased when
+        // case-insensitive): a large set may use all 256 bytes, more than
+        // the dense DFA's classes can number.
+        let mut classes = [0u8; 256];
+        for (b, class) in (0..=255u8).zip(classes.iter_mut()) {
+            *class = if case_insensitive {
+                b.to_ascii_lowercase()
+            } else {
+                b
+            };
+        }
+        let class_of = |b: u8| classes.get(usize::from(b)).copied();
+        // The trie: per state, (byte, child) edges sorted by byte.
+        let mut edges: Vec<Vec<(u8, u32)>> = vec![Vec::new()];
+        let mut own: Vec<Vec<u32>> = vec![Vec::new()];
+        for (id, pattern) in patterns.iter().enumerate() {
+            let mut state = 0usize;
+            for &b in pattern {
+                let class = class_of(b)?;
+                let out = edges.get(state)?;
+                state = match out.binary_search_by_key(&class, |(c, _)| *c) {
+                    Ok(i) => usize::try_from(out.get(i)?.1).ok()?,
+                    Err(i) => {
+                        let new = edges.len();
+                        let new32 = u32::try_from(new).ok().filter(|n| *n < Self::MATCH)?;
+                        edges.get_mut(state)?.insert(i, (class, new32));
+                        edges.push(Vec::new());
+                        own.push(Vec::new());
+                        new
+                    }
+                };
+            }
+            own.get_mut(state)?.push(u32::try_from(id).ok()?);
+        }
+        let next = |edges: &[Vec<(u8, u32)>], state: usize, class: u8| -> Option<usize> {
+            let out = edges.get(state)?;
+            let i = out.binary_search_by_key(&class, |(c, _)| *c).ok()?;
+            usize::try_from(out.get(i)?.1).ok()
+        };
+        // Failure links in breadth-first order; a state also reports the
+        // patterns of its failure state (whose list is complete by then).
+        let states = edges.len();
+        let mut fail = vec![0u32; states];
+        let mut all: Vec<Vec<u32>> = vec![Vec::new(); states];
+        let mut queue = std::collections::VecDeque::new();
+        queue.push_back(0usize);
+        while let Some(state) = queue.pop_front() {
+            let mut list = std::mem::take(own.get_mut(state)?);
+            if !anchored && state != 0 {
+                list.extend_from_slice(all.get(usize::try_from(*fail.get(state)?).ok()?)?);
+            }
+            *all.get_mut(state)? = list;
+            for &(class, child) in edges.get(state)? {
+                let child = usize::try_from(child).ok()?;
+                // The longest proper suffix of the child's text that is in
+                // the trie: from the parent's failure state, the first one
+                // with an edge on this class (the start state's children
+                // fail to the start state).
+                let mut target = 0usize;
+                if state != 0 {
+                    let mut f = usize::try_from(*fail.get(state)?).ok()?;
+                    target = loop {
+                        if let Some(n) = next(&edges, f, class) {
+                            break n;
+                        }
+                        if f == 0 {
+                            break 0;
+                        }
+                        f = usize::try_from(*fail.get(f)?).ok()?;
+                    };
+                }
+                *fail.get_mut(child)? = u32::try_from(target).ok()?;
+                queue.push_back(child);
+            }
+        }
+        let flagged = |target: u32| -> Option<u32> {
+            let matches = !all.get(usize::try_from(target).ok()?)?.is_empty();
+            Some(if matches {
+                target | Self::MATCH
+            } else {
+                target
+            })
+        };
+        let mut start = vec![0u32; 256];
+        for &(class, child) in edges.first()? {
+            *start.get_mut(usize::from(class))? = flagged(child)?;
+        }
+        let (mut edge_start, mut edge_class, mut edge_next) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut out_start, mut outputs) = (Vec::new(), Vec::new());
+        for (out, list) in edges.iter().zip(&all) {
+            edge_start.push(u32::try_from(edge_class.len()).ok()?);
+            out_start.push(u32::try_from(outputs.len()).ok()?);
+            for &(class, child) in out {
+                edge_class.push(class);
+                edge_next.push(flagged(child)?);
+            }
+            outputs.extend_from_slice(list);
+        }
+        edge_start.push(u32::try_from(edge_class.len()).ok()?);
+        out_start.push(u32::try_from(outputs.len()).ok()?);
+        Some(SparseNfa {
+            classes,
+            anchored,
+            start,
+            edge_start,
+            edge_class,
+            edge_next,
+            fail,
+            out_start,
+            outputs,
+            pattern_len: patterns
+                .iter()
+                .map(|p| u32::try_from(p.len()).unwrap_or(u32::MAX))
+                .collect(),
+        })
+    }
+
+    /// The edge from `state` on `class` (a byte; its target, flagged), if any.
+    fn edge(&self, state: u32, class: u8) -> Option<u32> {
+        let s = state as usize;
+        let from = self.edge_start.get(s).copied().unwrap_or(0) as usize;
+        let to = self
+            .edge_start
+            .get(s.saturating_add(1))
+            .copied()
+            .unwrap_or(0) as usize;
+        let classes = self.edge_class.get(from..to)?;
+        let i = classes.binary_search(&class).ok()?;
+        self.edge_next.get(from.saturating_add(i)).copied()
+    }
+
+    fn each_match(&self, value: &[u8], f: &mut dyn FnMut(usize, usize, usize)) {
+        let mut state = 0u32;
+        for (at, &byte) in value.iter().enumerate() {
+            let class = self.classes.get(usize::from(byte)).copied().unwrap_or(0);
+            // Follow failure links until a state has an edge on this byte
+            // (at most the depth of the state: each byte deepens by one).
+            let entry = loop {
+                if state == 0 {
+                    break self.start.get(usize::from(class)).copied().unwrap_or(0);
+                }
+                if let Some(entry) = self.edge(state, class) {
+                    break entry;
+                }
+                if self.anchored {
+                    return;
+                }
+                state = self.fail.get(state as usize).copied().unwrap_or(0);
+            };
+            if self.anchored && entry == 0 {
                 return;
             }
-            if aut.is_match(sid) {
+            state = entry & !Self::MATCH;
+            if entry & Self::MATCH != 0 {
+                let s = state as usize;
+                let from = self.out_start.get(s).copied().unwrap_or(0) as usize;
+                let to = self
+                    .out_start
+                    .get(s.saturating_add(1))
+                    .copied()
+                    .unwrap_or(0) as usize;
                 let end = at.saturating_add(1);
-                for i in 0..aut.match_len(sid) {
-                    let pattern = aut.match_pattern(sid, i);
-                    let start = end.saturating_sub(aut.pattern_len(pattern));
-                    // A state also reports its failure states' patterns,
-                    // which an anchored search does not want.
-                    if !anchored || start == 0 {
-                        f(pattern.as_usize(), start, end);
-                    }
+                for &pattern in self.outputs.get(from..to).unwrap_or_default() {
+                    let len = self.pattern_len.get(pattern as usize).copied().unwrap_or(0);
+                    f(pattern as usize, end.saturating_sub(len as usize), end);
                 }
             }
         }
@@ -690,7 +850,7 @@ pub(crate) struct StrSet {
     items: super::host::FnvSet<Vec<u8>>,
     /// The items that contain a comma or end in whitespace: on a list they
     /// are matched by position, exactly as an `exact` with that text is.
-    spanning: Option<AhoCorasick>,
+    spanning: Option<Searcher>,
     case_insensitive: bool,
 }
 
@@ -711,16 +871,15 @@ impl StrSet {
         // whitespace at either end are found by position instead, with the
         // element-boundary rule `exact` uses: `in` is an `any` of `exact`.
         let ows = [' ', '\t'];
-        let with_comma: Vec<&String> = items
+        let with_comma: Vec<Vec<u8>> = items
             .iter()
             .filter(|s| s.contains(',') || s.starts_with(ows) || s.ends_with(ows))
+            .map(|s| s.as_bytes().to_vec())
             .collect();
         let spanning = if with_comma.is_empty() {
             None
         } else {
-            let automaton = AhoCorasick::builder()
-                .ascii_case_insensitive(case_insensitive)
-                .build(with_comma)
+            let automaton = Searcher::build(&with_comma, case_insensitive, false)
                 .map_err(|e| ConfigError::new(path, format!("list too large to compile: {e}")))?;
             Some(automaton)
         };
@@ -747,9 +906,11 @@ impl StrSet {
         };
         let spans = |v: &[u8]| {
             self.spanning.as_ref().is_some_and(|automaton| {
-                automaton
-                    .find_overlapping_iter(v)
-                    .any(|m| starts_element(v, m.start(), true) && ends_element(v, m.end(), true))
+                let mut found = false;
+                automaton.each_match(v, &mut |_, start, end| {
+                    found = found || (starts_element(v, start, true) && ends_element(v, end, true));
+                });
+                found
             })
         };
         hit(value)
@@ -795,20 +956,26 @@ impl IpSet {
 
     /// A set of these networks (host bits already cleared by the caller).
     pub(crate) fn from_nets(nets: impl IntoIterator<Item = IpNet>) -> Self {
-        let mut set = IpSet::default();
+        // Both families are sorted and merged as u128 ranges: one sort
+        // instance in the module instead of two.
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for net in nets {
             match net {
-                IpNet::V4(n) => set
-                    .v4
-                    .push((u32::from(n.network()), u32::from(n.broadcast()))),
-                IpNet::V6(n) => set
-                    .v6
-                    .push((u128::from(n.network()), u128::from(n.broadcast()))),
+                IpNet::V4(n) => v4.push((
+                    u128::from(u32::from(n.network())),
+                    u128::from(u32::from(n.broadcast())),
+                )),
+                IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
             }
         }
-        merge(&mut set.v4);
-        merge(&mut set.v6);
-        set
+        let narrow = |x: u128| u32::try_from(x).unwrap_or(u32::MAX);
+        IpSet {
+            v4: merge(v4)
+                .into_iter()
+                .map(|(start, end)| (narrow(start), narrow(end)))
+                .collect(),
+            v6: merge(v6),
+        }
     }
 
     /// Disjoint ranges kept (after merging).
@@ -824,16 +991,17 @@ impl IpSet {
     }
 }
 
-fn merge<T: Ord + Copy>(ranges: &mut Vec<(T, T)>) {
+/// The ranges sorted, overlapping ones merged.
+fn merge(mut ranges: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
     ranges.sort_unstable();
-    let mut merged: Vec<(T, T)> = Vec::with_capacity(ranges.len());
-    for &(start, end) in ranges.iter() {
+    let mut merged: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
         match merged.last_mut() {
             Some(last) if start <= last.1 => last.1 = last.1.max(end),
             _ => merged.push((start, end)),
         }
     }
-    *ranges = merged;
+    merged
 }
 
 fn within<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
@@ -867,12 +1035,7 @@ mod search_tests {
         for ci in [false, true] {
             let dense = Searcher::build(&patterns, ci, true).unwrap();
             assert!(matches!(dense, Searcher::Dense(_)));
-            let nfa = contiguous::Builder::new()
-                .ascii_case_insensitive(ci)
-                .prefilter(false)
-                .build(&patterns)
-                .map(|nfa| Searcher::Nfa(Box::new(nfa), true))
-                .unwrap();
+            let nfa = Searcher::Sparse(Box::new(SparseNfa::build(&patterns, ci, true).unwrap()));
             let full = Searcher::build(&patterns, ci, false).unwrap();
             for value in values {
                 let want: Vec<_> = matches(&full, value)
@@ -881,6 +1044,102 @@ mod search_tests {
                     .collect();
                 assert_eq!(matches(&dense, value), want, "{value:?} ci={ci}");
                 assert_eq!(matches(&nfa, value), want, "{value:?} ci={ci}");
+            }
+        }
+    }
+
+    /// IPv4 and IPv6 ranges are merged (nested, overlapping and adjacent
+    /// ones) and searched per family, at both ends of each space.
+    #[test]
+    fn ip_sets_merge_ranges_per_family() {
+        let nets = [
+            "10.1.0.0/16",
+            "10.0.0.0/8",
+            "192.0.2.0/25",
+            "192.0.2.64/26",
+            "255.255.255.255/32",
+            "0.0.0.0/32",
+            "2001:db8::/32",
+            "2001:db8:1::/48",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128",
+        ];
+        let set = IpSet::from_nets(nets.iter().map(|n| n.parse::<IpNet>().unwrap()));
+        // 10/8, 192.0.2.0/25, 255.255.255.255, 0.0.0.0; 2001:db8::/32, ffff...
+        assert_eq!(set.len(), 6);
+        for (ip, want) in [
+            ("10.200.3.4", true),
+            ("10.1.2.3", true),
+            ("11.0.0.0", false),
+            ("192.0.2.127", true),
+            ("192.0.2.128", false),
+            ("255.255.255.255", true),
+            ("255.255.255.254", false),
+            ("0.0.0.0", true),
+            ("0.0.0.1", false),
+            ("2001:db8:ffff::1", true),
+            ("2001:db9::", false),
+            ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("::ffff:10.9.9.9", true),
+        ] {
+            assert_eq!(set.contains(ip.parse().unwrap()), want, "{ip}");
+        }
+    }
+
+    /// Both automata, anchored or not, report exactly the matches a naive
+    /// search finds (pseudo-random sets over a small alphabet, so patterns
+    /// share prefixes and suffixes and overlap).
+    #[test]
+    fn dense_and_sparse_report_every_match() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n) as usize
+        };
+        let alphabet = b"abAB/";
+        for round in 0..300 {
+            let ci = round % 2 == 1;
+            let mut patterns: Vec<Vec<u8>> = (0..1 + next(12))
+                .map(|_| (0..1 + next(4)).map(|_| alphabet[next(5)]).collect())
+                .collect();
+            patterns.sort();
+            patterns.dedup_by(|a, b| a.eq_ignore_ascii_case(b) && ci || a == b);
+            for _ in 0..10 {
+                let value: Vec<u8> = (0..next(16)).map(|_| alphabet[next(5)]).collect();
+                let mut want = Vec::new();
+                for (p, pattern) in patterns.iter().enumerate() {
+                    for start in 0..value.len() {
+                        let end = start + pattern.len();
+                        let hit = value.get(start..end).is_some_and(|w| {
+                            if ci {
+                                w.eq_ignore_ascii_case(pattern)
+                            } else {
+                                w == &pattern[..]
+                            }
+                        });
+                        if hit {
+                            want.push((p, start, end));
+                        }
+                    }
+                }
+                want.sort_unstable();
+                for anchored in [false, true] {
+                    let want: Vec<_> = want
+                        .iter()
+                        .copied()
+                        .filter(|(_, s, _)| !anchored || *s == 0)
+                        .collect();
+                    let dense = Searcher::Dense(Box::new(
+                        DenseDfa::build(&patterns, ci, anchored).unwrap(),
+                    ));
+                    let sparse = Searcher::Sparse(Box::new(
+                        SparseNfa::build(&patterns, ci, anchored).unwrap(),
+                    ));
+                    let what = format!("{patterns:?} on {value:?} ci={ci} anchored={anchored}");
+                    assert_eq!(matches(&dense, &value), want, "dense: {what}");
+                    assert_eq!(matches(&sparse, &value), want, "sparse: {what}");
+                }
             }
         }
     }
@@ -921,7 +1180,7 @@ mod search_tests {
             .collect();
         assert!(matches!(
             Searcher::build(&distinct, false, false).unwrap(),
-            Searcher::Nfa(..)
+            Searcher::Sparse(..)
         ));
     }
 }

@@ -28,12 +28,11 @@ pub mod presets;
 pub mod request;
 mod rules;
 
-use std::collections::HashMap;
-
 pub use accept::{AcceptRules, ListLookup};
 pub use config::{Action, LogLevel, LogSpec, Mode, Scope};
 pub use error::ConfigError;
 pub use host::{classify as classify_host, HostForm};
+pub(crate) use host::{FnvMap, FnvSet};
 pub use request::{join_lines, NoLimits, RateLimit, RateLimiter, RequestSource};
 
 use config::ConfigSpec;
@@ -181,7 +180,8 @@ impl Engine {
             .iter()
             .map(|d| (d.name.clone(), d.format))
             .collect();
-        let mut names: HashMap<String, usize> = HashMap::new();
+        // Bytes, not `String`s: the same set type as `in` lists use.
+        let mut names: FnvSet<Vec<u8>> = FnvSet::default();
         let mut compiled: Vec<Rule> = Vec::with_capacity(total);
 
         // The host policy is sugar for built-in rules in the same language,
@@ -193,11 +193,11 @@ impl Engine {
             let mut rule = compiler.rule(&rule_spec, index, name.to_string(), "host")?;
             rule.source = source;
             rule.scope = spec.host.scope;
-            names.insert(name.to_string(), index);
+            names.insert(name.as_bytes().to_vec());
             compiled.push(rule);
         }
         for reserved in builtin::ALL {
-            names.entry(reserved.to_string()).or_insert(usize::MAX);
+            names.insert(reserved.as_bytes().to_vec());
         }
 
         for (i, rule_spec) in spec.rules.iter().enumerate() {
@@ -209,7 +209,7 @@ impl Engine {
                 }
                 None => format!("rule-{i}"),
             };
-            if !rules::unique_names(&mut names, &name, i) {
+            if !names.insert(name.as_bytes().to_vec()) {
                 return Err(ConfigError::new(
                     format!("{path}.name"),
                     format!(
@@ -325,7 +325,7 @@ impl Engine {
     /// one gets its index appended.
     pub fn stat_names(&self) -> (String, Vec<(&str, String)>) {
         let prefix = self.stats_prefix.clone();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen: FnvSet<Vec<u8>> = FnvSet::default();
         let names = self
             .rules
             .iter()
@@ -342,7 +342,7 @@ impl Engine {
                         }
                     })
                     .collect();
-                let unique = if seen.insert(safe.clone()) {
+                let unique = if seen.insert(safe.as_bytes().to_vec()) {
                     safe
                 } else {
                     format!("{safe}_{i}")

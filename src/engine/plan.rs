@@ -2,8 +2,6 @@
 //! indexes and the rules that are not flat, and the walk that finds the first
 //! matching rule.
 
-use std::collections::HashMap;
-
 use super::config::Action;
 use super::facts::Facts;
 use super::lists;
@@ -30,8 +28,12 @@ impl Unit {
 }
 
 /// Builds the evaluation plan for the rules whose action passes `phase`.
+/// Rules are walked in order and an index becomes a unit at the first flat
+/// rule that uses it, so the units come out sorted by the first rule each
+/// can decide without a sort (a rule is either flat, giving index units, or
+/// a rule unit itself, so no two kinds of unit share a first rule).
 pub(crate) fn plan(rules: &[Rule], phase: impl Fn(Action) -> bool) -> Vec<Unit> {
-    let mut first_of_index: HashMap<usize, u32> = HashMap::new();
+    let mut planned: Vec<bool> = Vec::new();
     let mut units = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         if !phase(rule.action) {
@@ -42,18 +44,21 @@ pub(crate) fn plan(rules: &[Rule], phase: impl Fn(Action) -> bool) -> Vec<Unit> 
             let mut used = Vec::new();
             rules::indexes_of(&rule.node, &mut used);
             for index in used {
-                first_of_index.entry(index).or_insert(i);
+                if planned.len() <= index {
+                    planned.resize(index.saturating_add(1), false);
+                }
+                if let Some(seen @ false) = planned.get_mut(index) {
+                    *seen = true;
+                    units.push(Unit::Index {
+                        index,
+                        first_rule: i,
+                    });
+                }
             }
         } else {
             units.push(Unit::Rule(i));
         }
     }
-    units.extend(
-        first_of_index
-            .into_iter()
-            .map(|(index, first_rule)| Unit::Index { index, first_rule }),
-    );
-    units.sort_by_key(|u| (u.first_rule(), matches!(u, Unit::Rule(_))));
     units
 }
 

@@ -1,6 +1,7 @@
 //! Built-in, versioned pattern lists (`presets/*.json`), compiled into the
 //! module (compact, without the entries' `reason` and `source`: build.rs
-//! checks that each entry has them, then leaves them out). A rule uses one with `{"preset": "scanners"}`; its entries become
+//! checks that each entry has them, then leaves them out, and packs the
+//! texts' repeated JSON fragments; see there). A rule uses one with `{"preset": "scanners"}`; its entries become
 //! one `any` condition, so thousands of patterns still cost one automaton pass
 //! per subject.
 
@@ -10,36 +11,21 @@ use super::config::NodeSpec;
 use super::error::ConfigError;
 use super::json;
 
-/// (name, JSON) of every preset shipped.
-const PRESETS: [(&str, &str); 6] = [
-    (
-        "scanners",
-        include_str!(concat!(env!("OUT_DIR"), "/presets/scanners.json")),
-    ),
-    (
-        "exploit-paths",
-        include_str!(concat!(env!("OUT_DIR"), "/presets/exploit-paths.json")),
-    ),
-    (
-        "bad-bots",
-        include_str!(concat!(env!("OUT_DIR"), "/presets/bad-bots.json")),
-    ),
-    (
-        "ai-crawlers",
-        include_str!(concat!(env!("OUT_DIR"), "/presets/ai-crawlers.json")),
-    ),
-    (
-        "verified-crawlers",
-        include_str!(concat!(env!("OUT_DIR"), "/presets/verified-crawlers.json")),
-    ),
-    (
-        "verified-crawlers-real",
-        include_str!(concat!(
-            env!("OUT_DIR"),
-            "/presets/verified-crawlers-real.json"
-        )),
-    ),
-];
+// `FRAGMENTS` and `PRESETS`: (name, packed JSON) of every preset shipped.
+include!(concat!(env!("OUT_DIR"), "/presets.rs"));
+
+/// A preset's JSON text: each control byte `i` in the packed text (build.rs
+/// put them there; compact JSON has none) stands for `FRAGMENTS[i - 1]`.
+fn unpack(packed: &str) -> String {
+    let mut out = String::with_capacity(packed.len().saturating_mul(3));
+    for c in packed.chars() {
+        match (c as usize).checked_sub(1).and_then(|i| FRAGMENTS.get(i)) {
+            Some(fragment) if (c as u32) < 0x20 => out.push_str(fragment),
+            _ => out.push(c),
+        }
+    }
+    out
+}
 
 #[derive(Debug)]
 pub(crate) struct PresetFile {
@@ -89,8 +75,9 @@ pub struct PresetInfo {
 }
 
 pub(crate) fn load(name: &str) -> Option<Result<PresetFile, String>> {
-    let (_, json) = PRESETS.iter().find(|(n, _)| *n == name)?;
-    let parsed = serde_json::from_str(json)
+    let (_, packed) = PRESETS.iter().find(|(n, _)| *n == name)?;
+    // `from_slice`, not `from_str`: one serde_json reader in the module.
+    let parsed = serde_json::from_slice(unpack(packed).as_bytes())
         .map_err(|e| e.to_string())
         .and_then(|v| preset_file(&v).map_err(|e| e.to_string()))
         .map_err(|e| format!("preset `{name}` is corrupt: {e}"));

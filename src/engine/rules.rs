@@ -1,7 +1,5 @@
 //! Compiling rule specs into condition trees, with every check done here.
 
-use std::collections::HashMap;
-
 use super::config::{Action, Boundary, NodeSpec, Per, RateLimitSpec, Scope};
 use super::error::ConfigError;
 use super::header::header_name;
@@ -719,9 +717,4 @@ fn slot<T: PartialEq>(names: &mut Vec<T>, name: T) -> usize {
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Checks every rule name is unique across a configuration.
-pub(crate) fn unique_names(names: &mut HashMap<String, usize>, name: &str, index: usize) -> bool {
-    names.insert(name.to_string(), index).is_none()
 }

@@ -22,8 +22,8 @@
 //! and the counter `drop444.connection_close_unavailable`, and only the
 //! stream is reset.
 
+use crate::engine::FnvMap as HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::hostcall::{self, BufferType};
@@ -40,7 +40,7 @@ thread_local! {
     /// Connections with a live L4 context on this worker: connection id →
     /// "close at the next write". Entries are removed when the L4 context
     /// goes away, so the map holds at most the worker's open connections.
-    static CONNECTIONS: RefCell<HashMap<u64, bool>> = RefCell::new(HashMap::new());
+    static CONNECTIONS: RefCell<HashMap<u64, bool>> = RefCell::new(HashMap::default());
     /// Counter for drops that wanted the connection closed but found no L4
     /// context; defined on first use.
     static UNAVAILABLE: Cell<Option<Counter>> = const { Cell::new(None) };
@@ -49,7 +49,7 @@ thread_local! {
     /// The L4 plugins' connections, by context id: from
     /// `proxy_on_new_connection` to the connection's close (or the
     /// context's deletion).
-    static CONTEXTS: RefCell<HashMap<u32, Connection>> = RefCell::new(HashMap::new());
+    static CONTEXTS: RefCell<HashMap<u32, Connection>> = RefCell::new(HashMap::default());
 }
 
 /// Called by the HTTP filter for a drop by a `scope: connection` rule,

@@ -18,7 +18,10 @@
 //! held for a stream Envoy has destroyed.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::engine::FnvMap as HashMap;
 use std::time::Duration;
 
 use log::debug;
@@ -63,8 +66,12 @@ struct Held {
 #[derive(Debug)]
 pub struct Tarpit {
     max: usize,
-    by_deadline: RefCell<BTreeMap<(u64, u32), Held>>,
-    deadline_of: RefCell<HashMap<u32, u64>>,
+    /// `(deadline, context id)`, earliest first. A released request's entry
+    /// stays until it comes up (or the heap is compacted): it counts only
+    /// while `held` still has that id with that deadline.
+    by_deadline: RefCell<BinaryHeap<Reverse<(u64, u32)>>>,
+    /// The held requests by context id: deadline and what to do.
+    held: RefCell<HashMap<u32, (u64, Held)>>,
     fast: Cell<bool>,
 }
 
@@ -80,20 +87,20 @@ impl Tarpit {
     pub fn new(max: u32) -> Self {
         Tarpit {
             max: max as usize,
-            by_deadline: RefCell::new(BTreeMap::new()),
-            deadline_of: RefCell::new(HashMap::new()),
+            by_deadline: RefCell::new(BinaryHeap::new()),
+            held: RefCell::new(HashMap::default()),
             fast: Cell::new(false),
         }
     }
 
     /// Requests held now.
     pub fn len(&self) -> usize {
-        self.deadline_of.borrow().len()
+        self.held.borrow().len()
     }
 
     /// Whether request `context_id` is held here.
     pub fn holds(&self, context_id: u32) -> bool {
-        self.deadline_of.borrow().contains_key(&context_id)
+        self.held.borrow().contains_key(&context_id)
     }
 
     /// Holds request `context_id` for `delay` (from the host clock now).
@@ -103,20 +110,26 @@ impl Tarpit {
         }
         let delay_ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
         let deadline = abi::now_ns().saturating_add(delay_ns);
-        self.by_deadline.borrow_mut().insert(
-            (deadline, context_id),
-            Held {
-                connection_rule: connection_rule.map(str::to_string),
-            },
-        );
+        let held = Held {
+            connection_rule: connection_rule.map(str::to_string),
+        };
         if self
-            .deadline_of
+            .held
             .borrow_mut()
-            .insert(context_id, deadline)
+            .insert(context_id, (deadline, held))
             .is_none()
         {
             count_held(1, 0);
         }
+        let mut by_deadline = self.by_deadline.borrow_mut();
+        by_deadline.push(Reverse((deadline, context_id)));
+        // Released entries wait for their deadline in the heap; past twice
+        // the bound, drop them now, so the heap stays within 2 × max + 1.
+        if by_deadline.len() > self.max.saturating_mul(2) {
+            let held = self.held.borrow();
+            by_deadline.retain(|Reverse((d, id))| held.get(id).is_some_and(|(at, _)| at == d));
+        }
+        drop(by_deadline);
         if !self.fast.replace(true) {
             // Called from the request's context; Envoy applies it to the
             // plugin's root context.
@@ -131,13 +144,10 @@ impl Tarpit {
     /// Forgets request `context_id` (it went away, or is being closed now);
     /// true if it was held.
     pub fn release(&self, context_id: u32) -> bool {
-        let Some(deadline) = self.deadline_of.borrow_mut().remove(&context_id) else {
+        if self.held.borrow_mut().remove(&context_id).is_none() {
             return false;
-        };
+        }
         count_held(0, 1);
-        self.by_deadline
-            .borrow_mut()
-            .remove(&(deadline, context_id));
         true
     }
 
@@ -152,17 +162,21 @@ impl Tarpit {
             return false;
         }
         let now = abi::now_ns();
-        let due: Vec<(u32, Held)> = {
-            let mut by_deadline = self.by_deadline.borrow_mut();
-            let later = by_deadline.split_off(&(now.saturating_add(1), 0));
-            let due = std::mem::replace(&mut *by_deadline, later);
-            due.into_iter().map(|((_, id), held)| (id, held)).collect()
-        };
+        let mut due: Vec<(u32, Held)> = Vec::new();
         {
-            let mut deadline_of = self.deadline_of.borrow_mut();
-            for (id, _) in &due {
-                if deadline_of.remove(id).is_some() {
-                    count_held(0, 1);
+            let mut by_deadline = self.by_deadline.borrow_mut();
+            let mut held = self.held.borrow_mut();
+            while let Some(&Reverse((deadline, id))) = by_deadline.peek() {
+                if deadline > now {
+                    break;
+                }
+                by_deadline.pop();
+                // Still held with this deadline (not released, not re-held)?
+                if held.get(&id).is_some_and(|(at, _)| *at == deadline) {
+                    if let Some((_, h)) = held.remove(&id) {
+                        count_held(0, 1);
+                        due.push((id, h));
+                    }
                 }
             }
         }
