@@ -839,6 +839,25 @@ impl<'e, 's> Facts<'e, 's> {
                 Seen::IpLiteral(ip) => allow.allows_ip(ip),
                 _ => false,
             },
+            Node::HostTable(table) => {
+                let seen = self.host_seen();
+                let Some(&(yes, no)) = table.kinds.get(kind_slot(seen)) else {
+                    return false;
+                };
+                if yes == no {
+                    return yes;
+                }
+                let allowed = table.allow.as_ref().is_some_and(|allow| match seen {
+                    Seen::Name => allow.allows_name(&self.scratch.host_name),
+                    Seen::IpLiteral(ip) => allow.allows_ip(ip),
+                    _ => false,
+                });
+                if allowed {
+                    yes
+                } else {
+                    no
+                }
+            }
             Node::IpIn(set) => {
                 self.prepare(Subject::ClientIp);
                 match self.client_ip {

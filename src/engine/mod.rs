@@ -264,6 +264,14 @@ impl Engine {
                 });
                 Some((at, per_kind))
             });
+        // Conditions that read only the Host's kind and one allowlist (the
+        // built-in host rules) become a lookup per kind.
+        let kind_index = kind_hits.as_ref().map(|(at, per_kind)| (*at, per_kind));
+        for rule in &mut compiled {
+            if !rule.is_flat() {
+                rules::host_table(&mut rule.node, kind_index);
+            }
+        }
         let allow_plan = plan(&compiled, |a| a == Action::Allow);
         let drop_plan = plan(&compiled, |a| a != Action::Allow);
         Ok(Engine {
