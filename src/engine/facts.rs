@@ -337,9 +337,8 @@ pub(crate) struct Facts<'e, 's> {
     engine: &'e Engine,
     source: &'s mut dyn RequestSource,
     limiter: &'s mut dyn RateLimiter,
-    /// Boxed: handing the buffers to and from the thread's slot moves a
-    /// pointer, not the buffers' headers.
-    scratch: Box<Scratch>,
+    /// This thread's buffers (see [`take_scratch`]).
+    scratch: &'s mut Scratch,
     host: Option<Seen>,
     host_value: Option<Option<Vec<u8>>>,
     /// The path's readings are in `scratch.path` (this request's).
@@ -359,23 +358,34 @@ pub(crate) struct Facts<'e, 's> {
     pub(crate) missing_hits: Vec<(u32, u32)>,
 }
 
+/// The buffers of this thread's last decision (fresh ones when a decision
+/// holds them, or on the first). Boxed: handing them to and from the
+/// thread's slot moves a pointer, not the buffers' headers.
+pub(crate) fn take_scratch() -> Box<Scratch> {
+    SCRATCH
+        .try_with(|slot| slot.take())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Hands the buffers back for the next decision on this thread (unless they
+/// grew too large to keep). A decision that does not only costs the next
+/// one fresh buffers.
+pub(crate) fn keep_scratch(scratch: Box<Scratch>) {
+    if scratch.retained() <= SCRATCH_KEEP_MAX {
+        // A nested decision (none today) would find the slot taken and
+        // use fresh buffers; whichever finishes last is kept.
+        let _ = SCRATCH.try_with(|slot| slot.set(Some(scratch)));
+    }
+}
+
 impl<'e, 's> Facts<'e, 's> {
-    /// Hands the buffers back for the next decision on this thread. (A
-    /// decision that does not call this only costs the next one fresh
-    /// buffers.)
-    pub(crate) fn finish(self) {
-        let Facts {
-            mut scratch,
-            path_and_query,
-            ..
-        } = self;
-        if let Some(pq) = path_and_query {
-            scratch.pq_main = pq.main;
-        }
-        if scratch.retained() <= SCRATCH_KEEP_MAX {
-            // A nested decision (none today) would find the slot taken and
-            // use fresh buffers; whichever finishes last is kept.
-            let _ = SCRATCH.try_with(|slot| slot.set(Some(scratch)));
+    /// Moves what this request computed into `scratch` for the next one to
+    /// reuse (the `path_and_query` buffer).
+    pub(crate) fn finish(&mut self) {
+        if let Some(pq) = self.path_and_query.take() {
+            self.scratch.pq_main = pq.main;
         }
     }
 
@@ -383,12 +393,8 @@ impl<'e, 's> Facts<'e, 's> {
         engine: &'e Engine,
         source: &'s mut dyn RequestSource,
         limiter: &'s mut dyn RateLimiter,
+        scratch: &'s mut Scratch,
     ) -> Self {
-        let mut scratch = SCRATCH
-            .try_with(|slot| slot.take())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
         scratch.reset(engine);
         Facts {
             engine,

@@ -418,7 +418,20 @@ impl Engine {
         source: &mut dyn RequestSource,
         limiter: &mut dyn RateLimiter,
     ) -> Verdict<'e> {
-        let mut facts = Facts::new(self, source, limiter);
+        let mut scratch = facts::take_scratch();
+        let verdict = self.decide_with(source, limiter, &mut scratch);
+        facts::keep_scratch(scratch);
+        verdict
+    }
+
+    /// [`Engine::decide`] with this thread's buffers.
+    fn decide_with<'e>(
+        &'e self,
+        source: &mut dyn RequestSource,
+        limiter: &mut dyn RateLimiter,
+        scratch: &mut facts::Scratch,
+    ) -> Verdict<'e> {
+        let mut facts = Facts::new(self, source, limiter, scratch);
         let mut logged_rules = Vec::new();
         if let Some(rule) = self.first_match(&self.allow_plan, true, &mut facts, &mut Vec::new()) {
             let missing_list = self.missing_decided(&facts, Some(rule));
