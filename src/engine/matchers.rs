@@ -434,21 +434,24 @@ impl DenseDfa {
         if self.anchored {
             return self.each_anchored_match(value, f);
         }
+        let leaves = |b: &u8| self.leaves_start.get(usize::from(*b)).copied().unwrap_or(1) != 0;
         let mut at = 0usize;
         // From the start state: skip to a byte that leaves it, then walk
-        // the automaton until it is back (or the value ends).
+        // the automaton until it is back there on a byte that does not
+        // leave it (or the value ends). Positions are read off the
+        // iterator only on a match or a stop, not counted per byte.
         while let Some(start) = self.skip(value, at) {
             let mut row = 0u32;
             at = value.len();
-            let rest = value.get(start..).unwrap_or_default();
-            for (i, &byte) in rest.iter().enumerate() {
+            let mut bytes = value.get(start..).unwrap_or_default().iter();
+            while let Some(&byte) = bytes.next() {
                 let entry = self.step(row, byte);
                 row = entry & !Self::MATCH;
                 if entry & Self::MATCH != 0 {
-                    self.report(row, start.saturating_add(i).saturating_add(1), f);
+                    self.report(row, value.len().saturating_sub(bytes.len()), f);
                 }
-                if row == 0 {
-                    at = start.saturating_add(i).saturating_add(1);
+                if row == 0 && !bytes.as_slice().first().is_some_and(leaves) {
+                    at = value.len().saturating_sub(bytes.len());
                     break;
                 }
             }
