@@ -748,12 +748,10 @@ impl<'e, 's> Facts<'e, 's> {
                 }
             }
             if let Some(h) = self.scratch.hits.get_mut(index) {
-                *h = Hits {
-                    done: true,
-                    any,
-                    every: all,
-                    has_every,
-                };
+                h.any = any;
+                h.every = all;
+                h.done = true;
+                h.has_every = has_every;
             }
         }
         self.scratch

@@ -109,6 +109,8 @@ pub struct Engine {
     kind_hits: Option<(usize, [Vec<u32>; 4])>,
     leaf_rule: Vec<u32>,
     rules: Vec<Rule>,
+    /// Per rule: is it flat ([`Rule::is_flat`]), decided by index hits alone?
+    flat: Vec<bool>,
     allow_plan: Vec<Unit>,
     drop_plan: Vec<Unit>,
     reads_peer: bool,
@@ -157,6 +159,7 @@ impl Engine {
             kind_hits: None,
             leaf_rule: Vec::new(),
             rules: Vec::new(),
+            flat: Vec::new(),
             allow_plan: Vec::new(),
             drop_plan: Vec::new(),
             reads_peer: false,
@@ -287,6 +290,7 @@ impl Engine {
             indexes,
             kind_hits,
             leaf_rule: compiler.leaf_rule,
+            flat: compiled.iter().map(Rule::is_flat).collect(),
             rules: compiled,
             allow_plan,
             drop_plan,
@@ -463,9 +467,14 @@ impl Engine {
             Some(rule) if self.mode == Mode::DryRun => Decision::DryRun { rule: rule.name },
             Some(rule) => Decision::Drop { rule: rule.name },
         };
+        let logged = if logged_rules.is_empty() {
+            Vec::new()
+        } else {
+            logged_rules.iter().map(|r| r.name).collect()
+        };
         Verdict {
             decision,
-            logged: logged_rules.iter().map(|r| r.name).collect(),
+            logged,
             rule: found,
             logged_rules,
             missing_list,

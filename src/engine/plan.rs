@@ -159,11 +159,13 @@ impl Engine {
                 }
             }
         }
-        log_hits.sort_unstable();
-        log_hits.dedup();
-        for rule in log_hits {
-            if best.is_none_or(|b| rule < b) {
-                logged.extend(self.rule(rule));
+        if !log_hits.is_empty() {
+            log_hits.sort_unstable();
+            log_hits.dedup();
+            for rule in log_hits {
+                if best.is_none_or(|b| rule < b) {
+                    logged.extend(self.rule(rule));
+                }
             }
         }
         best.and_then(|b| self.rule(b))
@@ -172,8 +174,10 @@ impl Engine {
     /// Is this a flat rule (decided by index hits alone) of the given phase?
     /// Index hits also report leaves of other rules, which are skipped here.
     fn flat_in_phase(&self, rule: u32, allow_phase: bool) -> bool {
-        self.rules
-            .get(rule as usize)
-            .is_some_and(|r| (r.action == Action::Allow) == allow_phase && r.is_flat())
+        self.flat.get(rule as usize).is_some_and(|flat| *flat)
+            && self
+                .rules
+                .get(rule as usize)
+                .is_some_and(|r| (r.action == Action::Allow) == allow_phase)
     }
 }

@@ -437,51 +437,42 @@ fn parse_address_general(text: &[u8]) -> Option<IpAddr> {
 /// same way: octets of 1-3 digits up to 255, no leading zeros.
 fn ipv4_with_port(text: &[u8]) -> Option<std::net::Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let (mut filled, mut value, mut digits) = (0usize, 0u32, 0u32);
-    let mut bytes = text.iter();
-    let mut port = false;
-    for &b in bytes.by_ref() {
-        let d = b.wrapping_sub(b'0');
-        if d < 10 {
-            // At most three digits, no leading zero: then no overflow.
-            if digits == 3 || (digits == 1 && value == 0) {
-                return None;
-            }
-            value = value.wrapping_mul(10).wrapping_add(u32::from(d));
-            digits = digits.wrapping_add(1);
-            continue;
+    let mut rest = text;
+    for (i, slot) in octets.iter_mut().enumerate() {
+        if i > 0 {
+            rest = rest.strip_prefix(b".")?;
         }
-        if digits == 0 || (b != b'.' && b != b':') {
-            return None;
-        }
-        *octets.get_mut(filled)? = u8::try_from(value).ok()?;
-        filled = filled.wrapping_add(1);
-        (value, digits) = (0, 0);
-        if b == b':' {
-            port = true;
-            break;
-        }
+        (*slot, rest) = octet(rest)?;
     }
-    if port {
+    match rest {
+        [] => {}
         // A port of digits only: then the general parser, which ignores
         // what follows the last `:`, reads the same address.
-        let rest = bytes.as_slice();
-        if rest.is_empty() {
-            return None;
-        }
-        for b in rest {
-            if !b.is_ascii_digit() {
-                return None;
-            }
-        }
-    } else {
-        if digits == 0 {
-            return None;
-        }
-        *octets.get_mut(filled)? = u8::try_from(value).ok()?;
-        filled = filled.wrapping_add(1);
+        [b':', port @ ..] if !port.is_empty() && port.iter().all(u8::is_ascii_digit) => {}
+        _ => return None,
     }
-    (filled == 4).then(|| std::net::Ipv4Addr::from(octets))
+    Some(std::net::Ipv4Addr::from(octets))
+}
+
+/// One decimal octet at the start of `text` (1-3 digits, no leading zero,
+/// at most 255) and what follows it.
+fn octet(text: &[u8]) -> Option<(u8, &[u8])> {
+    let digit = |b: u8| u32::from(b.wrapping_sub(b'0'));
+    let (value, rest) = match text {
+        [a @ b'1'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9', rest @ ..] => (
+            digit(*a)
+                .wrapping_mul(100)
+                .wrapping_add(digit(*b).wrapping_mul(10))
+                .wrapping_add(digit(*c)),
+            rest,
+        ),
+        [a @ b'1'..=b'9', b @ b'0'..=b'9', rest @ ..] => {
+            (digit(*a).wrapping_mul(10).wrapping_add(digit(*b)), rest)
+        }
+        [a @ b'0'..=b'9', rest @ ..] => (digit(*a), rest),
+        _ => return None,
+    };
+    Some((u8::try_from(value).ok()?, rest))
 }
 
 /// The client address `client_ip` conditions see.
