@@ -625,6 +625,12 @@ impl<'e, 's> Facts<'e, 's> {
         }
     }
 
+    /// Prepares the subject; then, has it one reading with at most one value?
+    fn prepared_single(&mut self, subject: Subject) -> bool {
+        self.prepare(subject);
+        self.single(subject)
+    }
+
     /// Has the (prepared) subject one reading with at most one value?
     /// (Then "on any reading" and "on every reading" are the same question.)
     fn single(&self, subject: Subject) -> bool {
@@ -713,13 +719,25 @@ impl<'e, 's> Facts<'e, 's> {
             all.clear();
             let mut has_every = false;
             if let Some((subject, matcher)) = engine.indexes.get(index) {
-                self.prepare(*subject);
                 let list = subject.is_list();
-                if self.single(*subject) {
-                    self.visit(*subject, &mut |_, v| {
-                        matcher.search(v, list, &mut any);
-                        false
-                    });
+                if let Subject::Header(slot) = *subject {
+                    // A header has one reading, its (joined) value: searched
+                    // straight away.
+                    if let Some(value) = self.header(slot) {
+                        matcher.search(value, list, &mut any);
+                    }
+                } else if self.prepared_single(*subject) {
+                    if *subject == Subject::Path {
+                        // One reading: the main one.
+                        if let Some(views) = self.path_views() {
+                            matcher.search(views.main(self.raw_path()), list, &mut any);
+                        }
+                    } else {
+                        self.visit(*subject, &mut |_, v| {
+                            matcher.search(v, list, &mut any);
+                            false
+                        });
+                    }
                 } else {
                     has_every = true;
                     let (mut seen, mut first, mut found) = (0u32, true, Vec::new());
