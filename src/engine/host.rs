@@ -164,7 +164,7 @@ fn plain_name_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
     // number (`0x…` is a hex number to a browser), else an IPv4 form: left
     // to the general reading.
     let last = raw.get(label_start..end).unwrap_or_default();
-    if last.is_empty() || last.len() > 63 || last.iter().all(u8::is_ascii_digit) {
+    if last.is_empty() || last.len() > 63 || super::all_digits(last) {
         return false;
     }
     if matches!(last, [b'0', b'x' | b'X', ..]) {
@@ -174,7 +174,7 @@ fn plain_name_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
     let port_ok = port.is_empty()
         || port
             .get(1..)
-            .is_some_and(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+            .is_some_and(|p| p.len() <= 5 && super::all_digits(p));
     if !port_ok || end > MAX_HOST_NAME {
         return false;
     }

@@ -550,6 +550,18 @@ fn validate_rule_name(name: &str, path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Is every byte an ASCII digit (true for an empty slice)? A plain loop:
+/// the iterator form is a shared out-of-line call in the size-optimised
+/// build, on the request path.
+pub(crate) fn all_digits(v: &[u8]) -> bool {
+    for b in v {
+        if !b.is_ascii_digit() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Optional whitespace (RFC 9110 OWS) trimmed from both ends.
 pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';

@@ -448,7 +448,7 @@ fn ipv4_with_port(text: &[u8]) -> Option<std::net::Ipv4Addr> {
         [] => {}
         // A port of digits only: then the general parser, which ignores
         // what follows the last `:`, reads the same address.
-        [b':', port @ ..] if !port.is_empty() && port.iter().all(u8::is_ascii_digit) => {}
+        [b':', port @ ..] if !port.is_empty() && super::all_digits(port) => {}
         _ => return None,
     }
     Some(std::net::Ipv4Addr::from(octets))
