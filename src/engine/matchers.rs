@@ -258,8 +258,8 @@ impl Searcher {
 /// A dense Aho-Corasick DFA over byte classes (every byte that occurs in a
 /// pattern is a class of its own, ASCII case folded when case-insensitive;
 /// all other bytes share class 0). A transition holds the target state's
-/// row offset, with [`DenseDfa::MATCH`] set when that state reports
-/// matches.
+/// row offset, with [`DenseDfa::SPECIAL`] set when that state reports
+/// matches or is the start state, so the walk tests one bit a byte.
 #[derive(Debug)]
 struct DenseDfa {
     classes: [u8; 256],
@@ -277,7 +277,9 @@ struct DenseDfa {
 }
 
 impl DenseDfa {
-    const MATCH: u32 = 1 << 31;
+    /// Flags a transition to a state that reports matches or to the start
+    /// state (row 0, which reports none: patterns are never empty).
+    const SPECIAL: u32 = 1 << 31;
 
     /// `anchored`: a trie without failure links, for searches that only
     /// want matches starting at 0 (a missing edge leads back to the start
@@ -395,25 +397,26 @@ impl DenseDfa {
             outputs.extend_from_slice(list);
         }
         out_start.push(u32::try_from(outputs.len()).ok()?);
-        // Premultiplied targets, flagged when the target reports matches.
-        let stride32 = u32::try_from(stride).ok()?;
-        for entry in &mut trans {
-            let target = usize::try_from(*entry).ok()?;
-            let flag = if all.get(target)?.is_empty() {
-                0
-            } else {
-                Self::MATCH
-            };
-            let offset = entry.checked_mul(stride32)?;
-            if offset >= Self::MATCH {
-                return None;
-            }
-            *entry = offset | flag;
-        }
         let mut leaves_start = [0u8; 256];
         for (byte, leaves) in leaves_start.iter_mut().enumerate() {
             let class = usize::from(*classes.get(byte)?);
             *leaves = u8::from(*trans.get(class)? != 0);
+        }
+        // Premultiplied targets, flagged when the target reports matches
+        // or is the start state.
+        let stride32 = u32::try_from(stride).ok()?;
+        for entry in &mut trans {
+            let target = usize::try_from(*entry).ok()?;
+            let flag = if target != 0 && all.get(target)?.is_empty() {
+                0
+            } else {
+                Self::SPECIAL
+            };
+            let offset = entry.checked_mul(stride32)?;
+            if offset >= Self::SPECIAL {
+                return None;
+            }
+            *entry = offset | flag;
         }
         Some(DenseDfa {
             anchored,
@@ -446,11 +449,14 @@ impl DenseDfa {
             let mut bytes = value.get(start..).unwrap_or_default().iter();
             while let Some(&byte) = bytes.next() {
                 let entry = self.step(row, byte);
-                row = entry & !Self::MATCH;
-                if entry & Self::MATCH != 0 {
-                    self.report(row, value.len().saturating_sub(bytes.len()), f);
+                if entry & Self::SPECIAL == 0 {
+                    row = entry;
+                    continue;
                 }
-                if row == 0 && !bytes.as_slice().first().is_some_and(leaves) {
+                row = entry & !Self::SPECIAL;
+                if row != 0 {
+                    self.report(row, value.len().saturating_sub(bytes.len()), f);
+                } else if !bytes.as_slice().first().is_some_and(leaves) {
                     at = value.len().saturating_sub(bytes.len());
                     break;
                 }
@@ -473,13 +479,15 @@ impl DenseDfa {
         let mut row = 0u32;
         for (at, &byte) in value.iter().enumerate() {
             let entry = self.step(row, byte);
-            if entry == 0 {
+            if entry & Self::SPECIAL == 0 {
+                row = entry;
+                continue;
+            }
+            row = entry & !Self::SPECIAL;
+            if row == 0 {
                 return;
             }
-            row = entry & !Self::MATCH;
-            if entry & Self::MATCH != 0 {
-                self.report(row, at.saturating_add(1), f);
-            }
+            self.report(row, at.saturating_add(1), f);
         }
     }
 
