@@ -288,6 +288,9 @@ pub(crate) struct Scratch {
     /// The lower-cased host name (when the Host is one), this request's.
     host_name: Vec<u8>,
     peer: Vec<u8>,
+    /// Rules that matched only because of a list not loaded yet (rule,
+    /// list), this request's.
+    missing_hits: Vec<(u32, u32)>,
 }
 
 /// Buffers larger than this in all are not kept for the next request (a
@@ -308,6 +311,7 @@ impl Scratch {
             .saturating_add(self.pq_main.capacity())
             .saturating_add(self.host_name.capacity())
             .saturating_add(self.peer.capacity())
+            .saturating_add(self.missing_hits.capacity().saturating_mul(8))
     }
 
     /// Ready for a request on `engine`: nothing read, nothing computed.
@@ -325,6 +329,7 @@ impl Scratch {
         for hits in &mut self.hits {
             hits.done = false;
         }
+        self.missing_hits.clear();
     }
 }
 
@@ -354,8 +359,6 @@ pub(crate) struct Facts<'e, 's> {
     /// While a rule that reads a list not loaded yet is evaluated: the value
     /// such a list's condition takes (both are tried).
     missing_as: bool,
-    /// Rules that matched only because of a list not loaded yet (rule, list).
-    pub(crate) missing_hits: Vec<(u32, u32)>,
 }
 
 /// The buffers of this thread's last decision (fresh ones when a decision
@@ -411,7 +414,6 @@ impl<'e, 's> Facts<'e, 's> {
             protocol: None,
             client_ip: None,
             missing_as: false,
-            missing_hits: Vec::new(),
         }
     }
 
@@ -710,7 +712,8 @@ impl<'e, 's> Facts<'e, 's> {
                 return per_kind.get(kind).map(Vec::as_slice).unwrap_or_default();
             }
         }
-        if self.scratch.hits.get(index).is_some_and(|h| !h.done) {
+        let pending = self.scratch.hits.get(index).is_some_and(|h| !h.done);
+        if pending && !self.search_single(index) {
             let (mut any, mut all) = match self.scratch.hits.get_mut(index) {
                 Some(h) => (std::mem::take(&mut h.any), std::mem::take(&mut h.every)),
                 None => (Vec::new(), Vec::new()),
@@ -720,24 +723,11 @@ impl<'e, 's> Facts<'e, 's> {
             let mut has_every = false;
             if let Some((subject, matcher)) = engine.indexes.get(index) {
                 let list = subject.is_list();
-                if let Subject::Header(slot) = *subject {
-                    // A header has one reading, its (joined) value: searched
-                    // straight away.
-                    if let Some(value) = self.header(slot) {
-                        matcher.search(value, list, &mut any);
-                    }
-                } else if self.prepared_single(*subject) {
-                    if *subject == Subject::Path {
-                        // One reading: the main one.
-                        if let Some(views) = self.path_views() {
-                            matcher.search(views.main(self.raw_path()), list, &mut any);
-                        }
-                    } else {
-                        self.visit(*subject, &mut |_, v| {
-                            matcher.search(v, list, &mut any);
-                            false
-                        });
-                    }
+                if self.prepared_single(*subject) {
+                    self.visit(*subject, &mut |_, v| {
+                        matcher.search(v, list, &mut any);
+                        false
+                    });
                 } else {
                     has_every = true;
                     let (mut seen, mut first, mut found) = (0u32, true, Vec::new());
@@ -785,6 +775,64 @@ impl<'e, 's> Facts<'e, 's> {
             .unwrap_or_default()
     }
 
+    /// The index's hits when its subject is a header or a path with one
+    /// reading (the common subjects): its one value searched straight into
+    /// the stored hits, without the generic visit. False (nothing done)
+    /// for any other subject.
+    fn search_single(&mut self, index: usize) -> bool {
+        let engine = self.engine;
+        let Some((subject, matcher)) = engine.indexes.get(index) else {
+            return false;
+        };
+        match *subject {
+            Subject::Header(slot) => {
+                self.header(slot);
+            }
+            Subject::Path => {
+                self.prepare(Subject::Path);
+                if !self.single(Subject::Path) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+        let raw_path_len = self.raw_path_len;
+        let path_ready = self.path_ready;
+        let scratch = &mut *self.scratch;
+        let present = |slot: Option<usize>| {
+            slot.and_then(|s| scratch.headers.get(s))
+                .filter(|h| h.state == Read::Present)
+                .map(|h| h.value.as_slice())
+        };
+        let value = match *subject {
+            Subject::Header(slot) => present(Some(slot)),
+            _ if path_ready => {
+                // As `raw_path` reads it.
+                let target = present(engine.slots.path).unwrap_or(b"/");
+                let raw = match raw_path_len {
+                    Some(len) => target.get(..len).unwrap_or(target),
+                    None => request::split_target(target).0,
+                };
+                Some(scratch.path.main(raw))
+            }
+            _ => None,
+        };
+        if let Some(h) = scratch.hits.get_mut(index) {
+            h.any.clear();
+            h.every.clear();
+            h.has_every = false;
+            h.done = true;
+            if let Some(value) = value {
+                matcher.search(value, subject.is_list(), &mut h.any);
+            }
+            if h.any.len() > 1 {
+                h.any.sort_unstable();
+                h.any.dedup();
+            }
+        }
+        true
+    }
+
     /// Builds the rule's key for this request (the main reading of each
     /// part) and asks the source whether the key is over the limit (which
     /// takes a token when it is not).
@@ -814,6 +862,16 @@ impl<'e, 's> Facts<'e, 's> {
             });
         }
         self.limiter.over_limit(limit, &key)
+    }
+
+    /// Notes that `rule` matched only because list `list` has not loaded.
+    pub(crate) fn push_missing(&mut self, rule: u32, list: u32) {
+        self.scratch.missing_hits.push((rule, list));
+    }
+
+    /// Rules that matched only because of a list not loaded yet (rule, list).
+    pub(crate) fn missing_hits(&self) -> &[(u32, u32)] {
+        &self.scratch.missing_hits
     }
 
     /// The first of `lists` that has not loaded yet, if any.

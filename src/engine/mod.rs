@@ -437,7 +437,12 @@ impl Engine {
     ) -> Verdict<'e> {
         let mut facts = Facts::new(self, source, limiter, scratch);
         let mut logged_rules = Vec::new();
-        if let Some(rule) = self.first_match(&self.allow_plan, true, &mut facts, &mut Vec::new()) {
+        let allowed = if self.allow_plan.is_empty() {
+            None
+        } else {
+            self.first_match(&self.allow_plan, true, &mut facts, &mut Vec::new())
+        };
+        if let Some(rule) = allowed {
             let missing_list = self.missing_decided(&facts, Some(rule));
             facts.finish();
             return Verdict {
@@ -487,7 +492,7 @@ impl Engine {
         rule: Option<RuleRef<'_>>,
     ) -> Option<&lists::ListDecl> {
         let rule = rule?;
-        let (_, list) = facts.missing_hits.iter().find(|(r, _)| *r == rule.id)?;
+        let (_, list) = facts.missing_hits().iter().find(|(r, _)| *r == rule.id)?;
         self.lists.get(*list as usize)
     }
 

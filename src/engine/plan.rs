@@ -145,7 +145,7 @@ impl Engine {
                         match self.condition(r, allow_phase, facts) {
                             Reading::No => false,
                             Reading::Missing(id) => {
-                                facts.missing_hits.push((rule, id));
+                                facts.push_missing(rule, id);
                                 true
                             }
                             Reading::Yes => {
