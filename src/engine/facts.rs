@@ -86,10 +86,17 @@ pub(crate) fn path_views(raw: &[u8]) -> Views {
 }
 
 /// [`path_views`] in place, reusing the buffers of earlier views.
+#[cfg(test)]
 fn fill_path_views(raw: &[u8], views: &mut Views) {
+    let (normal, semicolon) = request::scan_path(raw);
+    fill_scanned_path_views(raw, normal, semicolon, views);
+}
+
+/// [`fill_path_views`] with the path already scanned
+/// ([`request::scan_path`]'s answers).
+fn fill_scanned_path_views(raw: &[u8], normal: bool, semicolon: bool, views: &mut Views) {
     views.more.clear();
     views.main.clear();
-    let (normal, semicolon) = request::scan_path(raw);
     views.main_is_raw = normal;
     if !views.main_is_raw {
         views.main = request::normalize_path(raw);
@@ -497,8 +504,9 @@ impl<'e, 's> Facts<'e, 's> {
                         .and_then(|s| scratch.headers.get(s))
                         .filter(|h| h.state == Read::Present)
                         .map_or(&b"/"[..], |h| h.value.as_slice());
-                    let (raw, _) = request::split_target(target);
-                    fill_path_views(raw, &mut scratch.path);
+                    let (raw_len, normal, semicolon) = request::scan_target(target);
+                    let raw = target.get(..raw_len).unwrap_or(target);
+                    fill_scanned_path_views(raw, normal, semicolon, &mut scratch.path);
                     self.raw_path_len = Some(raw.len());
                     self.path_ready = true;
                 }

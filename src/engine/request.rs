@@ -242,6 +242,82 @@ pub(crate) fn scan_path(raw: &[u8]) -> (bool, bool) {
     (len == 0 || !dots || len > 2, semicolon)
 }
 
+/// [`scan_path`] on a request target's path, found in the same pass:
+/// (the path's length, i.e. where `?` is or the target's end, is the path
+/// normal, has it a `;`). One table lookup a byte, and the query is not
+/// read at all when the path is normal.
+pub(crate) fn scan_target(target: &[u8]) -> (usize, bool, bool) {
+    let not_normal = || (split_target(target).0.len(), false, true);
+    let Some((b'/', rest)) = target.split_first() else {
+        return not_normal();
+    };
+    let mut semicolon = false;
+    // The segment being read: its length, and whether it is dots only.
+    let (mut len, mut dots) = (0usize, true);
+    let mut bytes = rest.iter();
+    let mut end = target.len();
+    for &b in bytes.by_ref() {
+        match PATH_BYTE.get(usize::from(b)).copied().unwrap_or(P_PLAIN) {
+            P_PLAIN => {
+                len = len.saturating_add(1);
+                dots = false;
+            }
+            P_SLASH => {
+                if len == 0 || (dots && len <= 2) {
+                    return not_normal();
+                }
+                (len, dots) = (0, true);
+            }
+            P_DOT => len = len.saturating_add(1),
+            P_SEMICOLON => {
+                semicolon = true;
+                len = len.saturating_add(1);
+                dots = false;
+            }
+            P_QUERY => {
+                end = target.len().saturating_sub(bytes.len()).saturating_sub(1);
+                break;
+            }
+            P_ESCAPE => return not_normal(),
+            _ => return not_normal(),
+        }
+    }
+    // The last segment may be empty (a trailing `/`), not `.` or `..`.
+    (end, len == 0 || !dots || len > 2, semicolon)
+}
+
+/// Classes of bytes in a path ([`PATH_BYTE`]).
+const P_PLAIN: u8 = 0;
+const P_SLASH: u8 = 1;
+const P_DOT: u8 = 2;
+const P_SEMICOLON: u8 = 3;
+const P_QUERY: u8 = 4;
+/// `%` and `\\`: the path is not its own main reading.
+const P_ESCAPE: u8 = 5;
+
+/// Each byte's class in a path: `/` `P_SLASH` (1), `.` `P_DOT` (2), `;`
+/// `P_SEMICOLON` (3), `?` `P_QUERY` (4), `%` and `\\` `P_ESCAPE` (5), the rest
+/// `P_PLAIN` (0). Checked against its definition by a unit test.
+#[rustfmt::skip]
+static PATH_BYTE: [u8; 256] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x00
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x10
+    0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 2, 1, // 0x20
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 4, // 0x30
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x40
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, // 0x50
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x60
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x70
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x80
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x90
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xa0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xb0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xc0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xd0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xe0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xf0
+];
+
 /// The path as one [`PathReading`] reads it.
 pub fn normalize_path_as(raw: &[u8], reading: PathReading) -> Vec<u8> {
     let decoded = match reading {
@@ -620,6 +696,49 @@ mod address_tests {
 #[cfg(test)]
 mod normal_path_tests {
     use super::*;
+
+    #[test]
+    fn path_byte_table_is_its_definition() {
+        for b in 0..=255u8 {
+            let want = match b {
+                b'/' => P_SLASH,
+                b'.' => P_DOT,
+                b';' => P_SEMICOLON,
+                b'?' => P_QUERY,
+                b'%' | b'\\' => P_ESCAPE,
+                _ => P_PLAIN,
+            };
+            assert_eq!(PATH_BYTE[usize::from(b)], want, "byte {b}");
+        }
+    }
+
+    /// `scan_target` is `split_target` then `scan_path`, on every short
+    /// target over the bytes that matter.
+    #[test]
+    fn scan_target_is_split_then_scan() {
+        let alphabet = [b'/', b'.', b'a', b'%', b'\\', b';', b'?'];
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut checked = 0;
+        while let Some(target) = stack.pop() {
+            let (raw, _) = split_target(&target);
+            let (normal, semicolon) = scan_path(raw);
+            assert_eq!(
+                scan_target(&target),
+                (raw.len(), normal, semicolon),
+                "{:?}",
+                String::from_utf8_lossy(&target)
+            );
+            checked += 1;
+            if target.len() < 6 {
+                for b in alphabet {
+                    let mut next = target.clone();
+                    next.push(b);
+                    stack.push(next);
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
+    }
 
     /// A path `is_normal_path` accepts is its own main reading, and every
     /// plain path (no `%`, no `\\`) that is its own main reading is accepted.
