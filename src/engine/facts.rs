@@ -12,7 +12,7 @@ use super::host::Seen;
 use super::request::{
     self, ClientAddress, KeyPart, PathReading, QueryReading, RateLimit, RateLimiter, RequestSource,
 };
-use super::rules::{Node, Subject};
+use super::rules::{HostTable, Node, Subject};
 use super::Engine;
 
 type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -247,7 +247,7 @@ struct Hits {
 
 /// Which of [`request::HOST_KINDS`] a Host is (as `request::host_kind_slot`
 /// reads a `HostForm`).
-fn kind_slot(seen: Seen) -> usize {
+pub(crate) fn kind_slot(seen: Seen) -> usize {
     match seen {
         Seen::Missing | Seen::Empty => 0,
         Seen::Invalid => 1,
@@ -901,6 +901,41 @@ impl<'e, 's> Facts<'e, 's> {
         (when_true == when_false).then_some(when_true)
     }
 
+    /// A host table's value for this request's Host.
+    pub(crate) fn host_table(&mut self, table: &HostTable) -> bool {
+        let seen = self.host_seen();
+        self.host_table_for(table, seen)
+    }
+
+    /// The Host's form, classified once (for [`Facts::host_table_for`]).
+    pub(crate) fn host_form(&mut self) -> Seen {
+        self.host_seen()
+    }
+
+    /// [`Facts::host_table`], the Host already classified as `seen`.
+    pub(crate) fn host_table_for(&self, table: &HostTable, seen: Seen) -> bool {
+        match table.kinds.get(kind_slot(seen)) {
+            Some(&(yes, no)) if yes == no => yes,
+            Some(&(yes, no)) => {
+                if self.host_allowed(table, seen) {
+                    yes
+                } else {
+                    no
+                }
+            }
+            None => false,
+        }
+    }
+
+    /// Is the Host (classified as `seen`) on the table's allowlist?
+    pub(crate) fn host_allowed(&self, table: &HostTable, seen: Seen) -> bool {
+        table.allow.as_ref().is_some_and(|allow| match seen {
+            Seen::Name => allow.allows_name(&self.scratch.host_name),
+            Seen::IpLiteral(ip) => allow.allows_ip(ip),
+            _ => false,
+        })
+    }
+
     /// Evaluates a condition: on any reading of each subject (`every` false:
     /// drop and log rules), or on every reading (`every`: allow rules).
     /// `not` swaps the two, so a negated condition can never be escaped
@@ -927,25 +962,7 @@ impl<'e, 's> Facts<'e, 's> {
                 Seen::IpLiteral(ip) => allow.allows_ip(ip),
                 _ => false,
             },
-            Node::HostTable(table) => {
-                let seen = self.host_seen();
-                let Some(&(yes, no)) = table.kinds.get(kind_slot(seen)) else {
-                    return false;
-                };
-                if yes == no {
-                    return yes;
-                }
-                let allowed = table.allow.as_ref().is_some_and(|allow| match seen {
-                    Seen::Name => allow.allows_name(&self.scratch.host_name),
-                    Seen::IpLiteral(ip) => allow.allows_ip(ip),
-                    _ => false,
-                });
-                if allowed {
-                    yes
-                } else {
-                    no
-                }
-            }
+            Node::HostTable(table) => self.host_table(table),
             Node::IpIn(set) => {
                 self.prepare(Subject::ClientIp);
                 match self.client_ip {

@@ -113,6 +113,8 @@ pub struct Engine {
     flat: Vec<bool>,
     allow_plan: Vec<Unit>,
     drop_plan: Vec<Unit>,
+    /// The rules of the plans' [`Unit::Host`] groups.
+    host_group: Vec<u32>,
     reads_peer: bool,
     max_tarpitted: u32,
     /// Named lists (`lists`), by id; their contents come with each request.
@@ -162,6 +164,7 @@ impl Engine {
             flat: Vec::new(),
             allow_plan: Vec::new(),
             drop_plan: Vec::new(),
+            host_group: Vec::new(),
             reads_peer: false,
             max_tarpitted: config::DEFAULT_MAX_TARPITTED,
             lists: Vec::new(),
@@ -271,12 +274,11 @@ impl Engine {
         // built-in host rules) become a lookup per kind.
         let kind_index = kind_hits.as_ref().map(|(at, per_kind)| (*at, per_kind));
         for rule in &mut compiled {
-            if !rule.is_flat() {
-                rules::host_table(&mut rule.node, kind_index);
-            }
+            rules::host_table(&mut rule.node, kind_index);
         }
-        let allow_plan = plan(&compiled, |a| a == Action::Allow);
-        let drop_plan = plan(&compiled, |a| a != Action::Allow);
+        let mut host_group = Vec::new();
+        let allow_plan = plan(&compiled, |a| a == Action::Allow, &mut host_group);
+        let drop_plan = plan(&compiled, |a| a != Action::Allow, &mut host_group);
         Ok(Engine {
             mode: spec.mode,
             fallback_status: spec.fallback.status,
@@ -294,6 +296,7 @@ impl Engine {
             rules: compiled,
             allow_plan,
             drop_plan,
+            host_group,
             reads_peer: uses(Subject::ClientIp),
             max_tarpitted: spec.max_tarpitted.unwrap_or(config::DEFAULT_MAX_TARPITTED),
             lists: list_decls,
