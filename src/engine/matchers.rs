@@ -21,6 +21,10 @@ use super::limits::REGEX_SIZE_LIMIT;
 /// Hits collected before the first compaction (see `SubjectIndex::search`).
 const HITS_COMPACT_MIN: usize = 4096;
 
+/// Bytes leaving a dense automaton's start state from which its skip reads
+/// byte by byte (see `DenseDfa::start_dense`).
+const DENSE_START_BYTES: usize = 24;
+
 /// How a literal pattern must sit in the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -268,6 +272,10 @@ struct DenseDfa {
     /// Bytes on which the start state goes anywhere but to itself (1): from
     /// the start state, the search skips to the next of them in a tight loop.
     leaves_start: [u8; 256],
+    /// Many bytes leave the start state (large sets): the next one that
+    /// does is usually a byte or two away, so the skip reads byte by byte
+    /// instead of setting up its eight-byte steps.
+    start_dense: bool,
     stride: u32,
     trans: Vec<u32>,
     /// Per state: its patterns are `outputs[out_start[s]..out_start[s + 1]]`.
@@ -418,9 +426,11 @@ impl DenseDfa {
             }
             *entry = offset | flag;
         }
+        let leaving = leaves_start.iter().filter(|l| **l != 0).count();
         Some(DenseDfa {
             anchored,
             classes,
+            start_dense: leaving >= DENSE_START_BYTES,
             leaves_start,
             stride: stride32,
             trans,
@@ -499,6 +509,10 @@ impl DenseDfa {
         // Often the very next byte leaves (large sets): no 8-byte step then.
         if leaves(*rest.first()?) != 0 {
             return Some(at);
+        }
+        if self.start_dense {
+            let skipped = rest.iter().position(|b| leaves(*b) != 0)?;
+            return Some(at.saturating_add(skipped));
         }
         let mut from = at;
         for chunk in rest.chunks_exact(8) {
@@ -864,6 +878,49 @@ mod search_tests {
         searcher.each_match(value, &mut |p, s, e| out.push((p, s, e)));
         out.sort_unstable();
         out
+    }
+
+    /// A dense automaton with many bytes leaving its start state (the skip
+    /// reads byte by byte) and one with few (eight-byte steps) report what
+    /// `aho-corasick`'s NFA reports.
+    #[test]
+    fn dense_skips_agree_with_the_nfa() {
+        let many: Vec<Vec<u8>> = (b'a'..=b'z')
+            .map(|b| vec![b, b'x'])
+            .chain([b"bot".to_vec(), b"a b".to_vec(), b"zz".to_vec()])
+            .collect();
+        let few: Vec<Vec<u8>> = vec![b"bot".to_vec(), b"zgrab".to_vec(), b"q".to_vec()];
+        let values: [&[u8]; 6] = [
+            b"Mozilla/5.0 (X11; Linux x86_64) zgrab/1 bot axbx zz",
+            b"   ...   ax",
+            b"12345678901234567890 qbot",
+            b"",
+            b"a b ax BOT ZGRAB",
+            b"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+        ];
+        for (patterns, dense) in [(&many, true), (&few, false)] {
+            for ci in [false, true] {
+                let searcher = Searcher::build(patterns, ci, false).unwrap();
+                let Searcher::Dense(dfa) = &searcher else {
+                    panic!("not dense");
+                };
+                assert_eq!(dfa.start_dense, dense);
+                let nfa = contiguous::Builder::new()
+                    .ascii_case_insensitive(ci)
+                    .prefilter(false)
+                    .build(patterns)
+                    .map(|nfa| Searcher::Nfa(Box::new(nfa), false))
+                    .unwrap();
+                for value in values {
+                    assert_eq!(
+                        matches(&searcher, value),
+                        matches(&nfa, value),
+                        "{ci} {:?}",
+                        String::from_utf8_lossy(value)
+                    );
+                }
+            }
+        }
     }
 
     /// An anchored searcher (dense or NFA) reports exactly the matches of
