@@ -454,24 +454,34 @@ impl DenseDfa {
         // leave it (or the value ends). Positions are read off the
         // iterator only on a match or a stop, not counted per byte.
         while let Some(start) = self.skip(value, at) {
-            let mut row = 0u32;
             at = value.len();
-            let mut bytes = value.get(start..).unwrap_or_default().iter();
-            while let Some(&byte) = bytes.next() {
-                let entry = self.step(row, byte);
-                if entry & Self::SPECIAL == 0 {
-                    row = entry;
-                    continue;
-                }
-                row = entry & !Self::SPECIAL;
+            let (mut row, mut pos) = (0u32, start);
+            while let Some((next, used)) = self.run(row, value.get(pos..).unwrap_or_default()) {
+                pos = pos.saturating_add(used);
+                row = next;
                 if row != 0 {
-                    self.report(row, value.len().saturating_sub(bytes.len()), f);
-                } else if !bytes.as_slice().first().is_some_and(leaves) {
-                    at = value.len().saturating_sub(bytes.len());
+                    self.report(row, pos, f);
+                } else if !value.get(pos).is_some_and(leaves) {
+                    at = pos;
                     break;
                 }
             }
         }
+    }
+
+    /// Steps from `row` over `bytes` while the transitions are not flagged
+    /// ([`DenseDfa::SPECIAL`]): a tight loop over the common byte. The
+    /// flagged transition's target row and the bytes read up to and with
+    /// it; `None` at the end of `bytes`.
+    fn run(&self, mut row: u32, bytes: &[u8]) -> Option<(u32, usize)> {
+        for (i, &byte) in bytes.iter().enumerate() {
+            let entry = self.step(row, byte);
+            if entry & Self::SPECIAL != 0 {
+                return Some((entry & !Self::SPECIAL, i.saturating_add(1)));
+            }
+            row = entry;
+        }
+        None
     }
 
     /// The transition entry from `row` on `byte`.
