@@ -140,11 +140,22 @@ fn plain_name(raw: &[u8], buffer: String) -> Result<HostForm, String> {
 fn plain_name_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     let (mut end, mut label_start, mut underscore) = (raw.len(), 0usize, false);
-    // One table lookup a byte; letters, digits and `-` (nearly every byte)
-    // go straight to the next one. Label lengths are checked at the dots.
-    for (i, &b) in raw.iter().enumerate() {
-        match NAME_BYTE.get(usize::from(b)).copied().unwrap_or(OTHER) {
-            NAME => {}
+    let class = |b: u8| NAME_BYTE.get(usize::from(b)).copied().unwrap_or(OTHER);
+    // One table lookup a byte. Letters, digits and `-` (nearly every byte)
+    // are passed over in a loop of their own; label lengths are checked at
+    // the dots.
+    let mut i = 0usize;
+    loop {
+        let rest = raw.get(i..).unwrap_or_default();
+        i = i.saturating_add(
+            rest.iter()
+                .position(|b| class(*b) != NAME)
+                .unwrap_or(rest.len()),
+        );
+        let Some(&b) = raw.get(i) else {
+            break;
+        };
+        match class(b) {
             DOT => {
                 let len = i.saturating_sub(label_start);
                 if len == 0 || len > 63 {
@@ -159,6 +170,7 @@ fn plain_name_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
             }
             _ => return false,
         }
+        i = i.saturating_add(1);
     }
     // The last label: not empty (no trailing dot), not too long, and not a
     // number (`0x…` is a hex number to a browser), else an IPv4 form: left

@@ -254,14 +254,27 @@ pub(crate) fn scan_target(target: &[u8]) -> (usize, bool, bool) {
     let mut semicolon = false;
     // The segment being read: its length, and whether it is dots only.
     let (mut len, mut dots) = (0usize, true);
-    let mut bytes = rest.iter();
+    let class = |b: u8| PATH_BYTE.get(usize::from(b)).copied().unwrap_or(P_PLAIN);
     let mut end = target.len();
-    for &b in bytes.by_ref() {
-        match PATH_BYTE.get(usize::from(b)).copied().unwrap_or(P_PLAIN) {
-            P_PLAIN => {
-                len = len.saturating_add(1);
-                dots = false;
-            }
+    // Plain bytes (nearly all) are passed over in a loop of their own.
+    let mut i = 0usize;
+    loop {
+        let plain = rest
+            .get(i..)
+            .unwrap_or_default()
+            .iter()
+            .position(|b| class(*b) != P_PLAIN);
+        let run = plain.unwrap_or(rest.len().saturating_sub(i));
+        if run > 0 {
+            len = len.saturating_add(run);
+            dots = false;
+            i = i.saturating_add(run);
+        }
+        let Some(&b) = rest.get(i) else {
+            break;
+        };
+        i = i.saturating_add(1);
+        match class(b) {
             P_SLASH => {
                 if len == 0 || (dots && len <= 2) {
                     return not_normal();
@@ -275,7 +288,8 @@ pub(crate) fn scan_target(target: &[u8]) -> (usize, bool, bool) {
                 dots = false;
             }
             P_QUERY => {
-                end = target.len().saturating_sub(bytes.len()).saturating_sub(1);
+                // `rest` starts after the leading `/`; `i` is past the `?`.
+                end = i;
                 break;
             }
             P_ESCAPE => return not_normal(),
