@@ -7,15 +7,6 @@ use std::net::IpAddr;
 
 use super::host::{classify, HostForm};
 
-/// Where the engine reads a request from. The proxy adapter implements it with
-/// host calls; `HeaderList` implements it for tests and the CLI. The engine
-/// asks for each item at most once per decision, and only when a rule needs it.
-/// It only reads: taking rate-limit tokens, the one effect a decision has,
-/// goes through a [`RateLimiter`], handed to `Engine::decide` separately.
-///
-/// Values are appended to a buffer the engine owns and reuses from request to
-/// request, so reading a request allocates nothing once the buffers have grown
-/// to the size of typical values.
 /// Appends a header's field lines to `out` joined with `,`, as
 /// [`RequestSource::header`] hands them over; false (nothing appended) if
 /// there is none. Every adapter joins through this.
@@ -31,6 +22,15 @@ pub fn join_lines<'a>(lines: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<u
     found
 }
 
+/// Where the engine reads a request from. The proxy adapter implements it with
+/// host calls; `HeaderList` implements it for tests and the CLI. The engine
+/// asks for each item at most once per decision, and only when a rule needs it.
+/// It only reads: taking rate-limit tokens, the one effect a decision has,
+/// goes through a [`RateLimiter`], handed to `Engine::decide` separately.
+///
+/// Values are appended to a buffer the engine owns and reuses from request to
+/// request, so reading a request allocates nothing once the buffers have grown
+/// to the size of typical values.
 pub trait RequestSource {
     /// Appends a header's value, all field lines joined with `,`, to `out`;
     /// false (and nothing appended) if absent. `name` is lower case;
