@@ -175,7 +175,8 @@ impl Engine {
     ) -> Verdict<'e> {
         let mut source = PeerOnly { peer, lists };
         let mut limiter = super::NoLimits;
-        let mut facts = Facts::new(self, &mut source, &mut limiter);
+        let mut scratch = super::facts::take_scratch();
+        let mut facts = Facts::new(self, &mut source, &mut limiter, &mut scratch);
         let mut eval = |id: u32, every: bool| -> Option<(&'e Rule, RuleRef<'e>, Reading)> {
             let rule = self.rules.get(id as usize)?;
             match self.condition(rule, every, &mut facts) {

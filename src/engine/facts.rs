@@ -12,7 +12,7 @@ use super::host::Seen;
 use super::request::{
     self, ClientAddress, KeyPart, PathReading, QueryReading, RateLimit, RateLimiter, RequestSource,
 };
-use super::rules::{Node, Subject};
+use super::rules::{HostTable, Node, Subject};
 use super::Engine;
 
 type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -86,10 +86,17 @@ pub(crate) fn path_views(raw: &[u8]) -> Views {
 }
 
 /// [`path_views`] in place, reusing the buffers of earlier views.
+#[cfg(test)]
 fn fill_path_views(raw: &[u8], views: &mut Views) {
+    let (normal, semicolon) = request::scan_path(raw);
+    fill_scanned_path_views(raw, normal, semicolon, views);
+}
+
+/// [`fill_path_views`] with the path already scanned
+/// ([`request::scan_path`]'s answers).
+fn fill_scanned_path_views(raw: &[u8], normal: bool, semicolon: bool, views: &mut Views) {
     views.more.clear();
     views.main.clear();
-    let (normal, semicolon) = request::scan_path(raw);
     views.main_is_raw = normal;
     if !views.main_is_raw {
         views.main = request::normalize_path(raw);
@@ -240,7 +247,7 @@ struct Hits {
 
 /// Which of [`request::HOST_KINDS`] a Host is (as `request::host_kind_slot`
 /// reads a `HostForm`).
-fn kind_slot(seen: Seen) -> usize {
+pub(crate) fn kind_slot(seen: Seen) -> usize {
     match seen {
         Seen::Missing | Seen::Empty => 0,
         Seen::Invalid => 1,
@@ -288,6 +295,9 @@ pub(crate) struct Scratch {
     /// The lower-cased host name (when the Host is one), this request's.
     host_name: Vec<u8>,
     peer: Vec<u8>,
+    /// Rules that matched only because of a list not loaded yet (rule,
+    /// list), this request's.
+    missing_hits: Vec<(u32, u32)>,
 }
 
 /// Buffers larger than this in all are not kept for the next request (a
@@ -308,6 +318,7 @@ impl Scratch {
             .saturating_add(self.pq_main.capacity())
             .saturating_add(self.host_name.capacity())
             .saturating_add(self.peer.capacity())
+            .saturating_add(self.missing_hits.capacity().saturating_mul(8))
     }
 
     /// Ready for a request on `engine`: nothing read, nothing computed.
@@ -325,6 +336,7 @@ impl Scratch {
         for hits in &mut self.hits {
             hits.done = false;
         }
+        self.missing_hits.clear();
     }
 }
 
@@ -337,9 +349,8 @@ pub(crate) struct Facts<'e, 's> {
     engine: &'e Engine,
     source: &'s mut dyn RequestSource,
     limiter: &'s mut dyn RateLimiter,
-    /// Boxed: handing the buffers to and from the thread's slot moves a
-    /// pointer, not the buffers' headers.
-    scratch: Box<Scratch>,
+    /// This thread's buffers (see [`take_scratch`]).
+    scratch: &'s mut Scratch,
     host: Option<Seen>,
     host_value: Option<Option<Vec<u8>>>,
     /// The path's readings are in `scratch.path` (this request's).
@@ -355,27 +366,36 @@ pub(crate) struct Facts<'e, 's> {
     /// While a rule that reads a list not loaded yet is evaluated: the value
     /// such a list's condition takes (both are tried).
     missing_as: bool,
-    /// Rules that matched only because of a list not loaded yet (rule, list).
-    pub(crate) missing_hits: Vec<(u32, u32)>,
+}
+
+/// The buffers of this thread's last decision (fresh ones when a decision
+/// holds them, or on the first). Boxed: handing them to and from the
+/// thread's slot moves a pointer, not the buffers' headers.
+pub(crate) fn take_scratch() -> Box<Scratch> {
+    SCRATCH
+        .try_with(|slot| slot.take())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Hands the buffers back for the next decision on this thread (unless they
+/// grew too large to keep). A decision that does not only costs the next
+/// one fresh buffers.
+pub(crate) fn keep_scratch(scratch: Box<Scratch>) {
+    if scratch.retained() <= SCRATCH_KEEP_MAX {
+        // A nested decision (none today) would find the slot taken and
+        // use fresh buffers; whichever finishes last is kept.
+        let _ = SCRATCH.try_with(|slot| slot.set(Some(scratch)));
+    }
 }
 
 impl<'e, 's> Facts<'e, 's> {
-    /// Hands the buffers back for the next decision on this thread. (A
-    /// decision that does not call this only costs the next one fresh
-    /// buffers.)
-    pub(crate) fn finish(self) {
-        let Facts {
-            mut scratch,
-            path_and_query,
-            ..
-        } = self;
-        if let Some(pq) = path_and_query {
-            scratch.pq_main = pq.main;
-        }
-        if scratch.retained() <= SCRATCH_KEEP_MAX {
-            // A nested decision (none today) would find the slot taken and
-            // use fresh buffers; whichever finishes last is kept.
-            let _ = SCRATCH.try_with(|slot| slot.set(Some(scratch)));
+    /// Moves what this request computed into `scratch` for the next one to
+    /// reuse (the `path_and_query` buffer).
+    pub(crate) fn finish(&mut self) {
+        if let Some(pq) = self.path_and_query.take() {
+            self.scratch.pq_main = pq.main;
         }
     }
 
@@ -383,12 +403,8 @@ impl<'e, 's> Facts<'e, 's> {
         engine: &'e Engine,
         source: &'s mut dyn RequestSource,
         limiter: &'s mut dyn RateLimiter,
+        scratch: &'s mut Scratch,
     ) -> Self {
-        let mut scratch = SCRATCH
-            .try_with(|slot| slot.take())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
         scratch.reset(engine);
         Facts {
             engine,
@@ -405,7 +421,6 @@ impl<'e, 's> Facts<'e, 's> {
             protocol: None,
             client_ip: None,
             missing_as: false,
-            missing_hits: Vec::new(),
         }
     }
 
@@ -489,8 +504,9 @@ impl<'e, 's> Facts<'e, 's> {
                         .and_then(|s| scratch.headers.get(s))
                         .filter(|h| h.state == Read::Present)
                         .map_or(&b"/"[..], |h| h.value.as_slice());
-                    let (raw, _) = request::split_target(target);
-                    fill_path_views(raw, &mut scratch.path);
+                    let (raw_len, normal, semicolon) = request::scan_target(target);
+                    let raw = target.get(..raw_len).unwrap_or(target);
+                    fill_scanned_path_views(raw, normal, semicolon, &mut scratch.path);
                     self.raw_path_len = Some(raw.len());
                     self.path_ready = true;
                 }
@@ -619,6 +635,12 @@ impl<'e, 's> Facts<'e, 's> {
         }
     }
 
+    /// Prepares the subject; then, has it one reading with at most one value?
+    fn prepared_single(&mut self, subject: Subject) -> bool {
+        self.prepare(subject);
+        self.single(subject)
+    }
+
     /// Has the (prepared) subject one reading with at most one value?
     /// (Then "on any reading" and "on every reading" are the same question.)
     fn single(&self, subject: Subject) -> bool {
@@ -698,7 +720,8 @@ impl<'e, 's> Facts<'e, 's> {
                 return per_kind.get(kind).map(Vec::as_slice).unwrap_or_default();
             }
         }
-        if self.scratch.hits.get(index).is_some_and(|h| !h.done) {
+        let pending = self.scratch.hits.get(index).is_some_and(|h| !h.done);
+        if pending && !self.search_single(index) {
             let (mut any, mut all) = match self.scratch.hits.get_mut(index) {
                 Some(h) => (std::mem::take(&mut h.any), std::mem::take(&mut h.every)),
                 None => (Vec::new(), Vec::new()),
@@ -707,9 +730,8 @@ impl<'e, 's> Facts<'e, 's> {
             all.clear();
             let mut has_every = false;
             if let Some((subject, matcher)) = engine.indexes.get(index) {
-                self.prepare(*subject);
                 let list = subject.is_list();
-                if self.single(*subject) {
+                if self.prepared_single(*subject) {
                     self.visit(*subject, &mut |_, v| {
                         matcher.search(v, list, &mut any);
                         false
@@ -742,12 +764,10 @@ impl<'e, 's> Facts<'e, 's> {
                 }
             }
             if let Some(h) = self.scratch.hits.get_mut(index) {
-                *h = Hits {
-                    done: true,
-                    any,
-                    every: all,
-                    has_every,
-                };
+                h.any = any;
+                h.every = all;
+                h.done = true;
+                h.has_every = has_every;
             }
         }
         self.scratch
@@ -761,6 +781,64 @@ impl<'e, 's> Facts<'e, 's> {
                 }
             })
             .unwrap_or_default()
+    }
+
+    /// The index's hits when its subject is a header or a path with one
+    /// reading (the common subjects): its one value searched straight into
+    /// the stored hits, without the generic visit. False (nothing done)
+    /// for any other subject.
+    fn search_single(&mut self, index: usize) -> bool {
+        let engine = self.engine;
+        let Some((subject, matcher)) = engine.indexes.get(index) else {
+            return false;
+        };
+        match *subject {
+            Subject::Header(slot) => {
+                self.header(slot);
+            }
+            Subject::Path => {
+                self.prepare(Subject::Path);
+                if !self.single(Subject::Path) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+        let raw_path_len = self.raw_path_len;
+        let path_ready = self.path_ready;
+        let scratch = &mut *self.scratch;
+        let present = |slot: Option<usize>| {
+            slot.and_then(|s| scratch.headers.get(s))
+                .filter(|h| h.state == Read::Present)
+                .map(|h| h.value.as_slice())
+        };
+        let value = match *subject {
+            Subject::Header(slot) => present(Some(slot)),
+            _ if path_ready => {
+                // As `raw_path` reads it.
+                let target = present(engine.slots.path).unwrap_or(b"/");
+                let raw = match raw_path_len {
+                    Some(len) => target.get(..len).unwrap_or(target),
+                    None => request::split_target(target).0,
+                };
+                Some(scratch.path.main(raw))
+            }
+            _ => None,
+        };
+        if let Some(h) = scratch.hits.get_mut(index) {
+            h.any.clear();
+            h.every.clear();
+            h.has_every = false;
+            h.done = true;
+            if let Some(value) = value {
+                matcher.search(value, subject.is_list(), &mut h.any);
+            }
+            if h.any.len() > 1 {
+                h.any.sort_unstable();
+                h.any.dedup();
+            }
+        }
+        true
     }
 
     /// Builds the rule's key for this request (the main reading of each
@@ -794,6 +872,16 @@ impl<'e, 's> Facts<'e, 's> {
         self.limiter.over_limit(limit, &key)
     }
 
+    /// Notes that `rule` matched only because list `list` has not loaded.
+    pub(crate) fn push_missing(&mut self, rule: u32, list: u32) {
+        self.scratch.missing_hits.push((rule, list));
+    }
+
+    /// Rules that matched only because of a list not loaded yet (rule, list).
+    pub(crate) fn missing_hits(&self) -> &[(u32, u32)] {
+        &self.scratch.missing_hits
+    }
+
     /// The first of `lists` that has not loaded yet, if any.
     pub(crate) fn missing_list(&self, lists: &[u32]) -> Option<u32> {
         lists
@@ -811,6 +899,41 @@ impl<'e, 's> Facts<'e, 's> {
         self.missing_as = false;
         let when_false = self.eval(node, every);
         (when_true == when_false).then_some(when_true)
+    }
+
+    /// A host table's value for this request's Host.
+    pub(crate) fn host_table(&mut self, table: &HostTable) -> bool {
+        let seen = self.host_seen();
+        self.host_table_for(table, seen)
+    }
+
+    /// The Host's form, classified once (for [`Facts::host_table_for`]).
+    pub(crate) fn host_form(&mut self) -> Seen {
+        self.host_seen()
+    }
+
+    /// [`Facts::host_table`], the Host already classified as `seen`.
+    pub(crate) fn host_table_for(&self, table: &HostTable, seen: Seen) -> bool {
+        match table.kinds.get(kind_slot(seen)) {
+            Some(&(yes, no)) if yes == no => yes,
+            Some(&(yes, no)) => {
+                if self.host_allowed(table, seen) {
+                    yes
+                } else {
+                    no
+                }
+            }
+            None => false,
+        }
+    }
+
+    /// Is the Host (classified as `seen`) on the table's allowlist?
+    pub(crate) fn host_allowed(&self, table: &HostTable, seen: Seen) -> bool {
+        table.allow.as_ref().is_some_and(|allow| match seen {
+            Seen::Name => allow.allows_name(&self.scratch.host_name),
+            Seen::IpLiteral(ip) => allow.allows_ip(ip),
+            _ => false,
+        })
     }
 
     /// Evaluates a condition: on any reading of each subject (`every` false:
@@ -839,6 +962,7 @@ impl<'e, 's> Facts<'e, 's> {
                 Seen::IpLiteral(ip) => allow.allows_ip(ip),
                 _ => false,
             },
+            Node::HostTable(table) => self.host_table(table),
             Node::IpIn(set) => {
                 self.prepare(Subject::ClientIp);
                 match self.client_ip {

@@ -139,52 +139,95 @@ fn plain_name(raw: &[u8], buffer: String) -> Result<HostForm, String> {
 /// plain name; false (and `out` in any state) for everything else.
 fn plain_name_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
-    let (mut label, mut last_is_number, mut end) = (0usize, true, raw.len());
-    let (mut label_start, mut underscore) = (0usize, false);
-    for (i, &b) in raw.iter().enumerate() {
-        if b.is_ascii_alphabetic() || b == b'-' || b == b'_' {
-            last_is_number = false;
-            underscore |= b == b'_';
-        } else if b == b'.' {
-            if label == 0 {
+    let (mut end, mut label_start, mut underscore) = (raw.len(), 0usize, false);
+    let class = |b: u8| NAME_BYTE.get(usize::from(b)).copied().unwrap_or(OTHER);
+    // One table lookup a byte. Letters, digits and `-` (nearly every byte)
+    // are passed over in a loop of their own; label lengths are checked at
+    // the dots.
+    let mut i = 0usize;
+    loop {
+        let rest = raw.get(i..).unwrap_or_default();
+        i = i.saturating_add(
+            rest.iter()
+                .position(|b| class(*b) != NAME)
+                .unwrap_or(rest.len()),
+        );
+        let Some(&b) = raw.get(i) else {
+            break;
+        };
+        match class(b) {
+            DOT => {
+                let len = i.saturating_sub(label_start);
+                if len == 0 || len > 63 {
+                    return false;
+                }
+                label_start = i.saturating_add(1);
+            }
+            UNDERSCORE => underscore = true,
+            COLON => {
+                end = i;
                 break;
             }
-            label = 0;
-            last_is_number = true;
-            label_start = i.saturating_add(1);
-            continue;
-        } else if b == b':' {
-            end = i;
-            break;
-        } else if !b.is_ascii_digit() {
-            label = 0;
-            break;
+            _ => return false,
         }
-        label = label.saturating_add(1);
-        if label > 63 {
-            label = 0;
-            break;
-        }
+        i = i.saturating_add(1);
+    }
+    // The last label: not empty (no trailing dot), not too long, and not a
+    // number (`0x…` is a hex number to a browser), else an IPv4 form: left
+    // to the general reading.
+    let last = raw.get(label_start..end).unwrap_or_default();
+    if last.is_empty() || last.len() > 63 || super::all_digits(last) {
+        return false;
+    }
+    if matches!(last, [b'0', b'x' | b'X', ..]) {
+        return false;
     }
     let port = raw.get(end..).unwrap_or_default();
     let port_ok = port.is_empty()
         || port
             .get(1..)
-            .is_some_and(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
-    // `0x…` is a hex number to a browser: left to the general reading.
-    let last = raw.get(label_start..end).unwrap_or_default();
-    let hex = matches!(last, [b'0', b'x' | b'X', ..]);
-    let plain = label > 0 && !last_is_number && !hex && port_ok && end <= MAX_HOST_NAME;
-    if plain {
-        out.extend_from_slice(raw.get(..end).unwrap_or_default());
-        if underscore {
-            out.make_ascii_lowercase();
-        } else {
-            lower_name(out);
-        }
+            .is_some_and(|p| p.len() <= 5 && super::all_digits(p));
+    if !port_ok || end > MAX_HOST_NAME {
+        return false;
     }
-    plain
+    out.extend_from_slice(raw.get(..end).unwrap_or_default());
+    if underscore {
+        out.make_ascii_lowercase();
+    } else {
+        lower_name(out);
+    }
+    true
 }
+
+/// Classes of bytes in a plain name ([`NAME_BYTE`]).
+const OTHER: u8 = 0;
+const NAME: u8 = 1;
+const DOT: u8 = 2;
+const UNDERSCORE: u8 = 3;
+const COLON: u8 = 4;
+
+/// Each byte's class in a plain name: letters, digits and `-` are `NAME`
+/// (1), `.` `DOT` (2), `_` `UNDERSCORE` (3), `:` `COLON` (4), the rest
+/// `OTHER` (0). Checked against its definition by a unit test.
+#[rustfmt::skip]
+static NAME_BYTE: [u8; 256] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x00
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x10
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, // 0x20
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 0, 0, 0, 0, 0, // 0x30
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, // 0x40
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 3, // 0x50
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, // 0x60
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, // 0x70
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x80
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x90
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xa0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xb0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xc0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xd0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xe0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xf0
+];
 
 /// Lower case for a name of letters, digits, `-` and `.` only: each of
 /// those is lower case with bit 0x20 set (`_` is not), so eight bytes take
@@ -505,6 +548,24 @@ impl Allowlist {
 mod plain_tests {
     use super::*;
 
+    #[test]
+    fn name_byte_table_is_its_definition() {
+        for b in 0..=255u8 {
+            let want = if b.is_ascii_alphanumeric() || b == b'-' {
+                NAME
+            } else if b == b'.' {
+                DOT
+            } else if b == b'_' {
+                UNDERSCORE
+            } else if b == b':' {
+                COLON
+            } else {
+                OTHER
+            };
+            assert_eq!(NAME_BYTE[usize::from(b)], want, "byte {b}");
+        }
+    }
+
     /// The one-pass reading agrees with the general one wherever it answers.
     #[test]
     fn plain_name_agrees_with_the_general_reading() {
@@ -531,6 +592,11 @@ mod plain_tests {
         for long in [
             format!("{}.com", "a".repeat(63)),
             format!("{}.com", "a".repeat(64)),
+            format!("www.{}", "a".repeat(63)),
+            format!("www.{}", "a".repeat(64)),
+            format!("www.{}:8080", "a".repeat(64)),
+            format!("{}.com", vec!["a".repeat(60); 4].join(".")),
+            format!("{}.com", vec!["a".repeat(63); 4].join(".")),
         ] {
             let fast = plain_name(long.as_bytes(), String::new()).ok();
             if let Some(fast) = fast {

@@ -17,6 +17,10 @@ use super::limits::REGEX_SIZE_LIMIT;
 /// Hits collected before the first compaction (see `SubjectIndex::search`).
 const HITS_COMPACT_MIN: usize = 4096;
 
+/// Bytes leaving a dense automaton's start state from which its skip reads
+/// byte by byte (see `DenseDfa::start_dense`).
+const DENSE_START_BYTES: usize = 24;
+
 /// How a literal pattern must sit in the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -280,8 +284,8 @@ fn byte_classes(patterns: &[Vec<u8>], case_insensitive: bool) -> Option<([u8; 25
 /// A dense Aho-Corasick DFA over byte classes (every byte that occurs in a
 /// pattern is a class of its own, ASCII case folded when case-insensitive;
 /// all other bytes share class 0). A transition holds the target state's
-/// row offset, with [`DenseDfa::MATCH`] set when that state reports
-/// matches.
+/// row offset, with [`DenseDfa::SPECIAL`] set when that state reports
+/// matches or is the start state, so the walk tests one bit a byte.
 #[derive(Debug)]
 struct DenseDfa {
     classes: [u8; 256],
@@ -290,6 +294,10 @@ struct DenseDfa {
     /// Bytes on which the start state goes anywhere but to itself (1): from
     /// the start state, the search skips to the next of them in a tight loop.
     leaves_start: [u8; 256],
+    /// Many bytes leave the start state (large sets): the next one that
+    /// does is usually a byte or two away, so the skip reads byte by byte
+    /// instead of setting up its eight-byte steps.
+    start_dense: bool,
     stride: u32,
     trans: Vec<u32>,
     /// Per state: its patterns are `outputs[out_start[s]..out_start[s + 1]]`.
@@ -299,7 +307,9 @@ struct DenseDfa {
 }
 
 impl DenseDfa {
-    const MATCH: u32 = 1 << 31;
+    /// Flags a transition to a state that reports matches or to the start
+    /// state (row 0, which reports none: patterns are never empty).
+    const SPECIAL: u32 = 1 << 31;
 
     /// `anchored`: a trie without failure links, for searches that only
     /// want matches starting at 0 (a missing edge leads back to the start
@@ -395,29 +405,32 @@ impl DenseDfa {
             outputs.extend_from_slice(list);
         }
         out_start.push(u32::try_from(outputs.len()).ok()?);
-        // Premultiplied targets, flagged when the target reports matches.
-        let stride32 = u32::try_from(stride).ok()?;
-        for entry in &mut trans {
-            let target = usize::try_from(*entry).ok()?;
-            let flag = if all.get(target)?.is_empty() {
-                0
-            } else {
-                Self::MATCH
-            };
-            let offset = entry.checked_mul(stride32)?;
-            if offset >= Self::MATCH {
-                return None;
-            }
-            *entry = offset | flag;
-        }
         let mut leaves_start = [0u8; 256];
         for (byte, leaves) in leaves_start.iter_mut().enumerate() {
             let class = usize::from(*classes.get(byte)?);
             *leaves = u8::from(*trans.get(class)? != 0);
         }
+        // Premultiplied targets, flagged when the target reports matches
+        // or is the start state.
+        let stride32 = u32::try_from(stride).ok()?;
+        for entry in &mut trans {
+            let target = usize::try_from(*entry).ok()?;
+            let flag = if target != 0 && all.get(target)?.is_empty() {
+                0
+            } else {
+                Self::SPECIAL
+            };
+            let offset = entry.checked_mul(stride32)?;
+            if offset >= Self::SPECIAL {
+                return None;
+            }
+            *entry = offset | flag;
+        }
+        let leaving = leaves_start.iter().filter(|l| **l != 0).count();
         Some(DenseDfa {
             anchored,
             classes,
+            start_dense: leaving >= DENSE_START_BYTES,
             leaves_start,
             stride: stride32,
             trans,
@@ -434,25 +447,41 @@ impl DenseDfa {
         if self.anchored {
             return self.each_anchored_match(value, f);
         }
+        let leaves = |b: &u8| self.leaves_start.get(usize::from(*b)).copied().unwrap_or(1) != 0;
         let mut at = 0usize;
         // From the start state: skip to a byte that leaves it, then walk
-        // the automaton until it is back (or the value ends).
+        // the automaton until it is back there on a byte that does not
+        // leave it (or the value ends). Positions are read off the
+        // iterator only on a match or a stop, not counted per byte.
         while let Some(start) = self.skip(value, at) {
-            let mut row = 0u32;
             at = value.len();
-            let rest = value.get(start..).unwrap_or_default();
-            for (i, &byte) in rest.iter().enumerate() {
-                let entry = self.step(row, byte);
-                row = entry & !Self::MATCH;
-                if entry & Self::MATCH != 0 {
-                    self.report(row, start.saturating_add(i).saturating_add(1), f);
-                }
-                if row == 0 {
-                    at = start.saturating_add(i).saturating_add(1);
+            let (mut row, mut pos) = (0u32, start);
+            while let Some((next, used)) = self.run(row, value.get(pos..).unwrap_or_default()) {
+                pos = pos.saturating_add(used);
+                row = next;
+                if row != 0 {
+                    self.report(row, pos, f);
+                } else if !value.get(pos).is_some_and(leaves) {
+                    at = pos;
                     break;
                 }
             }
         }
+    }
+
+    /// Steps from `row` over `bytes` while the transitions are not flagged
+    /// ([`DenseDfa::SPECIAL`]): a tight loop over the common byte. The
+    /// flagged transition's target row and the bytes read up to and with
+    /// it; `None` at the end of `bytes`.
+    fn run(&self, mut row: u32, bytes: &[u8]) -> Option<(u32, usize)> {
+        for (i, &byte) in bytes.iter().enumerate() {
+            let entry = self.step(row, byte);
+            if entry & Self::SPECIAL != 0 {
+                return Some((entry & !Self::SPECIAL, i.saturating_add(1)));
+            }
+            row = entry;
+        }
+        None
     }
 
     /// The transition entry from `row` on `byte`.
@@ -470,13 +499,15 @@ impl DenseDfa {
         let mut row = 0u32;
         for (at, &byte) in value.iter().enumerate() {
             let entry = self.step(row, byte);
-            if entry == 0 {
+            if entry & Self::SPECIAL == 0 {
+                row = entry;
+                continue;
+            }
+            row = entry & !Self::SPECIAL;
+            if row == 0 {
                 return;
             }
-            row = entry & !Self::MATCH;
-            if entry & Self::MATCH != 0 {
-                self.report(row, at.saturating_add(1), f);
-            }
+            self.report(row, at.saturating_add(1), f);
         }
     }
 
@@ -488,6 +519,10 @@ impl DenseDfa {
         // Often the very next byte leaves (large sets): no 8-byte step then.
         if leaves(*rest.first()?) != 0 {
             return Some(at);
+        }
+        if self.start_dense {
+            let skipped = rest.iter().position(|b| leaves(*b) != 0)?;
+            return Some(at.saturating_add(skipped));
         }
         let mut from = at;
         for chunk in rest.chunks_exact(8) {
@@ -1023,6 +1058,67 @@ mod search_tests {
         out
     }
 
+    /// Every (pattern, start, end) where a pattern occurs in `value`, by
+    /// trying each pattern at each position.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn naive(patterns: &[Vec<u8>], ci: bool, value: &[u8]) -> Vec<(usize, usize, usize)> {
+        let mut want = Vec::new();
+        for (p, pattern) in patterns.iter().enumerate() {
+            for start in 0..value.len() {
+                let end = start + pattern.len();
+                let hit = value.get(start..end).is_some_and(|w| {
+                    if ci {
+                        w.eq_ignore_ascii_case(pattern)
+                    } else {
+                        w == &pattern[..]
+                    }
+                });
+                if hit {
+                    want.push((p, start, end));
+                }
+            }
+        }
+        want.sort_unstable();
+        want
+    }
+
+    /// A dense automaton with many bytes leaving its start state (the skip
+    /// reads byte by byte) and one with few (eight-byte steps) report every
+    /// occurrence a naive search finds.
+    #[test]
+    fn dense_skips_agree_with_the_nfa() {
+        let many: Vec<Vec<u8>> = (b'a'..=b'z')
+            .map(|b| vec![b, b'x'])
+            .chain([b"bot".to_vec(), b"a b".to_vec(), b"zz".to_vec()])
+            .collect();
+        let few: Vec<Vec<u8>> = vec![b"bot".to_vec(), b"zgrab".to_vec(), b"q".to_vec()];
+        let values: [&[u8]; 6] = [
+            b"Mozilla/5.0 (X11; Linux x86_64) zgrab/1 bot axbx zz",
+            b"   ...   ax",
+            b"12345678901234567890 qbot",
+            b"",
+            b"a b ax BOT ZGRAB",
+            b"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+        ];
+        for (patterns, dense) in [(&many, true), (&few, false)] {
+            for ci in [false, true] {
+                let searcher = Searcher::build(patterns, ci, false).unwrap();
+                let Searcher::Dense(dfa) = &searcher else {
+                    panic!("not dense");
+                };
+                assert_eq!(dfa.start_dense, dense);
+                for value in values {
+                    assert_eq!(
+                        matches(&searcher, value),
+                        naive(patterns, ci, value),
+                        "{ci} {:?}",
+                        String::from_utf8_lossy(value)
+                    );
+                }
+            }
+        }
+    }
+
     /// An anchored searcher (dense or NFA) reports exactly the matches of
     /// the unanchored one that start at 0.
     #[test]
@@ -1107,23 +1203,7 @@ mod search_tests {
             patterns.dedup_by(|a, b| a.eq_ignore_ascii_case(b) && ci || a == b);
             for _ in 0..10 {
                 let value: Vec<u8> = (0..next(16)).map(|_| alphabet[next(5)]).collect();
-                let mut want = Vec::new();
-                for (p, pattern) in patterns.iter().enumerate() {
-                    for start in 0..value.len() {
-                        let end = start + pattern.len();
-                        let hit = value.get(start..end).is_some_and(|w| {
-                            if ci {
-                                w.eq_ignore_ascii_case(pattern)
-                            } else {
-                                w == &pattern[..]
-                            }
-                        });
-                        if hit {
-                            want.push((p, start, end));
-                        }
-                    }
-                }
-                want.sort_unstable();
+                let want = naive(&patterns, ci, &value);
                 for anchored in [false, true] {
                     let want: Vec<_> = want
                         .iter()

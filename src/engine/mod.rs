@@ -109,8 +109,12 @@ pub struct Engine {
     kind_hits: Option<(usize, [Vec<u32>; 4])>,
     leaf_rule: Vec<u32>,
     rules: Vec<Rule>,
+    /// Per rule: is it flat ([`Rule::is_flat`]), decided by index hits alone?
+    flat: Vec<bool>,
     allow_plan: Vec<Unit>,
     drop_plan: Vec<Unit>,
+    /// The rules of the plans' [`Unit::Host`] groups.
+    host_group: Vec<u32>,
     reads_peer: bool,
     max_tarpitted: u32,
     /// Named lists (`lists`), by id; their contents come with each request.
@@ -157,8 +161,10 @@ impl Engine {
             kind_hits: None,
             leaf_rule: Vec::new(),
             rules: Vec::new(),
+            flat: Vec::new(),
             allow_plan: Vec::new(),
             drop_plan: Vec::new(),
+            host_group: Vec::new(),
             reads_peer: false,
             max_tarpitted: config::DEFAULT_MAX_TARPITTED,
             lists: Vec::new(),
@@ -265,8 +271,15 @@ impl Engine {
                 });
                 Some((at, per_kind))
             });
-        let allow_plan = plan(&compiled, |a| a == Action::Allow);
-        let drop_plan = plan(&compiled, |a| a != Action::Allow);
+        // Conditions that read only the Host's kind and one allowlist (the
+        // built-in host rules) become a lookup per kind.
+        let kind_index = kind_hits.as_ref().map(|(at, per_kind)| (*at, per_kind));
+        for rule in &mut compiled {
+            rules::host_table(&mut rule.node, kind_index);
+        }
+        let mut host_group = Vec::new();
+        let allow_plan = plan(&compiled, |a| a == Action::Allow, &mut host_group);
+        let drop_plan = plan(&compiled, |a| a != Action::Allow, &mut host_group);
         Ok(Engine {
             mode: spec.mode,
             fallback_status: spec.fallback.status,
@@ -280,9 +293,11 @@ impl Engine {
             indexes,
             kind_hits,
             leaf_rule: compiler.leaf_rule,
+            flat: compiled.iter().map(Rule::is_flat).collect(),
             rules: compiled,
             allow_plan,
             drop_plan,
+            host_group,
             reads_peer: uses(Subject::ClientIp),
             max_tarpitted: spec.max_tarpitted.unwrap_or(config::DEFAULT_MAX_TARPITTED),
             lists: list_decls,
@@ -402,9 +417,27 @@ impl Engine {
         source: &mut dyn RequestSource,
         limiter: &mut dyn RateLimiter,
     ) -> Verdict<'e> {
-        let mut facts = Facts::new(self, source, limiter);
+        let mut scratch = facts::take_scratch();
+        let verdict = self.decide_with(source, limiter, &mut scratch);
+        facts::keep_scratch(scratch);
+        verdict
+    }
+
+    /// [`Engine::decide`] with this thread's buffers.
+    fn decide_with<'e>(
+        &'e self,
+        source: &mut dyn RequestSource,
+        limiter: &mut dyn RateLimiter,
+        scratch: &mut facts::Scratch,
+    ) -> Verdict<'e> {
+        let mut facts = Facts::new(self, source, limiter, scratch);
         let mut logged_rules = Vec::new();
-        if let Some(rule) = self.first_match(&self.allow_plan, true, &mut facts, &mut Vec::new()) {
+        let allowed = if self.allow_plan.is_empty() {
+            None
+        } else {
+            self.first_match(&self.allow_plan, true, &mut facts, &mut Vec::new())
+        };
+        if let Some(rule) = allowed {
             let missing_list = self.missing_decided(&facts, Some(rule));
             facts.finish();
             return Verdict {
@@ -434,9 +467,14 @@ impl Engine {
             Some(rule) if self.mode == Mode::DryRun => Decision::DryRun { rule: rule.name },
             Some(rule) => Decision::Drop { rule: rule.name },
         };
+        let logged = if logged_rules.is_empty() {
+            Vec::new()
+        } else {
+            logged_rules.iter().map(|r| r.name).collect()
+        };
         Verdict {
             decision,
-            logged: logged_rules.iter().map(|r| r.name).collect(),
+            logged,
             rule: found,
             logged_rules,
             missing_list,
@@ -449,7 +487,7 @@ impl Engine {
         rule: Option<RuleRef<'_>>,
     ) -> Option<&lists::ListDecl> {
         let rule = rule?;
-        let (_, list) = facts.missing_hits.iter().find(|(r, _)| *r == rule.id)?;
+        let (_, list) = facts.missing_hits().iter().find(|(r, _)| *r == rule.id)?;
         self.lists.get(*list as usize)
     }
 
@@ -510,6 +548,18 @@ fn validate_rule_name(name: &str, path: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// Is every byte an ASCII digit (true for an empty slice)? A plain loop:
+/// the iterator form is a shared out-of-line call in the size-optimised
+/// build, on the request path.
+pub(crate) fn all_digits(v: &[u8]) -> bool {
+    for b in v {
+        if !b.is_ascii_digit() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Optional whitespace (RFC 9110 OWS) trimmed from both ends.

@@ -3,9 +3,9 @@
 //! matching rule.
 
 use super::config::Action;
-use super::facts::Facts;
+use super::facts::{self, Facts};
 use super::lists;
-use super::rules::{self, Rule};
+use super::rules::{self, Node, Rule};
 use super::{Engine, RuleRef};
 
 /// One step of a decision: run a subject index (deciding every flat rule on
@@ -14,25 +14,42 @@ use super::{Engine, RuleRef};
 /// rule already found.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Unit {
-    Index { index: usize, first_rule: u32 },
+    Index {
+        index: usize,
+        first_rule: u32,
+    },
     Rule(u32),
+    /// Consecutive rules whose conditions are host tables
+    /// ([`rules::HostTable`]: the built-in host rules), decided together
+    /// from one classification of the Host: `Engine::host_group[start..][..len]`,
+    /// in rule order.
+    Host {
+        first_rule: u32,
+        start: u32,
+        len: u32,
+    },
 }
 
 impl Unit {
     pub(crate) fn first_rule(self) -> u32 {
         match self {
-            Unit::Index { first_rule, .. } => first_rule,
+            Unit::Index { first_rule, .. } | Unit::Host { first_rule, .. } => first_rule,
             Unit::Rule(rule) => rule,
         }
     }
 }
 
-/// Builds the evaluation plan for the rules whose action passes `phase`.
+/// Builds the evaluation plan for the rules whose action passes `phase`;
+/// the members of its [`Unit::Host`] groups are appended to `host_group`.
 /// Rules are walked in order and an index becomes a unit at the first flat
 /// rule that uses it, so the units come out sorted by the first rule each
 /// can decide without a sort (a rule is either flat, giving index units, or
 /// a rule unit itself, so no two kinds of unit share a first rule).
-pub(crate) fn plan(rules: &[Rule], phase: impl Fn(Action) -> bool) -> Vec<Unit> {
+pub(crate) fn plan(
+    rules: &[Rule],
+    phase: impl Fn(Action) -> bool,
+    host_group: &mut Vec<u32>,
+) -> Vec<Unit> {
     let mut planned: Vec<bool> = Vec::new();
     let mut units = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
@@ -59,7 +76,47 @@ pub(crate) fn plan(rules: &[Rule], phase: impl Fn(Action) -> bool) -> Vec<Unit> 
             units.push(Unit::Rule(i));
         }
     }
-    units
+    group_host_rules(rules, units, host_group)
+}
+
+/// Is this rule decided by a host table alone (no rate limit, no list)?
+fn host_only(rule: &Rule) -> bool {
+    rule.limit.is_none() && rule.lists.is_empty() && matches!(rule.node, Node::HostTable(_))
+}
+
+/// Replaces each run of two or more consecutive `Unit::Rule`s of host-only
+/// rules by one `Unit::Host`.
+fn group_host_rules(rules: &[Rule], units: Vec<Unit>, host_group: &mut Vec<u32>) -> Vec<Unit> {
+    let is_host = |u: &Unit| match u {
+        Unit::Rule(r) => rules.get(*r as usize).is_some_and(host_only),
+        _ => false,
+    };
+    let mut out = Vec::with_capacity(units.len());
+    let mut at = 0usize;
+    while let Some(unit) = units.get(at) {
+        let run = units
+            .get(at..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|u| is_host(u))
+            .count();
+        if run < 2 {
+            out.push(*unit);
+            at = at.saturating_add(1);
+            continue;
+        }
+        let start = u32::try_from(host_group.len()).unwrap_or(u32::MAX);
+        for u in units.get(at..at.saturating_add(run)).unwrap_or_default() {
+            host_group.push(u.first_rule());
+        }
+        out.push(Unit::Host {
+            first_rule: unit.first_rule(),
+            start,
+            len: u32::try_from(run).unwrap_or(0),
+        });
+        at = at.saturating_add(run);
+    }
+    out
 }
 
 /// What a rule's condition says on one request (see [`Engine::condition`]).
@@ -145,12 +202,45 @@ impl Engine {
                         }
                     }
                 }
+                Unit::Host { start, len, .. } => {
+                    let from = start as usize;
+                    let group = self
+                        .host_group
+                        .get(from..from.saturating_add(len as usize))
+                        .unwrap_or_default();
+                    // One classification for the group; a table lookup per
+                    // rule, the allowlist only where it decides.
+                    let seen = facts.host_form();
+                    let kind = facts::kind_slot(seen);
+                    for &rule in group {
+                        if best.is_some_and(|b| rule >= b) {
+                            break;
+                        }
+                        let matched = match self.rules.get(rule as usize).map(|r| &r.node) {
+                            Some(Node::HostTable(table)) => match table.kinds.get(kind) {
+                                Some(&(yes, no)) if yes == no => yes,
+                                Some(&(yes, no)) => {
+                                    if facts.host_allowed(table, seen) {
+                                        yes
+                                    } else {
+                                        no
+                                    }
+                                }
+                                None => false,
+                            },
+                            _ => false,
+                        };
+                        if matched {
+                            consider(rule, &mut best);
+                        }
+                    }
+                }
                 Unit::Rule(rule) => {
                     let matched = self.rules.get(rule as usize).is_some_and(|r| {
                         match self.condition(r, allow_phase, facts) {
                             Reading::No => false,
                             Reading::Missing(id) => {
-                                facts.missing_hits.push((rule, id));
+                                facts.push_missing(rule, id);
                                 true
                             }
                             Reading::Yes => {
@@ -164,11 +254,13 @@ impl Engine {
                 }
             }
         }
-        log_hits.sort_unstable();
-        log_hits.dedup();
-        for rule in log_hits {
-            if best.is_none_or(|b| rule < b) {
-                logged.extend(self.rule(rule));
+        if !log_hits.is_empty() {
+            log_hits.sort_unstable();
+            log_hits.dedup();
+            for rule in log_hits {
+                if best.is_none_or(|b| rule < b) {
+                    logged.extend(self.rule(rule));
+                }
             }
         }
         best.and_then(|b| self.rule(b))
@@ -177,8 +269,10 @@ impl Engine {
     /// Is this a flat rule (decided by index hits alone) of the given phase?
     /// Index hits also report leaves of other rules, which are skipped here.
     fn flat_in_phase(&self, rule: u32, allow_phase: bool) -> bool {
-        self.rules
-            .get(rule as usize)
-            .is_some_and(|r| (r.action == Action::Allow) == allow_phase && r.is_flat())
+        self.flat.get(rule as usize).is_some_and(|flat| *flat)
+            && self
+                .rules
+                .get(rule as usize)
+                .is_some_and(|r| (r.action == Action::Allow) == allow_phase)
     }
 }

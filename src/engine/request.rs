@@ -7,15 +7,6 @@ use std::net::IpAddr;
 
 use super::host::{classify, HostForm};
 
-/// Where the engine reads a request from. The proxy adapter implements it with
-/// host calls; `HeaderList` implements it for tests and the CLI. The engine
-/// asks for each item at most once per decision, and only when a rule needs it.
-/// It only reads: taking rate-limit tokens, the one effect a decision has,
-/// goes through a [`RateLimiter`], handed to `Engine::decide` separately.
-///
-/// Values are appended to a buffer the engine owns and reuses from request to
-/// request, so reading a request allocates nothing once the buffers have grown
-/// to the size of typical values.
 /// Appends a header's field lines to `out` joined with `,`, as
 /// [`RequestSource::header`] hands them over; false (nothing appended) if
 /// there is none. Every adapter joins through this.
@@ -31,6 +22,15 @@ pub fn join_lines<'a>(lines: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<u
     found
 }
 
+/// Where the engine reads a request from. The proxy adapter implements it with
+/// host calls; `HeaderList` implements it for tests and the CLI. The engine
+/// asks for each item at most once per decision, and only when a rule needs it.
+/// It only reads: taking rate-limit tokens, the one effect a decision has,
+/// goes through a [`RateLimiter`], handed to `Engine::decide` separately.
+///
+/// Values are appended to a buffer the engine owns and reuses from request to
+/// request, so reading a request allocates nothing once the buffers have grown
+/// to the size of typical values.
 pub trait RequestSource {
     /// Appends a header's value, all field lines joined with `,`, to `out`;
     /// false (and nothing appended) if absent. `name` is lower case;
@@ -242,6 +242,96 @@ pub(crate) fn scan_path(raw: &[u8]) -> (bool, bool) {
     (len == 0 || !dots || len > 2, semicolon)
 }
 
+/// [`scan_path`] on a request target's path, found in the same pass:
+/// (the path's length, i.e. where `?` is or the target's end, is the path
+/// normal, has it a `;`). One table lookup a byte, and the query is not
+/// read at all when the path is normal.
+pub(crate) fn scan_target(target: &[u8]) -> (usize, bool, bool) {
+    let not_normal = || (split_target(target).0.len(), false, true);
+    let Some((b'/', rest)) = target.split_first() else {
+        return not_normal();
+    };
+    let mut semicolon = false;
+    // The segment being read: its length, and whether it is dots only.
+    let (mut len, mut dots) = (0usize, true);
+    let class = |b: u8| PATH_BYTE.get(usize::from(b)).copied().unwrap_or(P_PLAIN);
+    let mut end = target.len();
+    // Plain bytes (nearly all) are passed over in a loop of their own.
+    let mut i = 0usize;
+    loop {
+        let plain = rest
+            .get(i..)
+            .unwrap_or_default()
+            .iter()
+            .position(|b| class(*b) != P_PLAIN);
+        let run = plain.unwrap_or(rest.len().saturating_sub(i));
+        if run > 0 {
+            len = len.saturating_add(run);
+            dots = false;
+            i = i.saturating_add(run);
+        }
+        let Some(&b) = rest.get(i) else {
+            break;
+        };
+        i = i.saturating_add(1);
+        match class(b) {
+            P_SLASH => {
+                if len == 0 || (dots && len <= 2) {
+                    return not_normal();
+                }
+                (len, dots) = (0, true);
+            }
+            P_DOT => len = len.saturating_add(1),
+            P_SEMICOLON => {
+                semicolon = true;
+                len = len.saturating_add(1);
+                dots = false;
+            }
+            P_QUERY => {
+                // `rest` starts after the leading `/`; `i` is past the `?`.
+                end = i;
+                break;
+            }
+            P_ESCAPE => return not_normal(),
+            _ => return not_normal(),
+        }
+    }
+    // The last segment may be empty (a trailing `/`), not `.` or `..`.
+    (end, len == 0 || !dots || len > 2, semicolon)
+}
+
+/// Classes of bytes in a path ([`PATH_BYTE`]).
+const P_PLAIN: u8 = 0;
+const P_SLASH: u8 = 1;
+const P_DOT: u8 = 2;
+const P_SEMICOLON: u8 = 3;
+const P_QUERY: u8 = 4;
+/// `%` and `\\`: the path is not its own main reading.
+const P_ESCAPE: u8 = 5;
+
+/// Each byte's class in a path: `/` `P_SLASH` (1), `.` `P_DOT` (2), `;`
+/// `P_SEMICOLON` (3), `?` `P_QUERY` (4), `%` and `\\` `P_ESCAPE` (5), the rest
+/// `P_PLAIN` (0). Checked against its definition by a unit test.
+#[rustfmt::skip]
+static PATH_BYTE: [u8; 256] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x00
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x10
+    0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 2, 1, // 0x20
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 4, // 0x30
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x40
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, // 0x50
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x60
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x70
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x80
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x90
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xa0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xb0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xc0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xd0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xe0
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xf0
+];
+
 /// The path as one [`PathReading`] reads it.
 pub fn normalize_path_as(raw: &[u8], reading: PathReading) -> Vec<u8> {
     let decoded = match reading {
@@ -437,51 +527,47 @@ fn parse_address_general(text: &[u8]) -> Option<IpAddr> {
 /// same way: octets of 1-3 digits up to 255, no leading zeros.
 fn ipv4_with_port(text: &[u8]) -> Option<std::net::Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let (mut filled, mut value, mut digits) = (0usize, 0u32, 0u32);
-    let mut bytes = text.iter();
-    let mut port = false;
-    for &b in bytes.by_ref() {
-        let d = b.wrapping_sub(b'0');
-        if d < 10 {
-            // At most three digits, no leading zero: then no overflow.
-            if digits == 3 || (digits == 1 && value == 0) {
+    let mut rest = text;
+    for (i, slot) in octets.iter_mut().enumerate() {
+        if i > 0 {
+            // (A pattern, not `strip_prefix`: that is two out-of-line calls
+            // in the size-optimised build.)
+            let [b'.', tail @ ..] = rest else {
                 return None;
-            }
-            value = value.wrapping_mul(10).wrapping_add(u32::from(d));
-            digits = digits.wrapping_add(1);
-            continue;
+            };
+            rest = tail;
         }
-        if digits == 0 || (b != b'.' && b != b':') {
-            return None;
-        }
-        *octets.get_mut(filled)? = u8::try_from(value).ok()?;
-        filled = filled.wrapping_add(1);
-        (value, digits) = (0, 0);
-        if b == b':' {
-            port = true;
-            break;
-        }
+        (*slot, rest) = octet(rest)?;
     }
-    if port {
+    match rest {
+        [] => {}
         // A port of digits only: then the general parser, which ignores
         // what follows the last `:`, reads the same address.
-        let rest = bytes.as_slice();
-        if rest.is_empty() {
-            return None;
-        }
-        for b in rest {
-            if !b.is_ascii_digit() {
-                return None;
-            }
-        }
-    } else {
-        if digits == 0 {
-            return None;
-        }
-        *octets.get_mut(filled)? = u8::try_from(value).ok()?;
-        filled = filled.wrapping_add(1);
+        [b':', port @ ..] if !port.is_empty() && super::all_digits(port) => {}
+        _ => return None,
     }
-    (filled == 4).then(|| std::net::Ipv4Addr::from(octets))
+    Some(std::net::Ipv4Addr::from(octets))
+}
+
+/// One decimal octet at the start of `text` (1-3 digits, no leading zero,
+/// at most 255) and what follows it.
+fn octet(text: &[u8]) -> Option<(u8, &[u8])> {
+    let digit = |b: u8| u32::from(b.wrapping_sub(b'0'));
+    let (value, rest) = match text {
+        [a @ b'1'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9', rest @ ..] => (
+            digit(*a)
+                .wrapping_mul(100)
+                .wrapping_add(digit(*b).wrapping_mul(10))
+                .wrapping_add(digit(*c)),
+            rest,
+        ),
+        [a @ b'1'..=b'9', b @ b'0'..=b'9', rest @ ..] => {
+            (digit(*a).wrapping_mul(10).wrapping_add(digit(*b)), rest)
+        }
+        [a @ b'0'..=b'9', rest @ ..] => (digit(*a), rest),
+        _ => return None,
+    };
+    Some((u8::try_from(value).ok()?, rest))
 }
 
 /// The client address `client_ip` conditions see.
@@ -629,6 +715,49 @@ mod address_tests {
 #[cfg(test)]
 mod normal_path_tests {
     use super::*;
+
+    #[test]
+    fn path_byte_table_is_its_definition() {
+        for b in 0..=255u8 {
+            let want = match b {
+                b'/' => P_SLASH,
+                b'.' => P_DOT,
+                b';' => P_SEMICOLON,
+                b'?' => P_QUERY,
+                b'%' | b'\\' => P_ESCAPE,
+                _ => P_PLAIN,
+            };
+            assert_eq!(PATH_BYTE[usize::from(b)], want, "byte {b}");
+        }
+    }
+
+    /// `scan_target` is `split_target` then `scan_path`, on every short
+    /// target over the bytes that matter.
+    #[test]
+    fn scan_target_is_split_then_scan() {
+        let alphabet = [b'/', b'.', b'a', b'%', b'\\', b';', b'?'];
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut checked = 0;
+        while let Some(target) = stack.pop() {
+            let (raw, _) = split_target(&target);
+            let (normal, semicolon) = scan_path(raw);
+            assert_eq!(
+                scan_target(&target),
+                (raw.len(), normal, semicolon),
+                "{:?}",
+                String::from_utf8_lossy(&target)
+            );
+            checked += 1;
+            if target.len() < 6 {
+                for b in alphabet {
+                    let mut next = target.clone();
+                    next.push(b);
+                    stack.push(next);
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
+    }
 
     /// A path `is_normal_path` accepts is its own main reading, and every
     /// plain path (no `%`, no `\\`) that is its own main reading is accepted.

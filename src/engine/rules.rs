@@ -47,6 +47,9 @@ pub(crate) enum Node {
         set: StrSet,
     },
     HostIn(Allowlist),
+    /// A whole condition that reads nothing but the Host's kind and at most
+    /// one allowlist, answered ahead of time (see [`host_table`]).
+    HostTable(Box<HostTable>),
     IpIn(IpSet),
     /// `in_list`: a named list, by id (its contents come with the request).
     InList {
@@ -717,4 +720,86 @@ fn slot<T: PartialEq>(names: &mut Vec<T>, name: T) -> usize {
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A condition reading only `host_kind` and (at most) one host allowlist,
+/// answered ahead of time for each of the four host kinds
+/// ([`super::request::HOST_KINDS`]): its value when the Host is on the
+/// allowlist and when it is not. A decision then costs a table lookup and at
+/// most one allowlist lookup, not a walk of the condition tree. (These reads
+/// have one reading with one value, so "any reading" and "every reading"
+/// agree and one table serves both.)
+#[derive(Debug)]
+pub(crate) struct HostTable {
+    /// Per host kind: (value when allowed, value when not allowed).
+    pub kinds: [(bool, bool); 4],
+    /// The allowlist the condition reads (`None`: it reads none, and both
+    /// values are the same).
+    pub allow: Option<Allowlist>,
+}
+
+/// Rewrites a condition into a [`HostTable`] when it reads nothing but the
+/// `host_kind` index (`kind_index`, whose hits per kind are `per_kind`) and
+/// at most one `host` allowlist; any other condition is left as it is.
+pub(crate) fn host_table(node: &mut Node, kind_index: Option<(usize, &[Vec<u32>; 4])>) {
+    let mut allow: Option<*const Allowlist> = None;
+    let mut kinds = [(false, false); 4];
+    for (kind, entry) in kinds.iter_mut().enumerate() {
+        // Only a name or an IP literal can be on an allowlist.
+        let can_allow = kind >= 2;
+        let yes = static_host(node, kind_index, kind, can_allow, &mut allow);
+        let no = static_host(node, kind_index, kind, false, &mut allow);
+        match (yes, no) {
+            (Some(yes), Some(no)) => *entry = (yes, no),
+            _ => return,
+        }
+    }
+    let allow = allow.and_then(|_| take_allowlist(node));
+    *node = Node::HostTable(Box::new(HostTable { kinds, allow }));
+}
+
+/// The value of `node` for a Host of this kind, on the allowlist or not;
+/// `None` when it reads anything else (or a second allowlist).
+fn static_host(
+    node: &Node,
+    kind_index: Option<(usize, &[Vec<u32>; 4])>,
+    kind: usize,
+    allowed: bool,
+    allow: &mut Option<*const Allowlist>,
+) -> Option<bool> {
+    match node {
+        Node::Indexed { index, leaf } => {
+            let (at, per_kind) = kind_index?;
+            if at != *index {
+                return None;
+            }
+            Some(per_kind.get(kind)?.binary_search(leaf).is_ok())
+        }
+        Node::HostIn(list) => {
+            let this: *const Allowlist = list;
+            if allow.is_some_and(|seen| !std::ptr::eq(seen, this)) {
+                return None;
+            }
+            *allow = Some(this);
+            Some(allowed)
+        }
+        Node::All(children) => children.iter().try_fold(true, |acc, c| {
+            static_host(c, kind_index, kind, allowed, allow).map(|v| acc && v)
+        }),
+        Node::Any(children) => children.iter().try_fold(false, |acc, c| {
+            static_host(c, kind_index, kind, allowed, allow).map(|v| acc || v)
+        }),
+        Node::Not(child) => static_host(child, kind_index, kind, allowed, allow).map(|v| !v),
+        _ => None,
+    }
+}
+
+/// Moves the (one) allowlist out of a condition.
+fn take_allowlist(node: &mut Node) -> Option<Allowlist> {
+    match node {
+        Node::HostIn(list) => Some(std::mem::take(list)),
+        Node::All(children) | Node::Any(children) => children.iter_mut().find_map(take_allowlist),
+        Node::Not(child) => take_allowlist(child),
+        _ => None,
+    }
 }

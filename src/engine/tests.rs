@@ -782,3 +782,43 @@ fn a_verdict_carries_the_rule_handle_counters_and_scope_use() {
     assert_eq!((v.decision, v.rule), (Decision::Pass, None));
     assert_eq!(e.rule(u32::MAX), None);
 }
+
+/// The built-in host rules (and a configured rule reading only the Host's
+/// kind) become host tables, decided as one group from one classification
+/// of the Host; their answers and their order stay those of the rules.
+#[test]
+fn host_rules_are_one_group_of_tables() {
+    let e = engine(
+        r#"{"host":{"allow":["example.com","*.example.org","192.0.2.1"]},
+            "rules":[{"name":"no-names","field":"host_kind","exact":"name","action":"log"},
+                     {"name":"ua","header":"user-agent","contains":"bot"}]}"#,
+    );
+    let groups: Vec<u32> = e
+        .drop_plan
+        .iter()
+        .filter_map(|u| match u {
+            plan::Unit::Host { len, .. } => Some(*len),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(groups, [5], "{:?}", e.drop_plan);
+    let cases: &[(&str, Option<&str>, &[&str])] = &[
+        ("example.com", None, &["no-names"]),
+        ("a.example.org", None, &["no-names"]),
+        ("example.net", Some(builtin::HOST_NOT_ALLOWED), &[]),
+        ("192.0.2.1", None, &[]),
+        ("192.0.2.2", Some(builtin::HOST_IP_LITERAL), &[]),
+        ("127.1", Some(builtin::HOST_IP_LITERAL), &[]),
+        ("exa mple.com", Some(builtin::HOST_INVALID), &[]),
+        ("", Some(builtin::HOST_MISSING), &[]),
+    ];
+    for (value, want, logged) in cases {
+        let verdict = e.decide(&mut host(value), &mut NoLimits);
+        assert_eq!(verdict.drop_rule(), *want, "{value}");
+        assert_eq!(verdict.logged, *logged, "{value}");
+    }
+    assert_eq!(
+        e.decide(&mut HeaderList::new(), &mut NoLimits).drop_rule(),
+        Some(builtin::HOST_MISSING)
+    );
+}
