@@ -1086,7 +1086,7 @@ mod search_tests {
     /// reads byte by byte) and one with few (eight-byte steps) report every
     /// occurrence a naive search finds.
     #[test]
-    fn dense_skips_agree_with_the_nfa() {
+    fn dense_skips_agree_with_a_naive_search() {
         let many: Vec<Vec<u8>> = (b'a'..=b'z')
             .map(|b| vec![b, b'x'])
             .chain([b"bot".to_vec(), b"a b".to_vec(), b"zz".to_vec()])
