@@ -247,7 +247,7 @@ struct Hits {
 
 /// Which of [`request::HOST_KINDS`] a Host is (as `request::host_kind_slot`
 /// reads a `HostForm`).
-pub(crate) fn kind_slot(seen: Seen) -> usize {
+fn kind_slot(seen: Seen) -> usize {
     match seen {
         Seen::Missing | Seen::Empty => 0,
         Seen::Invalid => 1,
@@ -928,7 +928,7 @@ impl<'e, 's> Facts<'e, 's> {
     }
 
     /// Is the Host (classified as `seen`) on the table's allowlist?
-    pub(crate) fn host_allowed(&self, table: &HostTable, seen: Seen) -> bool {
+    fn host_allowed(&self, table: &HostTable, seen: Seen) -> bool {
         table.allow.as_ref().is_some_and(|allow| match seen {
             Seen::Name => allow.allows_name(&self.scratch.host_name),
             Seen::IpLiteral(ip) => allow.allows_ip(ip),
