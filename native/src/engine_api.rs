@@ -29,9 +29,6 @@ pub struct Decided<'e> {
     pub outcome: Outcome,
     /// The deciding rule (drop, dry-run or allow).
     pub rule: Option<&'e str>,
-    /// Counted and logged like a drop, but not acted on: set for drops and
-    /// dry-run drops (`Some("drop")` / `Some("dry-run")`).
-    pub event: Option<&'static str>,
     /// The engine's verdict: its counters ([`Verdict::counts`]) and the
     /// `log` rules that matched before the deciding rule.
     pub verdict: Verdict<'e>,
@@ -49,21 +46,17 @@ pub fn decide<'e>(
     limiter: &mut dyn RateLimiter,
 ) -> Decided<'e> {
     let verdict = engine.decide(source, limiter);
-    let (outcome, event) = match (verdict.decision, verdict.rule) {
-        (Decision::Pass | Decision::Allow { .. }, _) => (Outcome::Pass, None),
-        (Decision::DryRun { .. }, _) => (Outcome::DryRun, Some("dry-run")),
-        (Decision::Drop { .. }, rule) => {
-            let outcome = match rule.map(|r| r.scope) {
-                Some(Scope::Connection) => Outcome::DropConnection,
-                _ => Outcome::DropStream,
-            };
-            (outcome, Some("drop"))
+    let outcome = match (verdict.decision, verdict.rule) {
+        (Decision::Pass | Decision::Allow { .. }, _) => Outcome::Pass,
+        (Decision::DryRun { .. }, _) => Outcome::DryRun,
+        (Decision::Drop { .. }, Some(rule)) if rule.scope == Scope::Connection => {
+            Outcome::DropConnection
         }
+        (Decision::Drop { .. }, _) => Outcome::DropStream,
     };
     Decided {
         outcome,
         rule: verdict.rule.map(|r| r.name),
-        event,
         verdict,
     }
 }

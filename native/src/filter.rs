@@ -138,7 +138,7 @@ impl Config {
         for logged in &decided.verdict.logged_rules {
             self.log_line("log", logged.name, request);
         }
-        if let (Some(event), Some(rule)) = (decided.event, decided.rule) {
+        if let (Some(event), Some(rule)) = (decided.verdict.decision.log_event(), decided.rule) {
             self.log_line(event, rule, request);
         }
     }

@@ -56,6 +56,18 @@ pub enum Decision<'e> {
     DryRun { rule: &'e str },
 }
 
+impl Decision<'_> {
+    /// The `event` of the drop-log line this decision writes for its rule:
+    /// `drop` and `dry-run`; none for a pass or an allow.
+    pub fn log_event(self) -> Option<&'static str> {
+        match self {
+            Decision::Pass | Decision::Allow { .. } => None,
+            Decision::DryRun { .. } => Some("dry-run"),
+            Decision::Drop { .. } => Some("drop"),
+        }
+    }
+}
+
 /// A rule as a verdict hands it to an adapter: its `id` (index in evaluation
 /// order, the same order as [`Engine::rules`] and [`Engine::stat_names`], so
 /// per-rule counters can be a `Vec` indexed by it), its name and its scope.

@@ -822,3 +822,11 @@ fn host_rules_are_one_group_of_tables() {
         Some(builtin::HOST_MISSING)
     );
 }
+
+#[test]
+fn a_decision_names_its_drop_log_event() {
+    assert_eq!(Decision::Pass.log_event(), None);
+    assert_eq!(Decision::Allow { rule: "a" }.log_event(), None);
+    assert_eq!(Decision::Drop { rule: "a" }.log_event(), Some("drop"));
+    assert_eq!(Decision::DryRun { rule: "a" }.log_event(), Some("dry-run"));
+}

@@ -256,12 +256,7 @@ impl Plugin {
         for logged in &verdict.logged_rules {
             self.log_line("log", logged.name, request);
         }
-        let event = match verdict.decision {
-            Decision::Pass | Decision::Allow { .. } => None,
-            Decision::DryRun { .. } => Some("dry-run"),
-            Decision::Drop { .. } => Some("drop"),
-        };
-        if let (Some(event), Some(rule)) = (event, verdict.rule) {
+        if let (Some(event), Some(rule)) = (verdict.decision.log_event(), verdict.rule) {
             self.log_line(event, rule.name, request);
         }
     }
