@@ -247,7 +247,7 @@ struct Hits {
 
 /// Which of [`request::HOST_KINDS`] a Host is (as `request::host_kind_slot`
 /// reads a `HostForm`).
-fn kind_slot(seen: Seen) -> usize {
+pub(crate) fn kind_slot(seen: Seen) -> usize {
     match seen {
         Seen::Missing | Seen::Empty => 0,
         Seen::Invalid => 1,
@@ -914,21 +914,11 @@ impl<'e, 's> Facts<'e, 's> {
 
     /// [`Facts::host_table`], the Host already classified as `seen`.
     pub(crate) fn host_table_for(&self, table: &HostTable, seen: Seen) -> bool {
-        match table.kinds.get(kind_slot(seen)) {
-            Some(&(yes, no)) if yes == no => yes,
-            Some(&(yes, no)) => {
-                if self.host_allowed(table, seen) {
-                    yes
-                } else {
-                    no
-                }
-            }
-            None => false,
-        }
+        table.value(kind_slot(seen), || self.host_allowed(table, seen))
     }
 
     /// Is the Host (classified as `seen`) on the table's allowlist?
-    fn host_allowed(&self, table: &HostTable, seen: Seen) -> bool {
+    pub(crate) fn host_allowed(&self, table: &HostTable, seen: Seen) -> bool {
         table.allow.as_ref().is_some_and(|allow| match seen {
             Seen::Name => allow.allows_name(&self.scratch.host_name),
             Seen::IpLiteral(ip) => allow.allows_ip(ip),

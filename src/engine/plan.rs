@@ -3,7 +3,7 @@
 //! matching rule.
 
 use super::config::Action;
-use super::facts::Facts;
+use super::facts::{self, Facts};
 use super::lists;
 use super::rules::{self, Node, Rule};
 use super::{Engine, RuleRef};
@@ -211,12 +211,15 @@ impl Engine {
                     // One classification for the group; a table lookup per
                     // rule, the allowlist only where it decides.
                     let seen = facts.host_form();
+                    let kind = facts::kind_slot(seen);
                     for &rule in group {
                         if best.is_some_and(|b| rule >= b) {
                             break;
                         }
                         let matched = match self.rules.get(rule as usize).map(|r| &r.node) {
-                            Some(Node::HostTable(table)) => facts.host_table_for(table, seen),
+                            Some(Node::HostTable(table)) => {
+                                table.value(kind, || facts.host_allowed(table, seen))
+                            }
                             _ => false,
                         };
                         if matched {

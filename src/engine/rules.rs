@@ -738,6 +738,25 @@ pub(crate) struct HostTable {
     pub allow: Option<Allowlist>,
 }
 
+impl HostTable {
+    /// The condition's value for a Host of kind slot `kind`; `allowed` (is
+    /// the Host on [`HostTable::allow`]?) is asked only where the answer
+    /// depends on it.
+    pub(crate) fn value(&self, kind: usize, allowed: impl FnOnce() -> bool) -> bool {
+        match self.kinds.get(kind) {
+            Some(&(yes, no)) if yes == no => yes,
+            Some(&(yes, no)) => {
+                if allowed() {
+                    yes
+                } else {
+                    no
+                }
+            }
+            None => false,
+        }
+    }
+}
+
 /// Rewrites a condition into a [`HostTable`] when it reads nothing but the
 /// `host_kind` index (`kind_index`, whose hits per kind are `per_kind`) and
 /// at most one `host` allowlist; any other condition is left as it is.
