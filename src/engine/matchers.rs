@@ -300,10 +300,7 @@ struct DenseDfa {
     start_dense: bool,
     stride: u32,
     trans: Vec<u32>,
-    /// Per state: its patterns are `outputs[out_start[s]..out_start[s + 1]]`.
-    out_start: Vec<u32>,
-    outputs: Vec<u32>,
-    pattern_len: Vec<u32>,
+    outputs: Outputs,
 }
 
 impl DenseDfa {
@@ -398,13 +395,7 @@ impl DenseDfa {
             list.extend_from_slice(all.get(*fail.get(state)?)?);
             *all.get_mut(state)? = list;
         }
-        let mut out_start = Vec::with_capacity(states.checked_add(1)?);
-        let mut outputs = Vec::new();
-        for list in &all {
-            out_start.push(u32::try_from(outputs.len()).ok()?);
-            outputs.extend_from_slice(list);
-        }
-        out_start.push(u32::try_from(outputs.len()).ok()?);
+        let outputs = Outputs::new(&all, patterns)?;
         let mut leaves_start = [0u8; 256];
         for (byte, leaves) in leaves_start.iter_mut().enumerate() {
             let class = usize::from(*classes.get(byte)?);
@@ -434,12 +425,7 @@ impl DenseDfa {
             leaves_start,
             stride: stride32,
             trans,
-            out_start,
             outputs,
-            pattern_len: patterns
-                .iter()
-                .map(|p| u32::try_from(p.len()).unwrap_or(u32::MAX))
-                .collect(),
         })
     }
 
@@ -547,19 +533,10 @@ impl DenseDfa {
         Some(from.saturating_add(skipped))
     }
 
-    #[inline(never)]
+    /// The matches of the state at `row` that end at `end`.
     fn report(&self, row: u32, end: usize, f: &mut dyn FnMut(usize, usize, usize)) {
         let state = row.checked_div(self.stride).unwrap_or(0) as usize;
-        let from = self.out_start.get(state).copied().unwrap_or(0) as usize;
-        let to = self
-            .out_start
-            .get(state.saturating_add(1))
-            .copied()
-            .unwrap_or(0) as usize;
-        for &pattern in self.outputs.get(from..to).unwrap_or_default() {
-            let len = self.pattern_len.get(pattern as usize).copied().unwrap_or(0) as usize;
-            f(pattern as usize, end.saturating_sub(len), end);
-        }
+        self.outputs.report(state, end, f);
     }
 }
 
@@ -582,10 +559,7 @@ struct SparseNfa {
     edge_class: Vec<u8>,
     edge_next: Vec<u32>,
     fail: Vec<u32>,
-    /// Per state: its patterns are `outputs[out_start[s]..out_start[s + 1]]`.
-    out_start: Vec<u32>,
-    outputs: Vec<u32>,
-    pattern_len: Vec<u32>,
+    outputs: Outputs,
 }
 
 impl SparseNfa {
@@ -680,18 +654,15 @@ impl SparseNfa {
             *start.get_mut(usize::from(class))? = flagged(child)?;
         }
         let (mut edge_start, mut edge_class, mut edge_next) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut out_start, mut outputs) = (Vec::new(), Vec::new());
-        for (out, list) in edges.iter().zip(&all) {
+        for out in &edges {
             edge_start.push(u32::try_from(edge_class.len()).ok()?);
-            out_start.push(u32::try_from(outputs.len()).ok()?);
             for &(class, child) in out {
                 edge_class.push(class);
                 edge_next.push(flagged(child)?);
             }
-            outputs.extend_from_slice(list);
         }
         edge_start.push(u32::try_from(edge_class.len()).ok()?);
-        out_start.push(u32::try_from(outputs.len()).ok()?);
+        let outputs = Outputs::new(&all, patterns)?;
         Some(SparseNfa {
             classes,
             anchored,
@@ -700,12 +671,7 @@ impl SparseNfa {
             edge_class,
             edge_next,
             fail,
-            out_start,
             outputs,
-            pattern_len: patterns
-                .iter()
-                .map(|p| u32::try_from(p.len()).unwrap_or(u32::MAX))
-                .collect(),
         })
     }
 
@@ -746,19 +712,56 @@ impl SparseNfa {
             }
             state = entry & !Self::MATCH;
             if entry & Self::MATCH != 0 {
-                let s = state as usize;
-                let from = self.out_start.get(s).copied().unwrap_or(0) as usize;
-                let to = self
-                    .out_start
-                    .get(s.saturating_add(1))
-                    .copied()
-                    .unwrap_or(0) as usize;
-                let end = at.saturating_add(1);
-                for &pattern in self.outputs.get(from..to).unwrap_or_default() {
-                    let len = self.pattern_len.get(pattern as usize).copied().unwrap_or(0);
-                    f(pattern as usize, end.saturating_sub(len as usize), end);
-                }
+                self.outputs.report(state as usize, at.saturating_add(1), f);
             }
+        }
+    }
+}
+
+/// The patterns each state of an automaton reports (its own, and those of
+/// its failure states), and each pattern's length: one table for both kinds
+/// of automaton.
+#[derive(Debug)]
+struct Outputs {
+    /// Per state: its patterns are `patterns[start[s]..start[s + 1]]`.
+    start: Vec<u32>,
+    patterns: Vec<u32>,
+    len: Vec<u32>,
+}
+
+impl Outputs {
+    /// From each state's list of pattern ids (`per_state`, in state order).
+    fn new(per_state: &[Vec<u32>], patterns: &[Vec<u8>]) -> Option<Outputs> {
+        let mut start = Vec::with_capacity(per_state.len().checked_add(1)?);
+        let mut ids = Vec::new();
+        for list in per_state {
+            start.push(u32::try_from(ids.len()).ok()?);
+            ids.extend_from_slice(list);
+        }
+        start.push(u32::try_from(ids.len()).ok()?);
+        Some(Outputs {
+            start,
+            patterns: ids,
+            len: patterns
+                .iter()
+                .map(|p| u32::try_from(p.len()).unwrap_or(u32::MAX))
+                .collect(),
+        })
+    }
+
+    /// Calls `f(pattern, start, end)` for each pattern `state` reports, the
+    /// match ending at `end`. Off the search loops' common path.
+    #[inline(never)]
+    fn report(&self, state: usize, end: usize, f: &mut dyn FnMut(usize, usize, usize)) {
+        let from = self.start.get(state).copied().unwrap_or(0) as usize;
+        let to = self
+            .start
+            .get(state.saturating_add(1))
+            .copied()
+            .unwrap_or(0) as usize;
+        for &pattern in self.patterns.get(from..to).unwrap_or_default() {
+            let len = self.len.get(pattern as usize).copied().unwrap_or(0) as usize;
+            f(pattern as usize, end.saturating_sub(len), end);
         }
     }
 }
