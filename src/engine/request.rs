@@ -211,51 +211,40 @@ pub fn is_normal_path(raw: &[u8]) -> bool {
 /// [`is_normal_path`], and whether the path has a `;` (which only the
 /// `;`-stripping reading reads differently), in one scan.
 pub(crate) fn scan_path(raw: &[u8]) -> (bool, bool) {
-    let Some((b'/', rest)) = raw.split_first() else {
-        return (false, true);
-    };
-    let mut semicolon = false;
-    // The segment being read: its length, and whether it is dots only.
-    let (mut len, mut dots) = (0usize, true);
-    for &b in rest {
-        match b {
-            b'%' | b'\\' => return (false, true),
-            b'/' => {
-                if len == 0 || (dots && len <= 2) {
-                    return (false, true);
-                }
-                (len, dots) = (0, true);
-            }
-            b'.' => len = len.saturating_add(1),
-            b';' => {
-                semicolon = true;
-                len = len.saturating_add(1);
-                dots = false;
-            }
-            _ => {
-                len = len.saturating_add(1);
-                dots = false;
-            }
-        }
-    }
-    // The last segment may be empty (a trailing `/`), not `.` or `..`.
-    (len == 0 || !dots || len > 2, semicolon)
+    let (_, normal, semicolon) = scan(raw, false);
+    (normal, semicolon)
 }
 
 /// [`scan_path`] on a request target's path, found in the same pass:
 /// (the path's length, i.e. where `?` is or the target's end, is the path
-/// normal, has it a `;`). One table lookup a byte, and the query is not
-/// read at all when the path is normal.
+/// normal, has it a `;`). The query is not read at all when the path is
+/// normal.
 pub(crate) fn scan_target(target: &[u8]) -> (usize, bool, bool) {
-    let not_normal = || (split_target(target).0.len(), false, true);
-    let Some((b'/', rest)) = target.split_first() else {
+    scan(target, true)
+}
+
+/// The one scan behind [`scan_path`] and [`scan_target`]: (where the path
+/// ends, is it normal, has it a `;`). With `query_ends`, a `?` ends the path
+/// (a request target); without, it is a byte like any other (a path). One
+/// table lookup a byte; a path that is not normal is reported as having a
+/// `;` (every reading is then computed).
+fn scan(bytes: &[u8], query_ends: bool) -> (usize, bool, bool) {
+    let not_normal = || {
+        let end = if query_ends {
+            split_target(bytes).0.len()
+        } else {
+            bytes.len()
+        };
+        (end, false, true)
+    };
+    let Some((b'/', rest)) = bytes.split_first() else {
         return not_normal();
     };
     let mut semicolon = false;
     // The segment being read: its length, and whether it is dots only.
     let (mut len, mut dots) = (0usize, true);
     let class = |b: u8| PATH_BYTE.get(usize::from(b)).copied().unwrap_or(P_PLAIN);
-    let mut end = target.len();
+    let mut end = bytes.len();
     // Plain bytes (nearly all) are passed over in a loop of their own.
     let mut i = 0usize;
     loop {
@@ -287,10 +276,14 @@ pub(crate) fn scan_target(target: &[u8]) -> (usize, bool, bool) {
                 len = len.saturating_add(1);
                 dots = false;
             }
-            P_QUERY => {
+            P_QUERY if query_ends => {
                 // `rest` starts after the leading `/`; `i` is past the `?`.
                 end = i;
                 break;
+            }
+            P_QUERY => {
+                len = len.saturating_add(1);
+                dots = false;
             }
             P_ESCAPE => return not_normal(),
             _ => return not_normal(),
