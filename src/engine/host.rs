@@ -206,28 +206,33 @@ const DOT: u8 = 2;
 const UNDERSCORE: u8 = 3;
 const COLON: u8 = 4;
 
-/// Each byte's class in a plain name: letters, digits and `-` are `NAME`
-/// (1), `.` `DOT` (2), `_` `UNDERSCORE` (3), `:` `COLON` (4), the rest
-/// `OTHER` (0). Checked against its definition by a unit test.
-#[rustfmt::skip]
-static NAME_BYTE: [u8; 256] = [
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x00
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x10
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, // 0x20
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 0, 0, 0, 0, 0, // 0x30
-    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, // 0x40
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 3, // 0x50
-    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, // 0x60
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, // 0x70
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x80
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x90
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xa0
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xb0
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xc0
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xd0
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xe0
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xf0
-];
+/// Each byte's class in a plain name: letters, digits and `-` are `NAME`,
+/// `.` `DOT`, `_` `UNDERSCORE`, `:` `COLON`, the rest `OTHER`. Built at
+/// compile time.
+static NAME_BYTE: [u8; 256] = name_byte_table();
+
+// Evaluated at compile time: an index out of bounds fails the build.
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+const fn name_byte_table() -> [u8; 256] {
+    let mut table = [OTHER; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_alphanumeric() || c == b'-' {
+            NAME
+        } else if c == b'.' {
+            DOT
+        } else if c == b'_' {
+            UNDERSCORE
+        } else if c == b':' {
+            COLON
+        } else {
+            OTHER
+        };
+        b += 1;
+    }
+    table
+}
 
 /// Lower case for a name of letters, digits, `-` and `.` only: each of
 /// those is lower case with bit 0x20 set (`_` is not), so eight bytes take

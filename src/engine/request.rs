@@ -302,28 +302,29 @@ const P_QUERY: u8 = 4;
 /// `%` and `\\`: the path is not its own main reading.
 const P_ESCAPE: u8 = 5;
 
-/// Each byte's class in a path: `/` `P_SLASH` (1), `.` `P_DOT` (2), `;`
-/// `P_SEMICOLON` (3), `?` `P_QUERY` (4), `%` and `\\` `P_ESCAPE` (5), the rest
-/// `P_PLAIN` (0). Checked against its definition by a unit test.
-#[rustfmt::skip]
-static PATH_BYTE: [u8; 256] = [
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x00
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x10
-    0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 2, 1, // 0x20
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 4, // 0x30
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x40
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, // 0x50
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x60
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x70
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x80
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x90
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xa0
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xb0
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xc0
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xd0
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xe0
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0xf0
-];
+/// Each byte's class in a path: `/` `P_SLASH`, `.` `P_DOT`, `;`
+/// `P_SEMICOLON`, `?` `P_QUERY`, `%` and `\\` `P_ESCAPE`, the rest `P_PLAIN`.
+/// Built at compile time.
+static PATH_BYTE: [u8; 256] = path_byte_table();
+
+// Evaluated at compile time: an index out of bounds fails the build.
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+const fn path_byte_table() -> [u8; 256] {
+    let mut table = [P_PLAIN; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        table[b] = match b as u8 {
+            b'/' => P_SLASH,
+            b'.' => P_DOT,
+            b';' => P_SEMICOLON,
+            b'?' => P_QUERY,
+            b'%' | b'\\' => P_ESCAPE,
+            _ => P_PLAIN,
+        };
+        b += 1;
+    }
+    table
+}
 
 /// The path as one [`PathReading`] reads it.
 pub fn normalize_path_as(raw: &[u8], reading: PathReading) -> Vec<u8> {
